@@ -1,0 +1,795 @@
+"""Every perf record kind as a frozen dataclass with one declared layout for parse and pack.
+
+A record's bytes are `perf_event_header` (u32 type, u16 misc, u16 size), a body, and for
+kernel records of an attr with sample_id_all, the sample_id trailer (see sample.py).  Bodies
+are declared as a fixed `struct.Struct` plus at most one variable tail; kinds whose body is
+not of that shape override `_parse_body` / `_pack_body`.  Unknown kinds become RawRecord.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+from ..errors import FormatError
+from .abi import (KSYMBOL_FLAG_UNREGISTER, MISC_CPUMODE_MASK, MISC_MMAP_BUILD_ID,
+                  RecordType, record_type_name)
+from .attr import EventAttr
+
+HEADER = struct.Struct("<IHH")
+
+
+def align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def cstring(raw: bytes | memoryview) -> str:
+    """Bytes up to the first NUL, decoded leniently (kernel strings are not always UTF-8)."""
+    raw = bytes(raw)
+    nul = raw.find(b"\0")
+    return (raw if nul < 0 else raw[:nul]).decode("utf-8", "surrogateescape")
+
+
+def pack_cstring(text: str, padded_len: int | None = None, align: int = 8) -> bytes:
+    """`text` NUL-terminated and zero-padded to `padded_len` (default: the next `align`)."""
+    raw = text.encode("utf-8", "surrogateescape") + b"\0"
+    if padded_len is None or padded_len < len(raw):
+        padded_len = (len(raw) + align - 1) // align * align
+    return raw.ljust(padded_len, b"\0")
+
+
+class SampleId(NamedTuple):
+    """The sample_id_all trailer of a kernel record; fields the attr does not ask for are None."""
+
+    pid: int | None = None
+    tid: int | None = None
+    time: int | None = None
+    id: int | None = None
+    stream_id: int | None = None
+    cpu: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """Fields every record has.  `sample_id` is the sample_id_all trailer of kernel records;
+    `time`, `cpu`, `pid`, `tid` read from it unless the body has its own field of that name.
+    `attr_index` is the attr (event) the record belongs to, when it can be told."""
+
+    TYPE: ClassVar[int] = -1
+    BODY: ClassVar[struct.Struct | None] = None
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+    TAIL: ClassVar[str | None] = None       # name of a variable tail field
+    TAIL_KIND: ClassVar[str] = "cstring"    # "cstring" (padded to 8) or "bytes"
+
+    misc: int = 0
+    sample_id: SampleId | None = None
+    offset: int | None = field(default=None, compare=False)
+    attr_index: int | None = field(default=None, compare=False)
+
+    @property
+    def time(self) -> int | None:
+        return self.sample_id.time if self.sample_id else None
+
+    @property
+    def cpu(self) -> int | None:
+        return self.sample_id.cpu if self.sample_id else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.sample_id.pid if self.sample_id else None
+
+    @property
+    def tid(self) -> int | None:
+        return self.sample_id.tid if self.sample_id else None
+
+    @property
+    def id(self) -> int | None:
+        return self.sample_id.id if self.sample_id else None
+
+    @property
+    def stream_id(self) -> int | None:
+        return self.sample_id.stream_id if self.sample_id else None
+
+    @property
+    def type(self) -> int:
+        return self.TYPE
+
+    @property
+    def type_name(self) -> str:
+        return record_type_name(self.type)
+
+    @property
+    def cpumode(self) -> int:
+        return self.misc & MISC_CPUMODE_MASK
+
+    # --- body layout --------------------------------------------------------------------
+    @classmethod
+    def _parse_body(cls, body: memoryview, ctx: "ParseContext") -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        pos = 0
+        if cls.BODY is not None:
+            if len(body) < cls.BODY.size:
+                raise ctx.error(f"{record_type_name(cls.TYPE)} body of {len(body)} bytes is "
+                                f"shorter than its {cls.BODY.size}-byte layout", 8, "size")
+            values.update(zip(cls.FIELDS, cls.BODY.unpack_from(body, 0)))
+            pos = cls.BODY.size
+        if cls.TAIL is not None:
+            tail = body[pos:]
+            values[cls.TAIL] = cstring(tail) if cls.TAIL_KIND == "cstring" else bytes(tail)
+            if cls.TAIL_KIND == "cstring":
+                values["_tail_len"] = len(tail)
+        return values
+
+    def _pack_body(self, ctx: "PackContext") -> bytes:
+        out = b""
+        if self.BODY is not None:
+            out = self.BODY.pack(*(getattr(self, n) for n in self.FIELDS))
+        if self.TAIL is not None:
+            value = getattr(self, self.TAIL)
+            if self.TAIL_KIND == "cstring":
+                out += pack_cstring(value, getattr(self, "_tail_len", None))
+            else:
+                out += value
+        return out
+
+    def replace(self, **changes) -> "Record":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields: bytes as hex, None kept, private fields left out."""
+        d: dict[str, Any] = {"type": self.type_name, "time": self.time, "cpu": self.cpu,
+                             "pid": self.pid, "tid": self.tid}
+        for f in dataclasses.fields(self):
+            if f.name.startswith("_") or f.name in ("offset", "attr_index", "sample_id"):
+                continue
+            d[f.name] = _jsonable(getattr(self, f.name))
+        if self.sample_id is not None:
+            d["sample_id"] = {k: v for k, v in self.sample_id._asdict().items() if v is not None}
+        return d
+
+
+def _jsonable(v):
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if isinstance(v, tuple) and v and hasattr(v[0], "_asdict"):
+        return [_jsonable(x._asdict()) for x in v]
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {k: _jsonable(x) for k, x in dataclasses.asdict(v).items()}
+    if hasattr(v, "_asdict"):
+        return {k: _jsonable(x) for k, x in v._asdict().items()}
+    return v
+
+
+class ParseContext:
+    """What a body parser needs beyond its bytes: the attr and where it is, for errors."""
+
+    __slots__ = ("file", "offset", "attr", "misc")
+
+    def __init__(self, file: str | None, offset: int, attr: EventAttr | None, misc: int = 0):
+        self.file = file
+        self.offset = offset
+        self.attr = attr
+        self.misc = misc
+
+    def error(self, message: str, rel: int = 0, field: str | None = None) -> FormatError:
+        return FormatError(message, file=self.file, offset=self.offset + rel, field=field)
+
+
+class PackContext:
+    def __init__(self, attr: EventAttr | None):
+        self.attr = attr
+
+
+_KINDS: dict[int, type[Record]] = {}
+
+
+def kind(cls):
+    _KINDS[cls.TYPE] = cls
+    return cls
+
+
+def record_class(rtype: int) -> type[Record] | None:
+    return _KINDS.get(rtype)
+
+
+def _layout(fmt: str, names: str):
+    return struct.Struct("<" + fmt), tuple(names.split())
+
+
+# --- kernel records ---------------------------------------------------------------------
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class MmapRecord(Record):
+    TYPE = RecordType.MMAP
+    BODY, FIELDS = _layout("iiQQQ", "pid tid addr len pgoff")
+    TAIL = "filename"
+    pid: int = 0
+    tid: int = 0
+    addr: int = 0
+    len: int = 0
+    pgoff: int = 0
+    filename: str = ""
+    _tail_len: int | None = field(default=None, compare=False, repr=False)
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class LostRecord(Record):
+    TYPE = RecordType.LOST
+    BODY, FIELDS = _layout("QQ", "id lost")
+    id: int = 0
+    lost: int = 0
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class CommRecord(Record):
+    TYPE = RecordType.COMM
+    BODY, FIELDS = _layout("ii", "pid tid")
+    TAIL = "comm"
+    pid: int = 0
+    tid: int = 0
+    comm: str = ""
+    _tail_len: int | None = field(default=None, compare=False, repr=False)
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class ExitRecord(Record):
+    TYPE = RecordType.EXIT
+    BODY, FIELDS = _layout("iiiiQ", "pid ppid tid ptid time")
+    pid: int = 0
+    tid: int = 0
+    time: int = 0
+    ppid: int = 0
+    ptid: int = 0
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class ForkRecord(ExitRecord):
+    TYPE = RecordType.FORK
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class ThrottleRecord(Record):
+    TYPE = RecordType.THROTTLE
+    BODY, FIELDS = _layout("QQQ", "time id stream_id")
+    time: int = 0
+    id: int = 0
+    stream_id: int = 0
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class UnthrottleRecord(ThrottleRecord):
+    TYPE = RecordType.UNTHROTTLE
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class ReadRecord(Record):
+    TYPE = RecordType.READ
+    BODY, FIELDS = _layout("ii", "pid tid")
+    pid: int = 0
+    tid: int = 0
+    values: Any = None  # ReadValues
+
+    @classmethod
+    def _parse_body(cls, body, ctx):
+        from .sample import parse_read_values
+        d = super()._parse_body(body, ctx)
+        d["values"], _ = parse_read_values(body, 8, ctx.attr.read_format if ctx.attr else 0, ctx)
+        return d
+
+    def _pack_body(self, ctx):
+        from .sample import pack_read_values
+        return super()._pack_body(ctx) + pack_read_values(self.values,
+                                                          ctx.attr.read_format if ctx.attr else 0)
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class Mmap2Record(Record):
+    """MMAP2; with MISC_MMAP_BUILD_ID the maj/min/ino union holds a build id instead."""
+
+    TYPE = RecordType.MMAP2
+    BODY, FIELDS = _layout("iiQQQ24sII", "pid tid addr len pgoff _union prot flags")
+    TAIL = "filename"
+    pid: int = 0
+    tid: int = 0
+    addr: int = 0
+    len: int = 0
+    pgoff: int = 0
+    maj: int = 0
+    min: int = 0
+    ino: int = 0
+    ino_generation: int = 0
+    build_id: bytes | None = None
+    prot: int = 0
+    flags: int = 0
+    filename: str = ""
+    _tail_len: int | None = field(default=None, compare=False, repr=False)
+    _union: bytes | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def _parse_body(cls, body, ctx):
+        d = super()._parse_body(body, ctx)
+        u = d["_union"]
+        if ctx.misc & MISC_MMAP_BUILD_ID:
+            d["build_id"] = u[4:4 + min(u[0], 20)]
+        else:
+            d["maj"], d["min"], d["ino"], d["ino_generation"] = struct.unpack("<IIQQ", u)
+        return d
+
+    def _pack_body(self, ctx):
+        u = self._union
+        if u is None:
+            if self.build_id is not None:
+                u = struct.pack("<BBH20s", len(self.build_id), 0, 0, self.build_id)
+            else:
+                u = struct.pack("<IIQQ", self.maj, self.min, self.ino, self.ino_generation)
+        return Record._pack_body(dataclasses.replace(self, _union=u), ctx)
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class AuxRecord(Record):
+    TYPE = RecordType.AUX
+    BODY, FIELDS = _layout("QQQ", "aux_offset aux_size flags")
+    aux_offset: int = 0
+    aux_size: int = 0
+    flags: int = 0
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class ItraceStartRecord(Record):
+    TYPE = RecordType.ITRACE_START
+    BODY, FIELDS = _layout("ii", "pid tid")
+    pid: int = 0
+    tid: int = 0
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class LostSamplesRecord(Record):
+    TYPE = RecordType.LOST_SAMPLES
+    BODY, FIELDS = _layout("Q", "lost")
+    lost: int = 0
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class SwitchRecord(Record):
+    TYPE = RecordType.SWITCH
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class SwitchCpuWideRecord(Record):
+    TYPE = RecordType.SWITCH_CPU_WIDE
+    BODY, FIELDS = _layout("ii", "next_prev_pid next_prev_tid")
+    next_prev_pid: int = 0
+    next_prev_tid: int = 0
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class NamespacesRecord(Record):
+    TYPE = RecordType.NAMESPACES
+    BODY, FIELDS = _layout("iiQ", "pid tid nr_namespaces")
+    pid: int = 0
+    tid: int = 0
+    nr_namespaces: int = 0
+    namespaces: tuple[tuple[int, int], ...] = ()  # (dev, inode) per namespace kind
+
+    @classmethod
+    def _parse_body(cls, body, ctx):
+        d = super()._parse_body(body, ctx)
+        n = d["nr_namespaces"]
+        if 16 + 16 * n > len(body):
+            raise ctx.error(f"{n} namespaces do not fit in the record", 8 + 8, "nr_namespaces")
+        d["namespaces"] = tuple(struct.iter_unpack("<QQ", body[16:16 + 16 * n]))
+        return d
+
+    def _pack_body(self, ctx):
+        return super()._pack_body(ctx) + b"".join(struct.pack("<QQ", *ns)
+                                                  for ns in self.namespaces)
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class KsymbolRecord(Record):
+    """A kernel symbol (BPF program, trampoline, ...) registered or unregistered."""
+
+    TYPE = RecordType.KSYMBOL
+    BODY, FIELDS = _layout("QIHH", "addr len ksym_type flags")
+    TAIL = "name"
+    addr: int = 0
+    len: int = 0
+    ksym_type: int = 0
+    flags: int = 0
+    name: str = ""
+    _tail_len: int | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def unregister(self) -> bool:
+        return bool(self.flags & KSYMBOL_FLAG_UNREGISTER)
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class BpfEventRecord(Record):
+    """PERF_RECORD_BPF_EVENT: a program loaded or unloaded, by id and tag."""
+
+    TYPE = RecordType.BPF_EVENT
+    BODY, FIELDS = _layout("HHI8s", "event_type flags prog_id tag")
+    event_type: int = 0
+    flags: int = 0
+    prog_id: int = 0
+    tag: bytes = b"\0" * 8
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class CgroupRecord(Record):
+    TYPE = RecordType.CGROUP
+    BODY, FIELDS = _layout("Q", "cgroup_id")
+    TAIL = "path"
+    cgroup_id: int = 0
+    path: str = ""
+    _tail_len: int | None = field(default=None, compare=False, repr=False)
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class TextPokeRecord(Record):
+    """Kernel text at `addr` changed from `old_bytes` to `new_bytes` at `time`."""
+
+    TYPE = RecordType.TEXT_POKE
+    BODY, FIELDS = _layout("QHH", "addr old_len new_len")
+    old_len: int = 0
+    new_len: int = 0
+    addr: int = 0
+    old_bytes: bytes = b""
+    new_bytes: bytes = b""
+
+    @classmethod
+    def _parse_body(cls, body, ctx):
+        if len(body) < 12:
+            raise ctx.error("TEXT_POKE body shorter than 12 bytes", 8, "size")
+        addr, old_len, new_len = cls.BODY.unpack_from(body, 0)
+        if 12 + old_len + new_len > len(body):
+            raise ctx.error(f"old_len {old_len} + new_len {new_len} overrun the record", 16,
+                            "old_len")
+        return {"addr": addr, "old_bytes": bytes(body[12:12 + old_len]),
+                "new_bytes": bytes(body[12 + old_len:12 + old_len + new_len])}
+
+    def _pack_body(self, ctx):
+        tot = 4 + len(self.old_bytes) + len(self.new_bytes)
+        return (struct.pack("<QHH", self.addr, len(self.old_bytes), len(self.new_bytes))
+                + self.old_bytes + self.new_bytes + b"\0" * (align8(tot) - tot))
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class AuxOutputHwIdRecord(Record):
+    TYPE = RecordType.AUX_OUTPUT_HW_ID
+    BODY, FIELDS = _layout("Q", "hw_id")
+    hw_id: int = 0
+
+
+# --- perf's own records -----------------------------------------------------------------
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class HeaderAttrRecord(Record):
+    """An event's attr and ids, as pipe-mode files carry them."""
+
+    TYPE = RecordType.HEADER_ATTR
+    attr: EventAttr = field(default_factory=EventAttr)
+    ids: tuple[int, ...] = ()
+
+    @classmethod
+    def _parse_body(cls, body, ctx):
+        attr = EventAttr.parse(body, 0, file=ctx.file)
+        rest = body[attr.size:]
+        return {"attr": attr, "ids": tuple(x for (x,) in struct.iter_unpack(
+            "<Q", rest[:len(rest) // 8 * 8]))}
+
+    def _pack_body(self, ctx):
+        return self.attr.pack() + struct.pack(f"<{len(self.ids)}Q", *self.ids)
+
+    def to_dict(self):
+        return {"type": self.type_name, "attr": self.attr.to_dict(), "ids": list(self.ids)}
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class EventTypeRecord(Record):
+    TYPE = RecordType.HEADER_EVENT_TYPE
+    BODY, FIELDS = _layout("Q64s", "event_id _name")
+    event_id: int = 0
+    _name: bytes = field(default=b"\0" * 64, repr=False)
+
+    @property
+    def name(self) -> str:
+        return cstring(self._name)
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class TracingDataRecord(Record):
+    """HEADER_TRACING_DATA: `size` bytes of tracing data follow the record in the stream
+    (outside header.size); the reader attaches them as `data`."""
+
+    TYPE = RecordType.HEADER_TRACING_DATA
+    BODY, FIELDS = _layout("I", "size")
+    size: int = 0
+    data: bytes = b""
+
+    def _pack_body(self, ctx):
+        return struct.pack("<I", len(self.data))
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class BuildIdRecord(Record):
+    TYPE = RecordType.HEADER_BUILD_ID
+    BODY, FIELDS = _layout("i24s", "pid _build_id")
+    TAIL = "filename"
+    pid: int = 0
+    _build_id: bytes = field(default=b"\0" * 24, repr=False)
+    filename: str = ""
+    _tail_len: int | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def build_id(self) -> bytes:
+        """The build id; newer perf stores its length in byte 20, older perf does not."""
+        size = self._build_id[20]
+        return self._build_id[:size] if 0 < size <= 20 else self._build_id[:20]
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class FinishedRoundRecord(Record):
+    TYPE = RecordType.FINISHED_ROUND
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class IdIndexRecord(Record):
+    TYPE = RecordType.ID_INDEX
+    entries: tuple[tuple[int, int, int, int], ...] = ()  # (id, idx, cpu, tid)
+
+    @classmethod
+    def _parse_body(cls, body, ctx):
+        return {"entries": _counted(body, ctx, "<QQQQ", "nr")}
+
+    def _pack_body(self, ctx):
+        return _pack_counted(self.entries, "<QQQQ")
+
+
+def _counted(body, ctx, fmt: str, what: str, head: str = "<Q") -> tuple:
+    """A u64 (or `head`) count followed by that many fixed-size entries, bounds-checked."""
+    hs = struct.calcsize(head)
+    if len(body) < hs:
+        raise ctx.error("record too short for its count", 8, what)
+    (nr,) = struct.unpack_from(head, body, 0)
+    es = struct.calcsize(fmt)
+    if hs + nr * es > len(body):
+        raise ctx.error(f"{what} {nr} entries of {es} bytes overrun the {len(body)}-byte body",
+                        8, what)
+    return tuple(struct.iter_unpack(fmt, body[hs:hs + nr * es]))
+
+
+def _pack_counted(entries, fmt: str, head: str = "<Q") -> bytes:
+    return struct.pack(head, len(entries)) + b"".join(struct.pack(fmt, *e) for e in entries)
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class AuxtraceInfoRecord(Record):
+    TYPE = RecordType.AUXTRACE_INFO
+    BODY, FIELDS = _layout("II", "auxtrace_type reserved")
+    TAIL, TAIL_KIND = "priv", "bytes"
+    auxtrace_type: int = 0
+    reserved: int = 0
+    priv: bytes = b""
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class AuxtraceRecord(Record):
+    """AUXTRACE: `size` bytes of trace data follow the record (outside header.size)."""
+
+    TYPE = RecordType.AUXTRACE
+    BODY, FIELDS = _layout("QQQIiiI", "size aux_offset reference idx tid cpu reserved")
+    tid: int = 0
+    cpu: int = 0
+    size: int = 0
+    aux_offset: int = 0
+    reference: int = 0
+    idx: int = 0
+    reserved: int = 0
+    data: bytes = b""
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class AuxtraceErrorRecord(Record):
+    TYPE = RecordType.AUXTRACE_ERROR
+    BODY, FIELDS = _layout("IIiiiIQ64s", "error_type code cpu pid tid fmt ip _msg")
+    TAIL, TAIL_KIND = "extra", "bytes"  # time, machine_pid, vcpu in newer perf
+    cpu: int = 0
+    pid: int = 0
+    tid: int = 0
+    error_type: int = 0
+    code: int = 0
+    fmt: int = 0
+    ip: int = 0
+    _msg: bytes = field(default=b"\0" * 64, repr=False)
+    extra: bytes = b""
+
+    @property
+    def msg(self) -> str:
+        return cstring(self._msg)
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class ThreadMapRecord(Record):
+    TYPE = RecordType.THREAD_MAP
+    entries: tuple[tuple[int, bytes], ...] = ()  # (pid, comm[16])
+
+    @classmethod
+    def _parse_body(cls, body, ctx):
+        return {"entries": _counted(body, ctx, "<Q16s", "nr")}
+
+    def _pack_body(self, ctx):
+        return _pack_counted(self.entries, "<Q16s")
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class CpuMapRecord(Record):
+    """CPU_MAP: a u16 encoding type then its payload (cpu list, mask or range); kept
+    decoded as a list of cpus where the encoding is known, and raw for exact rewrite."""
+
+    TYPE = RecordType.CPU_MAP
+    TAIL, TAIL_KIND = "data", "bytes"
+    data: bytes = b""
+
+    @property
+    def cpus(self) -> list[int] | None:
+        from .cpumap import decode_cpu_map
+        return decode_cpu_map(self.data)
+
+    def to_dict(self):
+        return {"type": self.type_name, "cpus": self.cpus, "data": self.data.hex()}
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class StatConfigRecord(Record):
+    TYPE = RecordType.STAT_CONFIG
+    entries: tuple[tuple[int, int], ...] = ()  # (tag, val)
+
+    @classmethod
+    def _parse_body(cls, body, ctx):
+        return {"entries": _counted(body, ctx, "<QQ", "nr")}
+
+    def _pack_body(self, ctx):
+        return _pack_counted(self.entries, "<QQ")
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class StatRecord(Record):
+    TYPE = RecordType.STAT
+    BODY, FIELDS = _layout("QIIQQQ", "id cpu thread val ena run")
+    id: int = 0
+    cpu: int = 0
+    thread: int = 0
+    val: int = 0
+    ena: int = 0
+    run: int = 0
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class StatRoundRecord(Record):
+    TYPE = RecordType.STAT_ROUND
+    BODY, FIELDS = _layout("QQ", "round_type time")
+    time: int = 0
+    round_type: int = 0
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class EventUpdateRecord(Record):
+    TYPE = RecordType.EVENT_UPDATE
+    BODY, FIELDS = _layout("QQ", "update_type id")
+    TAIL, TAIL_KIND = "data", "bytes"
+    id: int = 0
+    update_type: int = 0  # 0 unit, 1 scale, 2 name, 3 cpus
+    data: bytes = b""
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class TimeConvRecord(Record):
+    """TIME_CONV: TSC to perf time; perf >= 5.12 appends cycles, mask and two caps bytes."""
+
+    TYPE = RecordType.TIME_CONV
+    BODY, FIELDS = _layout("QQQ", "time_shift time_mult time_zero")
+    TAIL, TAIL_KIND = "extra", "bytes"
+    time_shift: int = 0
+    time_mult: int = 0
+    time_zero: int = 0
+    extra: bytes = b""
+
+    @property
+    def time_cycles(self) -> int | None:
+        return struct.unpack_from("<Q", self.extra, 0)[0] if len(self.extra) >= 8 else None
+
+    @property
+    def time_mask(self) -> int | None:
+        return struct.unpack_from("<Q", self.extra, 8)[0] if len(self.extra) >= 16 else None
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class HeaderFeatureRecord(Record):
+    TYPE = RecordType.HEADER_FEATURE
+    BODY, FIELDS = _layout("Q", "feat_id")
+    TAIL, TAIL_KIND = "data", "bytes"
+    feat_id: int = 0
+    data: bytes = b""
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class CompressedRecord(Record):
+    """COMPRESSED: zstd-compressed bytes of further records (perf record -z)."""
+
+    TYPE = RecordType.COMPRESSED
+    TAIL, TAIL_KIND = "data", "bytes"
+    data: bytes = b""
+
+    def to_dict(self):
+        return {"type": self.type_name, "compressed_size": len(self.data)}
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class FinishedInitRecord(Record):
+    TYPE = RecordType.FINISHED_INIT
+
+
+@dataclass(frozen=True, kw_only=True)
+class RawRecord(Record):
+    """A record of a kind this version does not know: kept whole, never dropped."""
+
+    raw_type: int = 0
+    body: bytes = b""
+
+    @property
+    def type(self) -> int:
+        return self.raw_type
+
+    def _pack_body(self, ctx):
+        return self.body
+
+
+def pack_header(rtype: int, misc: int, size: int) -> bytes:
+    return HEADER.pack(rtype, misc, size)
