@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .perf.reader import Attr, PerfData
-from .perf.records import Record
+
+if TYPE_CHECKING:
+    from .perf.bulk import SampleArrays
+    from .perf.records import Record
 
 
 class Recording:
@@ -30,6 +33,11 @@ class Recording:
     def records(self, *, order: str = "time") -> Iterator[Record]:
         """Every record; `order="time"` as perf delivers them, `"file"` as stored."""
         return self.data.records_by_time() if order == "time" else self.data.records()
+
+    def samples(self) -> "SampleArrays":
+        """Every SAMPLE as numpy arrays (ip, time, cpu, pid, tid, period, callchains...)."""
+        from .perf.bulk import sample_arrays
+        return sample_arrays(self.data)
 
     def feature(self, feature_id: int):
         return self.data.feature(feature_id)

@@ -15,6 +15,7 @@ from .abi import FEATURE_BITS, PERF_MAGIC
 FILE_HEADER = struct.Struct("<8sQQ QQ QQ QQ 32s")  # 104 bytes
 PIPE_HEADER = struct.Struct("<8sQ")                 # 16 bytes
 SECTION = struct.Struct("<QQ")                       # perf_file_section {offset, size}
+RECORD_HEADER = struct.Struct("<IHH")                # perf_event_header {type, misc, size}
 
 
 @dataclass(frozen=True)

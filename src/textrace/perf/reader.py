@@ -15,19 +15,18 @@ import os
 import struct
 import sys
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
-
-import zstandard
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from ..errors import FormatError, TruncatedError
 from .abi import Feature, RecordType, SampleType, USER_RECORD_START
 from .attr import EventAttr
-from .header import (PIPE_HEADER, SECTION, FileHeader, Section, feature_sections,
-                     parse_file_header, sniff)
-from .records import (HEADER, AuxtraceRecord, HeaderAttrRecord, HeaderFeatureRecord,
-                      ParseContext, RawRecord, Record, TracingDataRecord, record_class)
-from .sample import (id_trailer_size, parse_sample_id, sample_id_position,
-                     trailer_id_position)
+from .header import (PIPE_HEADER, RECORD_HEADER as HEADER, SECTION, FileHeader, Section,
+                     feature_sections, parse_file_header, sniff)
+from .sampleid import (id_trailer_size, parse_sample_id, sample_id_position,
+                       trailer_id_position)
+
+if TYPE_CHECKING:
+    from .records import Record
 
 # Kinds followed by a payload outside header.size: the payload's size field and the
 # record size that holds it.
@@ -304,6 +303,10 @@ class PerfData:
         return self._id_to_attr.get(rid, 0)
 
     def _decode(self, raw: _RawRec) -> Record:
+        # Imported here: the record classes cost ~25 ms to define, which bulk readers
+        # (numpy arrays of samples) never need.
+        from .records import ParseContext, RawRecord, record_class
+        from . import sample  # noqa: F401  registers SampleRecord
         rtype = raw.type
         body_start = raw.pos + 8
         body_end = raw.pos + raw.size
@@ -393,6 +396,8 @@ class _Inflater:
     record cut across two COMPRESSED records until its rest arrives."""
 
     def __init__(self, path: str, cap: int):
+        import zstandard
+        self.zstd_error = zstandard.ZstdError
         self.path = path
         self.cap = cap
         self.dobj = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
@@ -415,7 +420,7 @@ class _Inflater:
                     raise FormatError(f"inflates past {self.cap} bytes", file=self.path,
                                       offset=offset, field="COMPRESSED")
                 out.append(chunk)
-        except zstandard.ZstdError as e:
+        except self.zstd_error as e:
             raise FormatError(f"zstd: {e}", file=self.path, offset=offset,
                               field="COMPRESSED") from None
         buf = b"".join(out)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import dataclasses
 import struct
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 from ..errors import FormatError
 from .abi import (KSYMBOL_FLAG_UNREGISTER, MISC_CPUMODE_MASK, MISC_MMAP_BUILD_ID,
                   RecordType, record_type_name)
 from .attr import EventAttr
+from .sampleid import SampleId
 
-HEADER = struct.Struct("<IHH")
+from .header import RECORD_HEADER as HEADER
 
 
 def align8(n: int) -> int:
@@ -38,17 +39,6 @@ def pack_cstring(text: str, padded_len: int | None = None, align: int = 8) -> by
     if padded_len is None or padded_len < len(raw):
         padded_len = (len(raw) + align - 1) // align * align
     return raw.ljust(padded_len, b"\0")
-
-
-class SampleId(NamedTuple):
-    """The sample_id_all trailer of a kernel record; fields the attr does not ask for are None."""
-
-    pid: int | None = None
-    tid: int | None = None
-    time: int | None = None
-    id: int | None = None
-    stream_id: int | None = None
-    cpu: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

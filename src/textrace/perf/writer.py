@@ -18,7 +18,8 @@ from .header import FILE_HEADER, PIPE_HEADER, SECTION, FileHeader, Section
 from .reader import Attr
 from .records import (HEADER, AuxtraceRecord, HeaderAttrRecord, HeaderFeatureRecord,
                       PackContext, Record, TracingDataRecord)
-from .sample import pack_sample_id
+from .sampleid import pack_sample_id
+from . import sample  # noqa: F401  registers SampleRecord
 
 ATTR_FILE_SIZE_EXTRA = SECTION.size  # perf_file_attr = attr + ids section
 

@@ -1,0 +1,68 @@
+"""Benchmark: read every sample of a >= 200k-sample recording with callchains.
+
+textrace: a whole `python3` process that opens the file and loads ip, time, cpu, pid, tid,
+period and the callchains of every sample into numpy arrays.
+perf:     `perf script -F ip,time,cpu` on the same file (it prints the callchain ips too),
+          output to /dev/null.
+Both alternate in the same run; the ratio is perf's time over textrace's, pair by pair.
+
+    python3 bench/read_samples.py [--file perf.data] [--seconds 6] [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import compare  # noqa: E402
+
+BUSY = ("import time\nt = time.time()\n"
+        "while time.time() - t < {s}: sum(range(1000))\n")
+
+
+def make_recording(path: str, seconds: float) -> None:
+    """System-wide cpu-clock at 20 kHz with callchains while both CPUs spin in Python."""
+    busy = BUSY.format(s=seconds)
+    subprocess.run(["perf", "record", "-q", "-o", path, "-e", "cpu-clock", "-F", "20000",
+                    "-g", "-a", "--", "sh", "-c",
+                    f"python3 -c '{busy}' & python3 -c '{busy}'; wait"],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+READ = ("import sys, textrace\n"
+        "s = textrace.open(sys.argv[1]).samples()\n"
+        "print(len(s), s.callchain.size)\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--file", help="existing recording (default: make one)")
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--runs", type=int, default=7)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="textrace-bench-")
+    path = args.file or os.path.join(tmp, "samples.data")
+    if not args.file:
+        make_recording(path, args.seconds)
+    out = subprocess.run([sys.executable, "-c", READ, path], check=True, capture_output=True,
+                         text=True).stdout.split()
+    n_samples, n_chain = int(out[0]), int(out[1])
+    r = compare([sys.executable, "-c", READ, path],
+                ["perf", "script", "-i", path, "-F", "ip,time,cpu"], runs=args.runs)
+    print(f"workload: {n_samples} samples, {n_chain} callchain entries, "
+          f"{os.path.getsize(path) / 2**20:.1f} MiB ({path})")
+    print(f"{'':24}{'wall s (median)':>16}{'peak RSS MiB':>14}")
+    print(f"{'textrace (numpy arrays)':24}{r['ours_s']:>16.3f}{r['ours_kib'] / 1024:>14.1f}")
+    print(f"{'perf script -F ip,time,cpu':24}{r['theirs_s']:>16.3f}"
+          f"{r['theirs_kib'] / 1024:>14.1f}")
+    print(f"speedup (perf/textrace, {r['runs']} pairs): median {r['speedup']:.2f}x "
+          f"(min {r['speedup_min']:.2f}x, max {r['speedup_max']:.2f}x); goal >= 2x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
