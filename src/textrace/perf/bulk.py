@@ -114,20 +114,17 @@ def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int
     if start % 2 == 0:
         h = memoryview(buf).cast("B")[:end - end % 2].cast("H")
         sample = int(RecordType.SAMPLE)
+        irregular = (RecordType.COMPRESSED, RecordType.AUXTRACE, RecordType.HEADER_TRACING_DATA)
         while pos + 8 <= end:
-            rtype = h[pos >> 1]
-            size = h[(pos >> 1) + 3]
+            i = pos >> 1
+            rtype, size = h[i], h[i + 3]
+            if h[i + 1] or size < 8 or size & 1 or pos + size > end or rtype in irregular:
+                break
             if rtype == sample:
                 append(pos)
-            elif rtype in (RecordType.COMPRESSED, RecordType.AUXTRACE,
-                           RecordType.HEADER_TRACING_DATA):
-                others.append((pos, rtype))
-                return offs, others
-            if size < 8 or size & 1:
-                others.append((pos, -1))
-                return offs, others
             pos += size
-        return offs, others
+        if pos == end:
+            return offs, others
     others.append((pos, -1))
     return offs, others
 
@@ -168,9 +165,11 @@ def sample_arrays(data) -> SampleArrays:
             continue
         st = data.attrs[ai].attr.sample_type
         rec = o if sel is None else o[sel]
+        end = rec + g.u16_at(rec + 6)
         pos = rec + 8
         for bit, name in _FIXED:
             if st & bit:
+                _check(data, rec, pos + 8 > end, name)
                 values = g.u64_at(pos, aligned)
                 if sel is None:
                     cols[name] = values
@@ -179,19 +178,22 @@ def sample_arrays(data) -> SampleArrays:
                 pos += 8
         if st & S.READ:
             rf = data.attrs[ai].attr.read_format
+            times = sum(bool(rf & f) for f in (ReadFormat.TOTAL_TIME_ENABLED,
+                                               ReadFormat.TOTAL_TIME_RUNNING))
+            per = 1 + bool(rf & ReadFormat.ID) + bool(rf & ReadFormat.LOST)
             if rf & ReadFormat.GROUP:
-                raise NotImplementedError("bulk read of PERF_FORMAT_GROUP samples")
-            pos += 8 * (1 + sum(bool(rf & f) for f in (
-                ReadFormat.TOTAL_TIME_ENABLED, ReadFormat.TOTAL_TIME_RUNNING,
-                ReadFormat.ID, ReadFormat.LOST)))
+                _check(data, rec, pos + 8 > end, "read.nr")
+                nr = g.u64_at(pos, aligned)
+                _check(data, rec, nr > (1 << 16), "read.nr")
+                pos += 8 * (1 + times) + 8 * per * nr.astype(np.int64)
+            else:
+                pos += 8 * (per + times)
         if st & S.CALLCHAIN:
-            nr = g.u64_at(pos, aligned).astype(np.int64)
-            bad = (pos + 8 + 8 * nr) > (rec + g.u16_at(rec + 6))
-            if bad.any():
-                from ..errors import FormatError
-                k = int(np.flatnonzero(bad)[0])
-                raise FormatError(f"callchain of {int(nr[k])} entries overruns the record",
-                                  file=data.path, offset=int(rec[k]), field="callchain.nr")
+            _check(data, rec, pos + 8 > end, "callchain.nr")
+            nr = g.u64_at(pos, aligned)
+            _check(data, rec, nr > (1 << 13), "callchain.nr")  # 64 KiB records
+            nr = nr.astype(np.int64)
+            _check(data, rec, pos + 8 + 8 * nr > end, "callchain.nr")
             if sel is None:
                 nr_all, chain_pos = nr, pos + 8
             else:
@@ -222,6 +224,15 @@ def sample_arrays(data) -> SampleArrays:
         chain_start=chain_start, callchain=callchain)
 
 
+def _check(data, rec: np.ndarray, bad: np.ndarray, field: str) -> None:
+    """Raise for the first sample whose `field` does not fit in its record."""
+    if bad.any():
+        from ..errors import FormatError
+        k = int(np.flatnonzero(bad)[0])
+        raise FormatError(f"SAMPLE field {field} runs past the end of its record",
+                          file=data.path, offset=int(rec[k]), field=field)
+
+
 def _attr_of_samples(data, g: _Gather, o: np.ndarray, aligned: bool) -> np.ndarray:
     """Each sample's attr index, from its id where several attrs exist (perf's id_pos)."""
     from .sampleid import sample_id_position
@@ -231,6 +242,7 @@ def _attr_of_samples(data, g: _Gather, o: np.ndarray, aligned: bool) -> np.ndarr
     pos = sample_id_position(data.attrs[0].attr)
     if pos is None:
         return np.zeros(n, dtype=np.int32)
+    _check(data, o, o + 16 + pos > o + g.u16_at(o + 6), "id")
     ids = g.u64_at(o + 8 + pos, aligned)
     known = np.array(sorted(data._id_to_attr), dtype=np.uint64)
     which = np.array([data._id_to_attr[int(k)] for k in known], dtype=np.int32)

@@ -234,10 +234,11 @@ class CommRecord(Record):
 @dataclass(frozen=True, kw_only=True)
 class ExitRecord(Record):
     TYPE = RecordType.EXIT
-    BODY, FIELDS = _layout("iiiiQ", "pid ppid tid ptid time")
+    # The body's own timestamp; perf orders by the sample_id trailer's time (`.time`).
+    BODY, FIELDS = _layout("iiiiQ", "pid ppid tid ptid event_time")
     pid: int = 0
     tid: int = 0
-    time: int = 0
+    event_time: int = 0
     ppid: int = 0
     ptid: int = 0
 
@@ -252,8 +253,8 @@ class ForkRecord(ExitRecord):
 @dataclass(frozen=True, kw_only=True)
 class ThrottleRecord(Record):
     TYPE = RecordType.THROTTLE
-    BODY, FIELDS = _layout("QQQ", "time id stream_id")
-    time: int = 0
+    BODY, FIELDS = _layout("QQQ", "event_time id stream_id")
+    event_time: int = 0
     id: int = 0
     stream_id: int = 0
 

@@ -1,0 +1,79 @@
+"""textrace's own feature section inside perf.data.
+
+perf.data has no place for what textrace records beyond perf's features: why a program's
+capture failed, how it was captured, the kallsyms snapshot taken at record time, kernel code
+read on demand.  These go in feature bit 255 of adds_features, which perf (6.1 checked)
+skips like any bit it does not know, so perf still reads the file.
+
+Layout: magic "TXTRACE1", then entries {u32 kind; u32 flags; u64 size; data[size]; pad to 8}.
+Unknown kinds are kept, so older readers skip what newer writers add.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+
+from ..errors import FormatError
+
+FEATURE_BIT = 255
+MAGIC = b"TXTRACE1"
+ENTRY = struct.Struct("<IIQ")
+
+
+class Kind(enum.IntEnum):
+    CAPTURES = 1      # JSON lines: one capture outcome per BPF program
+    KALLSYMS = 2      # /proc/kallsyms text at record start (zstd-compressed)
+    KERNEL_CODE = 3   # code read from the kernel: {u64 addr; u64 time; u32 len; u32 0; bytes}
+    RECORD_INFO = 4   # JSON: how the recording was made (capture mode, clock, losses)
+
+
+@dataclass
+class PrivateSection:
+    entries: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def get(self, kind: int) -> list[bytes]:
+        return [data for k, data in self.entries if k == kind]
+
+    def add(self, kind: int, data: bytes) -> None:
+        self.entries.append((int(kind), bytes(data)))
+
+    def pack(self) -> bytes:
+        out = [MAGIC]
+        for kind, data in self.entries:
+            out.append(ENTRY.pack(kind, 0, len(data)))
+            out.append(data + b"\0" * (-len(data) % 8))
+        return b"".join(out)
+
+    @classmethod
+    def parse(cls, buf, *, file: str | None = None, offset: int = 0) -> "PrivateSection":
+        buf = memoryview(buf)
+        if bytes(buf[:8]) != MAGIC:
+            raise FormatError("textrace section does not start with TXTRACE1", file=file,
+                              offset=offset, field="textrace.magic")
+        pos, entries = 8, []
+        while pos < len(buf):
+            if pos + ENTRY.size > len(buf):
+                raise FormatError("textrace section ends inside an entry header", file=file,
+                                  offset=offset + pos, field="textrace.entry")
+            kind, _flags, size = ENTRY.unpack_from(buf, pos)
+            pos += ENTRY.size
+            if size > len(buf) - pos:
+                raise FormatError(f"entry of {size} bytes overruns the section", file=file,
+                                  offset=offset + pos - 8, field="textrace.entry.size")
+            entries.append((kind, bytes(buf[pos:pos + size])))
+            pos += size + (-size % 8)
+        return cls(entries)
+
+
+KERNEL_CODE = struct.Struct("<QQII")
+
+
+def pack_kernel_code(addr: int, time: int, code: bytes) -> bytes:
+    return KERNEL_CODE.pack(addr, time, len(code), 0) + code
+
+
+def unpack_kernel_code(data: bytes) -> tuple[int, int, bytes]:
+    addr, time, n, _ = KERNEL_CODE.unpack_from(data, 0)
+    return addr, time, data[KERNEL_CODE.size:KERNEL_CODE.size + n]
