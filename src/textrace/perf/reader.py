@@ -376,6 +376,7 @@ class PerfData:
                 while queue and queue[0][0] <= next_flush:
                     yield heapq.heappop(queue)[2]
                 next_flush = max_time
+                yield rec
                 continue
             if t is None or rec.type >= USER_RECORD_START:
                 yield rec
