@@ -49,6 +49,33 @@ def cmd_events(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .views.report import report_rows
+    data = _open(args)
+    rows = report_rows(data, sort=args.sort)
+    if args.limit:
+        rows = rows[:args.limit]
+    if args.json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+        table = Table(box=None, pad_edge=False, show_edge=False)
+        table.add_column("Overhead", justify="right")
+        table.add_column("Samples", justify="right")
+        table.add_column("Shared Object")
+        table.add_column("Symbol")
+        for row in rows:
+            tag = "[.]" if row.kind in ("user", "unknown") and not row.dso.startswith("[k") \
+                else "[k]"
+            table.add_row(f"{row.percent:.2f}%", str(row.samples), row.dso,
+                          f"{tag} {row.symbol}")
+        Console(soft_wrap=True, markup=False, highlight=False).print(table)
+    _warn_damage(data)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="textrace",
@@ -62,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file-order", action="store_true",
                    help="records in the order they are stored, not by time")
     p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("report", help="samples attributed to symbols as of each sample's time")
+    _add_input(p)
+    p.add_argument("--sort", choices=("symbol", "program", "dso"), default="symbol")
+    p.add_argument("--json", action="store_true", help="one JSON object per row")
+    p.add_argument("--limit", type=int, default=0, help="show only the first N rows")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -6,11 +6,24 @@ carries no sizes).  Only text symbols (t/T/w/W) count: code, not data.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-TEXT_TYPES = set("tTwW")
+# "ffffffff81000000 T _text" or "ffffffffc0a01000 t fn\t[module]"
+_TEXT_SYMBOL = re.compile(r"^([0-9a-f]{16}) [tTwW] (\S+)(?:\t\[(\S+)\])?$", re.M)
+_HEX = np.full(256, 0, dtype=np.uint64)
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint64)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
+
+
+def _parse_hex16(digits: np.ndarray) -> np.ndarray:
+    """Rows of 16 ASCII hex digits to uint64, all at once."""
+    out = np.zeros(len(digits), dtype=np.uint64)
+    for col in range(16):
+        out = (out << np.uint64(4)) | _HEX[digits[:, col]]
+    return out
 
 
 @dataclass
@@ -21,19 +34,15 @@ class KernelSymbols:
 
     @classmethod
     def parse(cls, text: str) -> "KernelSymbols":
-        rows = []
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) < 3 or parts[1] not in TEXT_TYPES:
-                continue
-            addr = int(parts[0], 16)
-            if addr == 0:
-                continue  # kptr_restrict hides addresses: nothing to resolve against
-            module = parts[3].strip("[]") if len(parts) > 3 else None
-            rows.append((addr, parts[2], module))
-        rows.sort(key=lambda r: r[0])
-        return cls(np.array([r[0] for r in rows], dtype=np.uint64), [r[1] for r in rows],
-                   [r[2] for r in rows])
+        rows = _TEXT_SYMBOL.findall(text)
+        if not rows:
+            return cls(np.zeros(0, dtype=np.uint64), [], [])
+        hexes = np.frombuffer("".join(r[0] for r in rows).encode(), dtype=np.uint8)
+        addrs = _parse_hex16(hexes.reshape(len(rows), 16))
+        keep = np.flatnonzero(addrs != 0)  # kptr_restrict hides addresses as zeros
+        order = keep[np.argsort(addrs[keep], kind="stable")]
+        idx = order.tolist()
+        return cls(addrs[order], [rows[i][1] for i in idx], [rows[i][2] or None for i in idx])
 
     @classmethod
     def from_proc(cls) -> "KernelSymbols":

@@ -92,6 +92,7 @@ class PerfData:
         self.warnings: list[str] = []
         self._id_to_attr: dict[int, int] = {}
         self._comp_mmap_len = 0
+        self._located = None  # (offsets, types) once found without a Python loop
         if self.mode == "file":
             self._open_file_mode()
         else:
@@ -272,6 +273,32 @@ class PerfData:
                                      f"unfinished record left in the compressed stream",
                                      "COMPRESSED")
 
+    def _walk_selected(self, types: frozenset[int]) -> Iterator[_RawRec]:
+        """Like _walk, but when the records can be located without a Python loop (see
+        bulk.locate_records_aligned), only the wanted kinds are visited at all."""
+        if self.mode == "file":
+            import numpy as np
+
+            from .bulk import locate_records_aligned
+            found = self._located
+            if found is None:
+                found = self._located = locate_records_aligned(self._buf, self._data.offset,
+                                                               self._data.end) or False
+            special = {RecordType.COMPRESSED, RecordType.AUXTRACE,
+                       RecordType.HEADER_TRACING_DATA}
+            if found and not special.intersection(found[1].tolist()):
+                offsets, kinds = found
+                buf = self._buf
+                for t in set(kinds.tolist()) - set(types):
+                    self.stats.by_type[t] = int((kinds == t).sum())
+                    self.stats.records += self.stats.by_type[t]
+                wanted = [int(t) for t in types]
+                for off in offsets[np.isin(kinds, wanted)].tolist():
+                    rtype, misc, size = HEADER.unpack_from(buf, off)
+                    yield _RawRec(off, rtype, misc, size, buf, off)
+                return
+        yield from self._walk()
+
     def _damaged(self, offset: int, message: str, fieldname: str):
         err = TruncatedError(message, file=self.path, offset=offset, field=fieldname)
         if not self.salvage:
@@ -342,10 +369,18 @@ class PerfData:
         return cls(misc=raw.misc, sample_id=sample_id, offset=raw.offset, attr_index=idx,
                    **values)
 
-    def records(self) -> Iterator[Record]:
-        """Every record in file order (compressed ones inflated), decoded."""
+    def records(self, types: frozenset[int] | None = None) -> Iterator[Record]:
+        """Every record in file order (compressed ones inflated), decoded; with `types`,
+        only records of those kinds are decoded and yielded (the rest are still counted)."""
         stats = self.stats = ReadStats()
-        for raw in self._walk():
+        if types is not None:  # losses are always counted, whatever is asked for
+            wanted, types = types, types | {RecordType.LOST, RecordType.LOST_SAMPLES}
+        walk = self._walk() if types is None else self._walk_selected(types)
+        for raw in walk:
+            if types is not None and raw.type not in types:
+                stats.records += 1
+                stats.by_type[raw.type] = stats.by_type.get(raw.type, 0) + 1
+                continue
             try:
                 rec = self._decode(raw)
             except FormatError as e:
@@ -360,9 +395,10 @@ class PerfData:
                 stats.lost += rec.lost
             elif raw.type == RecordType.LOST_SAMPLES:
                 stats.lost_samples += rec.lost
-            yield rec
+            if types is None or raw.type in wanted:
+                yield rec
 
-    def records_by_time(self) -> Iterator[Record]:
+    def records_by_time(self, types: frozenset[int] | None = None) -> Iterator[Record]:
         """Records in time order, as perf delivers them: queued and flushed at each
         FINISHED_ROUND up to the newest time seen before the previous round; records with
         no time (perf's own, or attrs without sample_id_all) pass through at once."""
@@ -370,7 +406,9 @@ class PerfData:
         seq = 0
         next_flush = -1
         max_time = -1
-        for rec in self.records():
+        if types is not None:
+            types = types | {RecordType.FINISHED_ROUND}
+        for rec in self.records(types):
             t = rec.time
             if rec.type == RecordType.FINISHED_ROUND:
                 while queue and queue[0][0] <= next_flush:
