@@ -221,7 +221,12 @@ class PerfData:
         data = self.feature_bytes(feat)
         if data is None:
             return None
-        return parse_feature(feat, data, file=self.path, offset=self.feature_offset(feat))
+        nr_cpus = None
+        if feat == Feature.CPU_TOPOLOGY:  # its per-cpu part is as long as NRCPUS says
+            nrcpus = self.feature(Feature.NRCPUS)
+            nr_cpus = nrcpus.nr_cpus_available if nrcpus is not None else None
+        return parse_feature(feat, data, file=self.path, offset=self.feature_offset(feat),
+                             nr_cpus=nr_cpus)
 
     # --- walking ------------------------------------------------------------------------
     def _walk(self, decompress: bool = True) -> Iterator[_RawRec]:
