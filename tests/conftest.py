@@ -16,6 +16,10 @@ import pytest
 from corpus import Corpus
 
 REQUIRED_TOOLS = ("perf", "bpftool", "clang")
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+# `python3 -m textrace` in subprocesses runs this checkout, whatever is installed
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 
 
 def _capability_problems() -> list[str]:
