@@ -76,6 +76,49 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_record(args) -> int:
+    from .record import CLOCKS, Recorder, RecordOptions
+    clockid = CLOCKS.get(args.clockid) if not args.clockid.isdigit() else int(args.clockid)
+    if clockid is None:
+        raise TextraceError(f"unknown clock {args.clockid!r}; known: {', '.join(CLOCKS)}",
+                            field="--clockid")
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command and not args.all_cpus:
+        raise TextraceError("give a command after --, or -a to record system-wide")
+    opts = RecordOptions(output=args.output, system_wide=args.all_cpus,
+                         duration=args.duration, event=args.event, freq=args.freq,
+                         callgraph=args.call_graph, clockid=clockid, command=command)
+    progress = _progress_line if sys.stderr.isatty() else None
+    summary = Recorder(opts, progress=progress).run()
+    if progress:
+        sys.stderr.write("\n")
+    print(f"textrace: wrote {summary.output}: {summary.records} records; BPF programs: "
+          f"{summary.programs_seen} seen, {summary.programs_captured} captured", file=sys.stderr)
+    if summary.failures:
+        print(f"textrace: {len(summary.failures)} programs not captured (textrace progs "
+              f"-i {summary.output} lists them with the reason)", file=sys.stderr)
+    if summary.lost:
+        print(f"textrace: warning: the kernel lost {summary.lost} records (ring overflow)",
+              file=sys.stderr)
+    return summary.exit_code or 0
+
+
+_last_progress = [0.0]
+
+
+def _progress_line(rec) -> None:
+    import time
+    now = time.monotonic()
+    if now - _last_progress[0] < 0.25:
+        return
+    _last_progress[0] = now
+    caps = rec.captures.values()
+    sys.stderr.write(f"\rtextrace record: {rec.summary.records} records, "
+                     f"{len(rec.captures)} programs seen, "
+                     f"{sum(c.captured for c in caps)} captured, {rec.summary.lost} lost ")
+    sys.stderr.flush()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="textrace",
@@ -96,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per row")
     p.add_argument("--limit", type=int, default=0, help="show only the first N rows")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("record", help="record kernel code changes, capturing BPF programs")
+    p.add_argument("-o", "--output", default="perf.data")
+    p.add_argument("-a", "--all-cpus", action="store_true", help="system-wide until Ctrl-C")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("-e", "--event", help="also sample this event (cpu-clock, task-clock, "
+                                         "cycles, instructions)")
+    p.add_argument("-F", "--freq", type=int, default=999, help="samples per second")
+    p.add_argument("-g", "--call-graph", action="store_true", help="sample callchains")
+    p.add_argument("--clockid", default="monotonic", help="clock of record times")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    p.set_defaults(func=cmd_record)
     return parser
 
 

@@ -101,6 +101,30 @@ def obj_info(fd: int, info: ctypes.Array) -> int:
 BPF_PROG_TYPE_SOCKET_FILTER = 1
 
 
+class IdPoller:
+    """The fastest user-space path to a new program: preallocated attrs and raw syscalls,
+    no Python objects per call.  `poll()` returns (id, fd or -1) of the next program after
+    the last one seen, or None when there is none yet."""
+
+    def __init__(self, last_id: int):
+        self.last = last_id
+        self._next = ctypes.create_string_buffer(ATTR_SIZE)
+        self._byid = ctypes.create_string_buffer(ATTR_SIZE)
+        self._next_view = (ctypes.c_uint32 * 2).from_buffer(self._next)
+        self._byid_view = (ctypes.c_uint32 * 1).from_buffer(self._byid)
+
+    def poll(self) -> tuple[int, int] | None:
+        nxt = self._next_view
+        nxt[0] = self.last
+        if _libc.syscall(NR_BPF, Cmd.PROG_GET_NEXT_ID, self._next, ATTR_SIZE) < 0:
+            return None
+        prog_id = nxt[1]
+        self._byid_view[0] = prog_id
+        fd = _libc.syscall(NR_BPF, Cmd.PROG_GET_FD_BY_ID, self._byid, ATTR_SIZE)
+        self.last = prog_id
+        return prog_id, fd
+
+
 def prog_load(insns: bytes, *, prog_type: int = BPF_PROG_TYPE_SOCKET_FILTER, name: str = "",
               license: str = "GPL", log_size: int = 0) -> int:
     """Load raw instructions (8 bytes each); returns the program fd.  For tests and storm

@@ -1,0 +1,140 @@
+"""Live perf events: perf_event_open(2), mmap'd ring buffers and their ioctls.
+
+A ring is one control page (struct perf_event_mmap_page) and 2^n data pages.  The kernel
+advances data_head; we copy records out, then store data_tail to give the space back.  On
+x86-64 (TSO) a plain load of data_head followed by loads of the data is ordered as the
+kernel's smp_store_release requires, and our store to data_tail cannot pass earlier loads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+import struct
+
+from ..errors import KernelError, PermissionProblem
+from .attr import EventAttr
+from .header import RECORD_HEADER
+
+NR_PERF_EVENT_OPEN = 298  # x86-64
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+
+IOC_ENABLE = 0x2400
+IOC_DISABLE = 0x2401
+IOC_SET_OUTPUT = 0x2405
+IOC_ID = 0x80082407  # _IOR('$', 7, __u64 *)
+
+PERF_TYPE_HARDWARE = 0
+PERF_TYPE_SOFTWARE = 1
+SW_CPU_CLOCK = 0
+SW_TASK_CLOCK = 1
+SW_DUMMY = 9
+
+# perf_event_mmap_page offsets
+_DATA_HEAD = 1024
+_DATA_TAIL = 1032
+_DATA_OFFSET = 1040
+_DATA_SIZE = 1048
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def online_cpus() -> list[int]:
+    """CPUs in /sys/devices/system/cpu/online ("0-3,6")."""
+    with open("/sys/devices/system/cpu/online") as f:
+        text = f.read().strip()
+    cpus: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def perf_event_open(attr: EventAttr, pid: int, cpu: int, group_fd: int = -1) -> int:
+    buf = ctypes.create_string_buffer(attr.pack(), attr.size)
+    fd = _libc.syscall(NR_PERF_EVENT_OPEN, buf, ctypes.c_int(pid), ctypes.c_int(cpu),
+                       ctypes.c_int(group_fd), ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC))
+    if fd < 0:
+        err = ctypes.get_errno()
+        if err in (errno.EACCES, errno.EPERM):
+            with open("/proc/sys/kernel/perf_event_paranoid") as f:
+                paranoid = f.read().strip()
+            raise PermissionProblem(
+                f"perf_event_open: {os.strerror(err)}: needs CAP_PERFMON (or root); "
+                f"kernel.perf_event_paranoid is {paranoid}", field="perf_event_open")
+        raise KernelError(f"perf_event_open(cpu={cpu}, pid={pid}): {os.strerror(err)}",
+                          field="perf_event_open")
+    return fd
+
+
+def event_id(fd: int) -> int:
+    buf = bytearray(8)
+    fcntl.ioctl(fd, IOC_ID, buf)
+    return struct.unpack("<Q", buf)[0]
+
+
+def enable(fd: int) -> None:
+    fcntl.ioctl(fd, IOC_ENABLE, 0)
+
+
+def disable(fd: int) -> None:
+    fcntl.ioctl(fd, IOC_DISABLE, 0)
+
+
+def set_output(fd: int, target_fd: int) -> None:
+    """Send `fd`'s records into `target_fd`'s ring (same CPU)."""
+    fcntl.ioctl(fd, IOC_SET_OUTPUT, target_fd)
+
+
+class Ring:
+    """The mmap'd ring of one event fd."""
+
+    def __init__(self, fd: int, cpu: int, pages: int = 64):
+        if pages & (pages - 1):
+            raise ValueError("ring pages must be a power of two")
+        self.fd = fd
+        self.cpu = cpu
+        self.page = mmap.PAGESIZE
+        self.mm = mmap.mmap(fd, (pages + 1) * self.page, mmap.MAP_SHARED,
+                            mmap.PROT_READ | mmap.PROT_WRITE)
+        self.data_offset = struct.unpack_from("<Q", self.mm, _DATA_OFFSET)[0] or self.page
+        self.size = struct.unpack_from("<Q", self.mm, _DATA_SIZE)[0] or pages * self.page
+        self.bytes_read = 0
+
+    def pending(self) -> bool:
+        return struct.unpack_from("<Q", self.mm, _DATA_HEAD)[0] != \
+            struct.unpack_from("<Q", self.mm, _DATA_TAIL)[0]
+
+    def read(self) -> list[bytes]:
+        """Every complete record now in the ring, in order, as bytes; frees their space."""
+        mm = self.mm
+        head = struct.unpack_from("<Q", mm, _DATA_HEAD)[0]
+        tail = struct.unpack_from("<Q", mm, _DATA_TAIL)[0]
+        if head == tail:
+            return []
+        size, base = self.size, self.data_offset
+        start = tail % size
+        end = start + (head - tail)
+        if end <= size:
+            chunk = mm[base + start:base + end]
+        else:  # the records wrap around the end of the ring
+            chunk = mm[base + start:base + size] + mm[base:base + end - size]
+        out = []
+        pos = 0
+        n = len(chunk)
+        while pos + 8 <= n:
+            rsize = RECORD_HEADER.unpack_from(chunk, pos)[2]
+            if rsize < 8 or pos + rsize > n:
+                break
+            out.append(chunk[pos:pos + rsize])
+            pos += rsize
+        struct.pack_into("<Q", mm, _DATA_TAIL, tail + pos)
+        self.bytes_read += pos
+        return out
+
+    def close(self) -> None:
+        self.mm.close()

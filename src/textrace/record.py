@@ -1,0 +1,429 @@
+"""textrace record: the kernel's code sideband (and optionally samples) into perf.data,
+with every BPF program captured while it lives.
+
+Per CPU, one dummy software event carries the sideband — KSYMBOL, BPF_EVENT, TEXT_POKE,
+MMAP2, COMM, FORK/EXIT — waking the reader at every record, and an optional sampling event
+shares its ring.  Records are drained in rounds, sorted by time within the round, written
+with a FINISHED_ROUND after each (perf's ordering contract), and the header is patched
+after every round so a killed recorder leaves a readable file.
+
+A BPF_EVENT(PROG_LOAD) is acted on as soon as it is read: BPF_PROG_GET_FD_BY_ID first (an
+fd keeps the program alive), the full info after.  Programs that were gone before that are
+listed with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import __version__
+from .bpf.prog_info import ALL_ARRAYS, read_prog_info
+from .bpf.btf import read_btf
+from .bpf.syscall import IdPoller, NoSuchObject, next_ids, prog_fd_by_id
+from .capture import ProgCapture
+from .errors import TextraceError
+from .perf import live
+from .perf.abi import (BpfEventType, Feature, KsymbolType, MISC_KERNEL, RecordType,
+                       SampleType as S)
+from .perf.attr import EventAttr, flag_mask
+from .perf.features import (BpfBtf, BpfProgInfo, BpfProgInfoEntry, ClockData, Cmdline,
+                            EventDesc, NrCpus, StringFeature, TotalMem, U64Feature)
+from .perf.private import FEATURE_BIT, Kind, PrivateSection
+from .perf.reader import Attr
+from .perf.records import (BpfEventRecord, FinishedInitRecord, FinishedRoundRecord,
+                           KsymbolRecord, MmapRecord)
+from .perf.sampleid import SampleId
+from .perf.writer import PerfDataWriter
+
+CLOCKS = {"realtime": 0, "monotonic": 1, "monotonic_raw": 4, "boottime": 7, "tai": 11}
+SIDEBAND_TYPE = S.TID | S.TIME | S.CPU | S.IDENTIFIER
+SAMPLE_TYPE = S.IDENTIFIER | S.IP | S.TID | S.TIME | S.CPU | S.PERIOD
+EVENTS = {"cpu-clock": (live.PERF_TYPE_SOFTWARE, live.SW_CPU_CLOCK),
+          "task-clock": (live.PERF_TYPE_SOFTWARE, live.SW_TASK_CLOCK),
+          "cycles": (live.PERF_TYPE_HARDWARE, 0), "instructions": (live.PERF_TYPE_HARDWARE, 1)}
+
+
+@dataclass
+class RecordOptions:
+    output: str = "perf.data"
+    system_wide: bool = False
+    duration: float | None = None
+    event: str | None = None
+    freq: int = 999
+    callgraph: bool = False
+    clockid: int = CLOCKS["monotonic"]
+    command: list[str] = field(default_factory=list)
+    ring_pages: int = 128
+    round_ms: float = 100.0
+
+
+@dataclass
+class RecordSummary:
+    output: str
+    records: int = 0
+    lost: int = 0
+    programs_seen: int = 0
+    programs_captured: int = 0
+    failures: list[ProgCapture] = field(default_factory=list)
+    exit_code: int | None = None
+
+
+def clock_ns(clockid: int) -> int:
+    return time.clock_gettime_ns(clockid)
+
+
+class IdScanner:
+    """Takes an fd on every new BPF program id the moment it exists.
+
+    A feature-probe program lives for microseconds: by the time its BPF_EVENT has woken a
+    reader it is usually gone.  Walking BPF_PROG_GET_NEXT_ID from the newest id seen and
+    calling BPF_PROG_GET_FD_BY_ID at once narrows the race to a few microseconds.  The walk
+    runs in a forked process of its own (a thread would wait for the GIL whenever the
+    recorder works) and hands each fd over a Unix socket; an fd keeps its program alive
+    until the recorder has read it.  It spins one CPU while the recording runs.
+    """
+
+    def __init__(self, start_id: int):
+        self.parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.pid = os.fork()
+        if self.pid == 0:
+            self.parent.close()
+            self._scan(child, start_id)
+            os._exit(0)
+        child.close()
+        self.parent.setblocking(False)
+
+    @staticmethod
+    def _scan(sock: socket.socket, last: int) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the recorder decides when to stop
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:  # a larger CFS share when the loader competes for the same CPU
+            os.setpriority(os.PRIO_PROCESS, 0, -10)
+        except OSError:
+            pass
+        poll = IdPoller(last).poll
+        send_fds = socket.send_fds
+        while True:
+            got = poll()
+            if got is None:
+                continue
+            prog_id, fd = got
+            if fd >= 0:
+                try:
+                    send_fds(sock, [struct.pack("<I", prog_id)], [fd])
+                except OSError:
+                    return  # the recorder is gone
+                os.close(fd)
+
+    def take(self) -> dict[int, int]:
+        got = {}
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(self.parent, 4, 1)
+            except (BlockingIOError, InterruptedError):
+                return got
+            if not msg:
+                return got
+            for fd in fds:
+                got[struct.unpack("<I", msg)[0]] = fd
+
+    def stop(self) -> dict[int, int]:
+        """Stop the walk; the fds it sent before are still delivered."""
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        got = self.take()
+        self.parent.close()
+        return got
+
+
+class Recorder:
+    def __init__(self, opts: RecordOptions, progress=None):
+        self.opts = opts
+        self.progress = progress
+        self.captures: dict[int, ProgCapture] = {}
+        self.held_fds: dict[int, int] = {}
+        self.summary = RecordSummary(opts.output)
+        self.rings: list[live.Ring] = []
+        self.fds: list[int] = []
+        self.attrs: list[Attr] = []
+        self.time_pos: dict[int, tuple[bool, int]] = {}  # id -> (is sample attr, offset)
+        self.stop = False
+        self.child: int | None = None
+        self.scanner: IdScanner | None = None
+
+    # --- events -------------------------------------------------------------------------
+    def _sideband_attr(self) -> EventAttr:
+        return EventAttr(
+            type=live.PERF_TYPE_SOFTWARE, size=128, config=live.SW_DUMMY, sample_period=1,
+            sample_type=SIDEBAND_TYPE, wakeup_events=1, clockid=self.opts.clockid,
+            flags=flag_mask("disabled", "mmap", "comm", "task", "mmap2", "comm_exec",
+                            "ksymbol", "bpf_event", "text_poke", "sample_id_all",
+                            "use_clockid", "watermark", "exclude_guest"))
+
+    def _sample_attr(self) -> EventAttr | None:
+        if not self.opts.event:
+            return None
+        if self.opts.event not in EVENTS:
+            raise TextraceError(f"unknown event {self.opts.event!r}; known: "
+                                f"{', '.join(EVENTS)}", field="-e")
+        etype, config = EVENTS[self.opts.event]
+        st = SAMPLE_TYPE | (S.CALLCHAIN if self.opts.callgraph else 0)
+        return EventAttr(type=etype, size=128, config=config, sample_period=self.opts.freq,
+                         sample_type=st, clockid=self.opts.clockid, sample_max_stack=127,
+                         flags=flag_mask("disabled", "freq", "sample_id_all", "use_clockid",
+                                         "exclude_guest"))
+
+    def open_events(self) -> None:
+        sb = self._sideband_attr()
+        sa = self._sample_attr()
+        sb_ids, sa_ids = [], []
+        for cpu in live.online_cpus():
+            fd = live.perf_event_open(sb, -1, cpu)
+            self.fds.append(fd)
+            ring = live.Ring(fd, cpu, self.opts.ring_pages)
+            self.rings.append(ring)
+            sb_ids.append(live.event_id(fd))
+            if sa is not None:
+                sfd = live.perf_event_open(sa, -1, cpu)
+                self.fds.append(sfd)
+                live.set_output(sfd, fd)
+                sa_ids.append(live.event_id(sfd))
+        self.attrs = [Attr(sb, tuple(sb_ids), "dummy")]
+        # TIME sits after IDENTIFIER and TID in the trailer and after IDENTIFIER, IP, TID
+        # in a sample (include/uapi/linux/perf_event.h order)
+        for i in sb_ids:
+            self.time_pos[i] = (False, 8 * 3)  # counted back from the end: time, cpu, id
+        if sa is not None:
+            self.attrs.append(Attr(sa, tuple(sa_ids), self.opts.event))
+            for i in sa_ids:
+                self.time_pos[i] = (True, 8 + 8 * 3)
+
+    def _time_of(self, raw: bytes) -> int:
+        rtype = struct.unpack_from("<I", raw, 0)[0]
+        if rtype == RecordType.SAMPLE:
+            rid = struct.unpack_from("<Q", raw, 8)[0]
+            is_sample, pos = self.time_pos.get(rid, (True, 32))
+            return struct.unpack_from("<Q", raw, pos)[0]
+        return struct.unpack_from("<Q", raw, len(raw) - 24)[0]
+
+    # --- capture ------------------------------------------------------------------------
+    def on_bpf_event(self, raw: bytes) -> None:
+        """A program was loaded or unloaded: grab it now, before its loader lets go."""
+        event_type, _flags, prog_id, tag = struct.unpack_from("<HHI8s", raw, 8)
+        if event_type != BpfEventType.PROG_LOAD or prog_id in self.captures:
+            if prog_id in self.captures and not self.captures[prog_id].tag:
+                self.captures[prog_id].tag = tag
+            return
+        cap = self.captures[prog_id] = ProgCapture(prog_id, tag)
+        try:
+            self.held_fds[prog_id] = prog_fd_by_id(prog_id)
+        except NoSuchObject:
+            cap.reason = "unloaded before user space could take it (BPF_PROG_GET_FD_BY_ID: ENOENT)"
+        except TextraceError as e:
+            cap.reason = str(e)
+
+    def _read_held(self) -> None:
+        """Read the programs whose fds we hold, then let them go."""
+        for prog_id, fd in list(self.held_fds.items()):
+            cap = self.captures[prog_id]
+            try:
+                cap.info = read_prog_info(fd, ALL_ARRAYS)
+                cap.tag = cap.info.tag
+                cap.method = "user"
+                cap.time = clock_ns(self.opts.clockid)
+                if cap.info.info["btf_id"]:
+                    try:
+                        cap.btf = read_btf(cap.info.info["btf_id"])
+                    except TextraceError:
+                        pass
+            except TextraceError as e:
+                cap.reason = str(e)
+            finally:
+                os.close(fd)
+                del self.held_fds[prog_id]
+
+    # --- synthesis ----------------------------------------------------------------------
+    def synthesize(self, writer: PerfDataWriter, kallsyms: str) -> None:
+        """What was there before we started: the kernel map and every loaded program."""
+        syms = {}
+        text = etext = None
+        for line in kallsyms.splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                if parts[2] == "_text":
+                    text = int(parts[0], 16)
+                elif parts[2] == "_etext":
+                    etext = int(parts[0], 16)
+                elif parts[2].startswith("bpf_prog_"):
+                    syms[int(parts[0], 16)] = parts[2]
+        sid = SampleId(pid=0, tid=0, time=0, cpu=0, id=self.attrs[0].ids[0])
+        if text and etext:
+            writer.write(MmapRecord(misc=MISC_KERNEL, pid=-1, tid=0, addr=text,
+                                    len=etext - text, pgoff=text,
+                                    filename="[kernel.kallsyms]_text", sample_id=sid))
+        for prog_id in next_ids():
+            cap = self.captures[prog_id] = ProgCapture(prog_id, b"")
+            try:
+                fd = prog_fd_by_id(prog_id)
+            except TextraceError as e:
+                cap.reason = str(e)
+                continue
+            self.held_fds[prog_id] = fd
+            self._read_held()
+            if cap.info is None:
+                continue
+            cap.tag = cap.info.tag
+            for addr, n, _code in cap.info.funcs():
+                name = syms.get(addr, f"bpf_prog_{cap.info.tag.hex()}_{cap.info.name}")
+                writer.write(KsymbolRecord(addr=addr, len=n, ksym_type=KsymbolType.BPF,
+                                           flags=0, name=name, sample_id=sid))
+            writer.write(BpfEventRecord(event_type=BpfEventType.PROG_LOAD, flags=0,
+                                        prog_id=prog_id, tag=cap.info.tag, sample_id=sid))
+        writer.write(FinishedInitRecord())
+
+    # --- the loop -----------------------------------------------------------------------
+    def _start_command(self) -> tuple[int, int] | None:
+        if not self.opts.command:
+            return None
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: wait until the events are enabled, then exec
+            os.close(w)
+            os.read(r, 1)
+            try:
+                os.execvp(self.opts.command[0], self.opts.command)
+            except OSError as e:
+                print(f"textrace: cannot run {self.opts.command[0]}: {e.strerror}",
+                      file=sys.stderr)
+                os._exit(127)
+        os.close(r)
+        self.child = pid
+        return pid, w
+
+    def _hold(self, fds: dict[int, int]) -> None:
+        for prog_id, fd in fds.items():
+            if prog_id in self.held_fds or (prog_id in self.captures and
+                                            self.captures[prog_id].captured):
+                os.close(fd)
+                continue
+            self.captures.setdefault(prog_id, ProgCapture(prog_id, b"")).reason = None
+            self.held_fds[prog_id] = fd
+
+    def drain(self, writer: PerfDataWriter) -> int:
+        if self.scanner is not None:
+            self._hold(self.scanner.take())
+        batch = []
+        for ring in self.rings:
+            for raw in ring.read():
+                rtype = struct.unpack_from("<I", raw, 0)[0]
+                if rtype == RecordType.BPF_EVENT:
+                    self.on_bpf_event(raw)
+                elif rtype == RecordType.LOST:
+                    self.summary.lost += struct.unpack_from("<Q", raw, 16)[0]
+                batch.append(raw)
+        self._read_held()
+        if batch:
+            batch.sort(key=self._time_of)
+            for raw in batch:
+                writer.write_bytes(raw)
+            writer.write(FinishedRoundRecord())
+            writer.flush()
+            self.summary.records += len(batch)
+        return len(batch)
+
+    def run(self) -> RecordSummary:
+        opts = self.opts
+        with open("/proc/kallsyms") as f:
+            kallsyms = f.read()
+        self.open_events()
+        writer = PerfDataWriter(opts.output, self.attrs)
+        t_start_wall = time.time_ns()
+        t_start = clock_ns(opts.clockid)
+        self.synthesize(writer, kallsyms)
+        writer.flush()
+        self.scanner = IdScanner(max(self.captures, default=0))
+        started = self._start_command()
+        for fd in self.fds:
+            live.enable(fd)
+        if started:
+            os.write(started[1], b"x")
+            os.close(started[1])
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        deadline = None if opts.duration is None else time.monotonic() + opts.duration
+        poller = select.epoll()
+        for ring in self.rings:
+            poller.register(ring.fd, select.EPOLLIN)
+        try:
+            while not self.stop:
+                poller.poll(opts.round_ms / 1000)
+                self.drain(writer)
+                if self.progress:
+                    self.progress(self)
+                if self.child is not None:
+                    pid, status = os.waitpid(self.child, os.WNOHANG)
+                    if pid:
+                        self.summary.exit_code = os.waitstatus_to_exitcode(status)
+                        self.child = None
+                        break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            for fd in self.fds:
+                live.disable(fd)
+            self._hold(self.scanner.stop())
+            self.scanner = None
+            self.drain(writer)
+            poller.close()
+            self._finish(writer, kallsyms, t_start_wall, t_start)
+            for ring in self.rings:
+                ring.close()
+            for fd in self.fds:
+                os.close(fd)
+        return self.summary
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop = True
+
+    def _finish(self, writer: PerfDataWriter, kallsyms: str, wall: int, t0: int) -> None:
+        caps = self.captures.values()
+        self.summary.programs_seen = len(self.captures)
+        self.summary.programs_captured = sum(c.captured for c in caps)
+        self.summary.failures = [c for c in caps if not c.captured]
+        progs = [c.info.to_bpil() for c in caps if c.captured]
+        writer.add_feature(Feature.BPF_PROG_INFO, BpfProgInfo(tuple(
+            BpfProgInfoEntry(*p) for p in progs)).pack())
+        btfs = {c.info.info["btf_id"]: c.btf for c in caps if c.captured and c.btf}
+        writer.add_feature(Feature.BPF_BTF, BpfBtf(tuple(sorted(btfs.items()))).pack())
+        for fid, value in ((Feature.HOSTNAME, socket.gethostname()),
+                           (Feature.OSRELEASE, platform.release()),
+                           (Feature.VERSION, f"textrace {__version__}"),
+                           (Feature.ARCH, platform.machine())):
+            writer.add_feature(fid, StringFeature(fid, value).pack())
+        ncpu = os.cpu_count() or 1
+        writer.add_feature(Feature.NRCPUS, NrCpus(ncpu, len(live.online_cpus())).pack())
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+        writer.add_feature(Feature.TOTAL_MEM, TotalMem(kib).pack())
+        writer.add_feature(Feature.CMDLINE, Cmdline(tuple(sys.argv)).pack())
+        writer.add_feature(Feature.EVENT_DESC, EventDesc(128, tuple(
+            (a.attr, a.name, a.ids) for a in self.attrs)).pack())
+        writer.add_feature(Feature.CLOCKID, U64Feature(Feature.CLOCKID, 1).pack())
+        writer.add_feature(Feature.CLOCK_DATA, ClockData(1, self.opts.clockid, wall,
+                                                         t0).pack())
+        private = PrivateSection()
+        private.add(Kind.CAPTURES, b"\n".join(c.outcome_json() for c in caps))
+        import zstandard
+        private.add(Kind.KALLSYMS, zstandard.ZstdCompressor(level=3).compress(
+            kallsyms.encode()))
+        writer.add_feature(FEATURE_BIT, private.pack())
+        writer.close()
