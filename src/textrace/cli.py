@@ -29,6 +29,13 @@ def _warn_damage(data) -> None:
         print(f"textrace: warning: {w}", file=sys.stderr)
 
 
+def _console():
+    """A rich console for tables: as wide as the terminal, and unbounded into a pipe."""
+    from rich.console import Console
+    width = None if sys.stdout.isatty() else 400
+    return Console(soft_wrap=True, markup=False, highlight=False, width=width)
+
+
 def cmd_events(args) -> int:
     from .views.events import event_rows, format_row
     data = _open(args)
@@ -59,7 +66,6 @@ def cmd_report(args) -> int:
         for row in rows:
             sys.stdout.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
     else:
-        from rich.console import Console
         from rich.table import Table
         table = Table(box=None, pad_edge=False, show_edge=False)
         table.add_column("Overhead", justify="right")
@@ -71,8 +77,35 @@ def cmd_report(args) -> int:
                 else "[k]"
             table.add_row(f"{row.percent:.2f}%", str(row.samples), row.dso,
                           f"{tag} {row.symbol}")
-        Console(soft_wrap=True, markup=False, highlight=False).print(table)
+        _console().print(table)
     _warn_damage(data)
+    return 0
+
+
+def cmd_progs(args) -> int:
+    from .views.progs import prog_rows
+    from .views.events import format_time
+    data = _open(args)
+    rows = prog_rows(data)
+    if args.json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
+        return 0
+    from rich.table import Table
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for col in ("id", "tag", "name", "type", "loaded", "unloaded", "code", "capture"):
+        table.add_column(col, justify="right" if col in ("id", "code") else "left")
+    for r in rows:
+        size = sum(f["len"] for f in r.funcs)
+        table.add_row(str(r.id), r.tag, r.name or "-", r.type or "-",
+                      format_time(r.loaded_ns) if r.loaded_ns is not None else "before",
+                      format_time(r.unloaded_ns) if r.unloaded_ns is not None else "-",
+                      f"{size} B/{len(r.funcs)} fn",
+                      r.capture if r.captured else f"NOT CAPTURED: {r.reason}")
+    console = _console()
+    console.print(table)
+    n = sum(r.captured for r in rows)
+    console.print(f"{len(rows)} programs, {n} captured ({100 * n / max(len(rows), 1):.1f}%)")
     return 0
 
 
@@ -139,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per row")
     p.add_argument("--limit", type=int, default=0, help="show only the first N rows")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("progs", help="BPF programs seen: lifetimes, captures, failures")
+    _add_input(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per program")
+    p.set_defaults(func=cmd_progs)
 
     p = sub.add_parser("record", help="record kernel code changes, capturing BPF programs")
     p.add_argument("-o", "--output", default="perf.data")

@@ -66,6 +66,20 @@ BPIL_ARRAYS = (
 ALL_ARRAYS = (1 << len(BPIL_ARRAYS)) - 1
 
 
+# enum bpf_prog_type (include/uapi/linux/bpf.h)
+PROG_TYPES = (
+    "unspec", "socket_filter", "kprobe", "sched_cls", "sched_act", "tracepoint", "xdp",
+    "perf_event", "cgroup_skb", "cgroup_sock", "lwt_in", "lwt_out", "lwt_xmit", "sock_ops",
+    "sk_skb", "cgroup_device", "sk_msg", "raw_tracepoint", "cgroup_sock_addr",
+    "lwt_seg6local", "lirc_mode2", "sk_reuseport", "flow_dissector", "cgroup_sysctl",
+    "raw_tracepoint_writable", "cgroup_sockopt", "tracing", "struct_ops", "ext", "lsm",
+    "sk_lookup", "syscall", "netfilter")
+
+
+def prog_type_name(t: int) -> str:
+    return PROG_TYPES[t] if 0 <= t < len(PROG_TYPES) else f"type_{t}"
+
+
 def _round8(n: int) -> int:
     return (n + 7) & ~7
 
