@@ -14,6 +14,7 @@ listed with the reason.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import select
@@ -21,6 +22,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -43,6 +45,7 @@ from .perf.records import (BpfEventRecord, FinishedInitRecord, FinishedRoundReco
 from .perf.sampleid import SampleId
 from .perf.writer import PerfDataWriter
 
+PR_SET_PDEATHSIG = 1
 CLOCKS = {"realtime": 0, "monotonic": 1, "monotonic_raw": 4, "boottime": 7, "tai": 11}
 SIDEBAND_TYPE = S.TID | S.TIME | S.CPU | S.IDENTIFIER
 SAMPLE_TYPE = S.IDENTIFIER | S.IP | S.TID | S.TIME | S.CPU | S.PERIOD
@@ -87,22 +90,33 @@ class IdScanner:
     reader it is usually gone.  Walking BPF_PROG_GET_NEXT_ID from the newest id seen and
     calling BPF_PROG_GET_FD_BY_ID at once narrows the race to a few microseconds.  The walk
     runs in a forked process of its own (a thread would wait for the GIL whenever the
-    recorder works) and hands each fd over a Unix socket; an fd keeps its program alive
-    until the recorder has read it.  It spins one CPU while the recording runs.
+    recorder works) and hands each fd over a Unix stream socket (a datagram socket queues
+    only net.unix.max_dgram_qlen messages, 10 by default, and would stall the walk); a
+    thread here collects them.  An fd keeps its program alive until the recorder has read
+    it.  The walk spins one CPU while the recording runs.
     """
 
     def __init__(self, start_id: int):
-        self.parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for sock in (self.parent, child):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.pid = os.fork()
         if self.pid == 0:
             self.parent.close()
             self._scan(child, start_id)
             os._exit(0)
         child.close()
-        self.parent.setblocking(False)
+        self.fds: dict[int, int] = {}
+        self.lock = threading.Lock()
+        self.receiver = threading.Thread(target=self._receive, name="textrace-fd-receiver",
+                                         daemon=True)
+        self.receiver.start()
 
     @staticmethod
     def _scan(sock: socket.socket, last: int) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the recorder
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the recorder decides when to stop
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         try:  # a larger CFS share when the loader competes for the same CPU
@@ -123,25 +137,32 @@ class IdScanner:
                     return  # the recorder is gone
                 os.close(fd)
 
-    def take(self) -> dict[int, int]:
-        got = {}
+    def _receive(self) -> None:
         while True:
             try:
                 msg, fds, _flags, _addr = socket.recv_fds(self.parent, 4, 1)
-            except (BlockingIOError, InterruptedError):
-                return got
-            if not msg:
-                return got
-            for fd in fds:
-                got[struct.unpack("<I", msg)[0]] = fd
+            except OSError:
+                return
+            if len(msg) < 4:
+                for fd in fds:
+                    os.close(fd)
+                return  # the walk ended
+            with self.lock:
+                for fd in fds:
+                    self.fds[struct.unpack("<I", msg)[0]] = fd
+
+    def take(self) -> dict[int, int]:
+        with self.lock:
+            got, self.fds = self.fds, {}
+        return got
 
     def stop(self) -> dict[int, int]:
         """Stop the walk; the fds it sent before are still delivered."""
         os.kill(self.pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)
-        got = self.take()
+        self.receiver.join()  # the socket's peer is closed: it reads what is left, then ends
         self.parent.close()
-        return got
+        return self.take()
 
 
 class Recorder:
@@ -163,7 +184,10 @@ class Recorder:
     def _sideband_attr(self) -> EventAttr:
         return EventAttr(
             type=live.PERF_TYPE_SOFTWARE, size=128, config=live.SW_DUMMY, sample_period=1,
-            sample_type=SIDEBAND_TYPE, wakeup_events=1, clockid=self.opts.clockid,
+            # wake the reader when a quarter of the ring is used; captures do not wait on
+            # it (the id scanner races the loader), and a wakeup per record costs a CPU
+            sample_type=SIDEBAND_TYPE, wakeup_events=self.opts.ring_pages * 1024,
+            clockid=self.opts.clockid,
             flags=flag_mask("disabled", "mmap", "comm", "task", "mmap2", "comm_exec",
                             "ksymbol", "bpf_event", "text_poke", "sample_id_all",
                             "use_clockid", "watermark", "exclude_guest"))

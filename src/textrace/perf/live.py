@@ -16,7 +16,7 @@ import os
 import struct
 
 from ..errors import KernelError, PermissionProblem
-from .attr import EventAttr
+from .attr import ATTR_SIZE_VER0, EventAttr
 from .header import RECORD_HEADER
 
 NR_PERF_EVENT_OPEN = 298  # x86-64
@@ -55,20 +55,39 @@ def online_cpus() -> list[int]:
 
 
 def perf_event_open(attr: EventAttr, pid: int, cpu: int, group_fd: int = -1) -> int:
-    buf = ctypes.create_string_buffer(attr.pack(), attr.size)
+    """Open one event; returns its fd (close-on-exec).
+
+    An attr larger than the kernel knows is refused with E2BIG and the kernel's own size
+    written back into attr.size; the open is retried once at that size (fields past it
+    must be zero, which the kernel checks too).  EPERM/EACCES become PermissionProblem."""
+    raw = attr.pack()
+    buf = ctypes.create_string_buffer(raw, len(raw))
     fd = _libc.syscall(NR_PERF_EVENT_OPEN, buf, ctypes.c_int(pid), ctypes.c_int(cpu),
                        ctypes.c_int(group_fd), ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC))
+    if fd < 0 and ctypes.get_errno() == errno.E2BIG:
+        kernel_size = struct.unpack_from("<I", buf.raw, 4)[0]
+        if ATTR_SIZE_VER0 <= kernel_size < attr.size:
+            return perf_event_open(attr.replace(size=kernel_size), pid, cpu, group_fd)
+        ctypes.set_errno(errno.E2BIG)
     if fd < 0:
         err = ctypes.get_errno()
         if err in (errno.EACCES, errno.EPERM):
-            with open("/proc/sys/kernel/perf_event_paranoid") as f:
-                paranoid = f.read().strip()
-            raise PermissionProblem(
-                f"perf_event_open: {os.strerror(err)}: needs CAP_PERFMON (or root); "
-                f"kernel.perf_event_paranoid is {paranoid}", field="perf_event_open")
-        raise KernelError(f"perf_event_open(cpu={cpu}, pid={pid}): {os.strerror(err)}",
+            raise PermissionProblem(_permission_message(err, pid, cpu),
+                                    field="perf_event_open")
+        raise KernelError(f"cpu {cpu}, pid {pid}: {os.strerror(err)}",
                           field="perf_event_open")
     return fd
+
+
+def _permission_message(err: int, pid: int, cpu: int) -> str:
+    try:
+        with open("/proc/sys/kernel/perf_event_paranoid") as f:
+            paranoid = f.read().strip()
+    except OSError:
+        paranoid = "unknown"
+    scope = "per-CPU (system-wide) events" if pid == -1 else "kernel events"
+    return (f"{os.strerror(err)}: {scope} need CAP_PERFMON (or CAP_SYS_ADMIN), or "
+            f"kernel.perf_event_paranoid <= {0 if pid == -1 else 1} (it is {paranoid})")
 
 
 def event_id(fd: int) -> int:
