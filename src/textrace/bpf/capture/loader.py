@@ -1,0 +1,233 @@
+"""Load and attach the capture program with the system libbpf, and reassemble what it sends.
+
+libbpf (libbpf.so.1, Debian's libbpf1) opens the CO-RE object, relocates it against the
+running kernel's BTF, loads and attaches it; textrace reads its ring buffer through
+libbpf's ring_buffer API from the recorder's own loop (the ring's epoll fd joins the
+recorder's), and its counters from its .bss map.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import struct
+from dataclasses import dataclass, field
+
+from ...errors import KernelError, TextraceError
+from ..prog_info import ALL_ARRAYS, INFO_SIZE, PROG_INFO, ProgInfo, _from_blobs
+from ..syscall import prog_load
+from .build import build
+
+CHUNK = 2048
+_CHUNK_HEADER = struct.Struct("<IIIIQQII")  # kind prog_id index seq addr time total len
+_META = struct.Struct("<8sIIIIII16sQ")
+META, JIT, XLATED, LINFO, JLINFO, BTF = range(1, 7)
+
+_SAMPLE_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+def _libbpf() -> ctypes.CDLL:
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    lib = ctypes.CDLL(name, use_errno=True)
+    vp, cp, ci = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+    for fn, res, args in (
+            ("bpf_object__open_file", vp, (cp, vp)), ("bpf_object__load", ci, (vp,)),
+            ("bpf_object__close", None, (vp,)),
+            ("bpf_object__find_program_by_name", vp, (vp, cp)),
+            ("bpf_object__find_map_by_name", vp, (vp, cp)),
+            ("bpf_object__next_map", vp, (vp, vp)), ("bpf_map__name", cp, (vp,)),
+            ("bpf_map__fd", ci, (vp,)), ("bpf_map__value_size", ctypes.c_uint32, (vp,)),
+            ("bpf_map_lookup_elem", ci, (ci, vp, vp)),
+            ("bpf_map__initial_value", vp, (vp, ctypes.POINTER(ctypes.c_size_t))),
+            ("bpf_program__attach", vp, (vp,)), ("bpf_link__destroy", ci, (vp,)),
+            ("ring_buffer__new", vp, (ci, _SAMPLE_CB, vp, vp)),
+            ("ring_buffer__consume", ci, (vp,)), ("ring_buffer__epoll_fd", ci, (vp,)),
+            ("ring_buffer__free", None, (vp,)), ("libbpf_set_print", vp, (vp,))):
+        f = getattr(lib, fn)
+        f.restype, f.argtypes = res, args
+    if not os.environ.get("TEXTRACE_LIBBPF_DEBUG"):
+        lib.libbpf_set_print(None)  # libbpf's messages would go to stderr; errors are ours
+    return lib
+
+
+@dataclass
+class _Blob:
+    total: int
+    chunks: dict[int, bytes] = field(default_factory=dict)
+    addr: int = 0
+
+    def done(self) -> bool:
+        return sum(len(c) for c in self.chunks.values()) >= self.total
+
+    def data(self) -> bytes:
+        return b"".join(self.chunks[k] for k in sorted(self.chunks))
+
+
+@dataclass
+class KernelCapture:
+    """One program as the capture program saw it at load (time: CLOCK_MONOTONIC ns)."""
+
+    prog_id: int
+    time: int
+    meta: tuple
+    blobs: dict[tuple[int, int], _Blob] = field(default_factory=dict)
+
+    def complete(self) -> bool:
+        tag, ptype, func_cnt, jited_len, insn_cnt, nr_linfo, btf_id, name, func = self.meta
+        need = [(JIT, i) for i in range(max(func_cnt, 1))] + [(XLATED, 0)]
+        if nr_linfo:
+            need += [(LINFO, 0), (JLINFO, 0)]
+        if btf_id:
+            need.append((BTF, 0))
+        return all(k in self.blobs and self.blobs[k].done() for k in need)
+
+    def prog_info(self) -> ProgInfo:
+        """The capture as a ProgInfo, so it travels in HEADER_BPF_PROG_INFO like any."""
+        tag, ptype, func_cnt, jited_len, insn_cnt, nr_linfo, btf_id, name, func = self.meta
+        funcs = [self.blobs[(JIT, i)] for i in range(max(func_cnt, 1))
+                 if (JIT, i) in self.blobs]
+        jited = b"".join(b.data() for b in funcs)
+        xlated = self.blobs[(XLATED, 0)].data() if (XLATED, 0) in self.blobs else b""
+        linfo = self.blobs[(LINFO, 0)].data() if (LINFO, 0) in self.blobs else b""
+        jlinfo = self.blobs[(JLINFO, 0)].data() if (JLINFO, 0) in self.blobs else b""
+        fields = {n: 0 for n in PROG_INFO.names}
+        fields.update(type=ptype, id=self.prog_id, tag=tag, jited_prog_len=len(jited),
+                      xlated_prog_len=len(xlated), name=name,
+                      nr_jited_ksyms=len(funcs), nr_jited_func_lens=len(funcs),
+                      btf_id=btf_id, nr_line_info=len(linfo) // 16, line_info_rec_size=16,
+                      nr_jited_line_info=len(jlinfo) // 8, jited_line_info_rec_size=8,
+                      func_info_rec_size=8)
+        blobs = {"jited_prog_insns": jited, "xlated_prog_insns": xlated,
+                 "jited_ksyms": struct.pack(f"<{len(funcs)}Q", *(b.addr for b in funcs)),
+                 "jited_func_lens": struct.pack(f"<{len(funcs)}I", *(b.total for b in funcs)),
+                 "line_info": linfo, "jited_line_info": jlinfo}
+        return _from_blobs(fields, INFO_SIZE, ALL_ARRAYS, blobs, b"")
+
+    @property
+    def btf(self) -> bytes | None:
+        return self.blobs[(BTF, 0)].data() if (BTF, 0) in self.blobs else None
+
+
+class CaptureProgram:
+    """The loaded and attached capture program.  `poll()` hands back the programs whose
+    every chunk has arrived; `lost` counts chunks the kernel could not queue."""
+
+    def __init__(self, obj_path: str | None = None):
+        self.lib = _libbpf()
+        path = obj_path or build()
+        self.obj = self.lib.bpf_object__open_file(path.encode(), None)
+        if not self.obj:
+            raise KernelError(f"libbpf cannot open {path}: {os.strerror(ctypes.get_errno())}",
+                              file=path, field="capture")
+        self.links = []
+        self.rb = None
+        self.pending: dict[int, KernelCapture] = {}
+        self.done: list[KernelCapture] = []
+        self._cb = _SAMPLE_CB(self._on_chunk)  # kept referenced while libbpf may call it
+        try:
+            self._set_rodata("self_tgid", os.getpid(), path)
+            err = self.lib.bpf_object__load(self.obj)
+            if err:
+                raise KernelError(f"loading the capture program failed: {os.strerror(-err)}",
+                                  file=path, field="capture")
+            for name in (b"on_enter", b"on_exit"):
+                prog = self.lib.bpf_object__find_program_by_name(self.obj, name)
+                link = self.lib.bpf_program__attach(prog)
+                if not link:
+                    raise KernelError(f"attaching {name.decode()} failed: "
+                                      f"{os.strerror(ctypes.get_errno())}", field="capture")
+                self.links.append(link)
+            ring = self.lib.bpf_object__find_map_by_name(self.obj, b"chunks")
+            self.rb = self.lib.ring_buffer__new(self.lib.bpf_map__fd(ring), self._cb, None,
+                                                None)
+            if not self.rb:
+                raise KernelError("libbpf cannot open the capture ring", field="capture")
+            self._bss = self._map_ending(".bss")
+            self._calibrate()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- globals ------------------------------------------------------------------------
+    def _symbol_offsets(self, path: str) -> dict[str, int]:
+        from elftools.elf.elffile import ELFFile
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            symtab = elf.get_section_by_name(".symtab")
+            return {s.name: s["st_value"] for s in symtab.iter_symbols()
+                    if s["st_info"]["type"] == "STT_OBJECT"}
+
+    def _map_ending(self, suffix: str):
+        m = self.lib.bpf_object__next_map(self.obj, None)
+        while m:
+            if self.lib.bpf_map__name(m).decode().endswith(suffix):
+                return m
+            m = self.lib.bpf_object__next_map(self.obj, m)
+        raise TextraceError(f"capture object has no {suffix} map", field="capture")
+
+    def _set_rodata(self, name: str, value: int, path: str) -> None:
+        self.offsets = self._symbol_offsets(path)
+        size = ctypes.c_size_t()
+        ptr = self.lib.bpf_map__initial_value(self._map_ending(".rodata"), ctypes.byref(size))
+        ctypes.memmove(ptr + self.offsets[name], struct.pack("<I", value), 4)
+
+    def counter(self, name: str) -> int:
+        """A u64 global of the program's .bss, read from the kernel's copy (libbpf 1.1
+        keeps its own pre-load buffer behind bpf_map__initial_value)."""
+        size = self.lib.bpf_map__value_size(self._bss)
+        value = ctypes.create_string_buffer(size)
+        key = ctypes.c_uint32(0)
+        if self.lib.bpf_map_lookup_elem(self.lib.bpf_map__fd(self._bss), ctypes.byref(key),
+                                        value):
+            raise KernelError("cannot read the capture program's counters", field="capture")
+        return struct.unpack_from("<Q", value.raw, self.offsets[name])[0]
+
+    @property
+    def lost(self) -> int:
+        return self.counter("lost")
+
+    def _calibrate(self) -> None:
+        """Load one program ourselves: the capture program learns from it which f_op marks
+        a BPF program's file (bpf_prog_fops is not in kallsyms without KALLSYMS_ALL)."""
+        os.close(prog_load(bytes.fromhex("b700000000000000" "9500000000000000"),
+                           name="textrace_calib"))
+        if not self.counter("prog_fops"):
+            raise KernelError("the capture program saw no calibration load", field="capture")
+
+    # --- the ring -----------------------------------------------------------------------
+    @property
+    def epoll_fd(self) -> int:
+        return self.lib.ring_buffer__epoll_fd(self.rb)
+
+    def _on_chunk(self, _ctx, data, size) -> int:
+        raw = ctypes.string_at(data, size)
+        kind, prog_id, index, seq, addr, time, total, n = _CHUNK_HEADER.unpack_from(raw, 0)
+        body = raw[_CHUNK_HEADER.size:_CHUNK_HEADER.size + n]
+        if kind == META:
+            self.pending[prog_id] = KernelCapture(prog_id, time, _META.unpack_from(body, 0))
+            return 0
+        cap = self.pending.get(prog_id)
+        if cap is None:
+            return 0  # its META was lost: counted in `lost`
+        blob = cap.blobs.setdefault((kind, index), _Blob(total, addr=addr))
+        blob.chunks[seq] = body
+        return 0
+
+    def poll(self) -> list[KernelCapture]:
+        self.lib.ring_buffer__consume(self.rb)
+        ready = [c for c in self.pending.values() if c.complete()]
+        for c in ready:
+            del self.pending[c.prog_id]
+        return ready
+
+    def close(self) -> None:
+        if self.rb:
+            self.lib.ring_buffer__free(self.rb)
+            self.rb = None
+        for link in self.links:
+            self.lib.bpf_link__destroy(link)
+        self.links = []
+        if self.obj:
+            self.lib.bpf_object__close(self.obj)
+            self.obj = None
