@@ -29,6 +29,8 @@ else
     python3 -m pip install -q -e '.[test]' 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" || true
     python3 -c 'import textrace' # fail here, not later, if the install did not take
 fi
+# the in-kernel capture program: a CO-RE object built once with clang (cached)
+echo "setup: capture program $(python3 -m textrace.bpf.capture.build)"
 # pyenv puts console scripts on PATH through shims, made by a rehash
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 echo "setup: done ($(perf --version 2>/dev/null | head -1), $(bpftool version 2>/dev/null | head -1))"
