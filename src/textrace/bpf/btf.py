@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import struct
 from dataclasses import dataclass, field
 
 from ..errors import FormatError
@@ -21,7 +20,6 @@ BTF_HEADER = Layout("struct btf_header", (
 BTF_INFO = Layout("struct bpf_btf_info", (
     ("btf", "Q"), ("btf_size", "I"), ("id", "I"), ("name", "Q"), ("name_len", "I"),
     ("kernel_btf", "I")))
-_BTF_INFO = BTF_INFO.struct
 BTF_TYPE = Layout("struct btf_type", (("name_off", "I"), ("info", "I"), ("size_or_type", "I")))
 
 # BTF_KIND_* by number, and the bytes that follow struct btf_type: (fixed, per vlen item)
