@@ -109,6 +109,37 @@ def cmd_progs(args) -> int:
     return 0
 
 
+def cmd_show(args) -> int:
+    from .views.events import format_time
+    from .views.show import show
+    data = _open(args)
+    try:
+        addr = int(args.addr, 0)
+    except ValueError:
+        raise TextraceError(f"{args.addr!r} is not an address (e.g. 0xffffffffc0012345)",
+                            field="ADDR") from None
+    versions = show(data, addr, at=args.at)
+    if args.json:
+        for v in versions:
+            sys.stdout.write(json.dumps(v.to_dict(), separators=(",", ":")) + "\n")
+        return 0
+    if not versions:
+        print(f"{addr:#x}: nothing known at this address" +
+              (f" at {format_time(args.at)}" if args.at is not None else ""))
+        return 1
+    for v in versions:
+        life = (f"{format_time(v.born_ns) if v.born_ns is not None else 'before'} .. "
+                f"{format_time(v.died_ns) if v.died_ns is not None else 'end'}")
+        prog = f" (prog {v.prog_id})" if v.prog_id is not None else ""
+        print(f"{v.name}+{addr - v.start:#x}{prog} [{v.kind}] {v.start:#x}-{v.end:#x} "
+              f"alive {life}")
+        if v.bytes is None:
+            print("    (no captured image covers it)")
+        for line in v.insns:
+            print(f"    {line}")
+    return 0
+
+
 def cmd_record(args) -> int:
     from .record import CLOCKS, Recorder, RecordOptions
     clockid = CLOCKS.get(args.clockid) if not args.clockid.isdigit() else int(args.clockid)
@@ -172,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per row")
     p.add_argument("--limit", type=int, default=0, help="show only the first N rows")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("show", help="symbol, bytes and disassembly at an address, over time")
+    _add_input(p)
+    p.add_argument("addr", metavar="ADDR", help="kernel virtual address, e.g. 0xffffffffc0012345")
+    p.add_argument("--at", type=int, help="time in ns (the recording's clock)")
+    p.add_argument("--json", action="store_true", help="one JSON object per version")
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("progs", help="BPF programs seen: lifetimes, captures, failures")
     _add_input(p)

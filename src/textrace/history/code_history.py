@@ -181,4 +181,5 @@ class CodeView:
         """x86-64 instructions in [addr, addr+n) at this time, as capstone decodes them."""
         import capstone
         md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        md.detail = True  # instruction groups (call, jump) for the views
         return list(md.disasm(self.read(addr, n), addr))
