@@ -40,3 +40,18 @@ def load_with_subprograms(n_sub: int, name: str = "tr_subprogs") -> int:
     for k in range(n_sub):
         body += mov_r0(k + 1) + EXIT
     return prog_load(body, name=name)
+
+
+def jlt_imm(dst: int, imm: int, off: int) -> bytes:
+    return insn(0xa5, dst=dst, off=off, imm=imm)  # BPF_JMP | BPF_JLT | BPF_K
+
+
+def load_spinner(iterations: int, ret: int, name: str) -> int:
+    """A socket filter that counts to `iterations` and returns `ret`: run it with
+    BPF_PROG_TEST_RUN to keep the CPU inside its JIT image.  Programs that differ only in
+    `ret` have the same JIT size (and so can take each other's bpf_prog_pack slot)."""
+    body = insn(0xb7, dst=1, imm=0)             # r1 = 0
+    body += insn(0x07, dst=1, imm=1)            # loop: r1 += 1
+    body += jlt_imm(1, iterations, -2)          # if r1 < N goto loop
+    body += mov_r0(ret) + EXIT
+    return prog_load(body, name=name)

@@ -31,6 +31,7 @@ class Cmd(enum.IntEnum):
     MAP_LOOKUP_ELEM = 1
     MAP_UPDATE_ELEM = 2
     PROG_LOAD = 5
+    PROG_TEST_RUN = 10
     PROG_GET_NEXT_ID = 11
     MAP_GET_NEXT_ID = 12
     PROG_GET_FD_BY_ID = 13
@@ -91,6 +92,12 @@ ATTR_MAP_CREATE = Layout("bpf_attr (MAP_CREATE)", (
     ("btf_value_type_id", "I"), ("btf_vmlinux_value_type_id", "I"), ("map_extra", "Q")))
 ATTR_MAP_ELEM = Layout("bpf_attr (MAP_*_ELEM)", (
     ("map_fd", "I"), (None, "4x"), ("key", "Q"), ("value", "Q"), ("flags", "Q")))
+
+ATTR_TEST_RUN = Layout("bpf_attr.test (PROG_TEST_RUN)", (
+    ("prog_fd", "I"), ("retval", "I"), ("data_size_in", "I"), ("data_size_out", "I"),
+    ("data_in", "Q"), ("data_out", "Q"), ("repeat", "I"), ("duration", "I"),
+    ("ctx_size_in", "I"), ("ctx_size_out", "I"), ("ctx_in", "Q"), ("ctx_out", "Q"),
+    ("flags", "I"), ("cpu", "I"), ("batch_size", "I"), (None, "4x")))
 
 ATTR_SIZE = 144  # sizeof(union bpf_attr) of Linux 6.1; newer kernels take a shorter attr
 
@@ -262,3 +269,14 @@ def map_update_elem(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> No
     v = ctypes.create_string_buffer(value, len(value))
     bpf(Cmd.MAP_UPDATE_ELEM, ATTR_MAP_ELEM.pack(map_fd=map_fd, key=ctypes.addressof(k),
                                                 value=ctypes.addressof(v), flags=flags))
+
+
+def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1) -> tuple[int, int]:
+    """Run a program `repeat` times on `data` in the kernel (BPF_PROG_TEST_RUN): returns
+    (its return value, mean ns per run).  Workloads use it to put a program on the CPU."""
+    buf = ctypes.create_string_buffer(data, len(data))
+    attr = bytearray(ATTR_TEST_RUN.pack(prog_fd=prog_fd, data_size_in=len(data),
+                                        data_in=ctypes.addressof(buf), repeat=repeat))
+    bpf(Cmd.PROG_TEST_RUN, attr)
+    got = ATTR_TEST_RUN.unpack(attr)
+    return got["retval"], got["duration"]
