@@ -118,3 +118,16 @@ def test_report_attributes_both_and_agrees_with_perf(reuse):
         if len(parts) >= 3 and parts[0].isdigit() and parts[-1].startswith("bpf_prog_"):
             theirs[parts[-1]] = int(parts[0])
     assert theirs.get(a) == ours[a] and theirs.get(b) == ours[b], (theirs, ours[a], ours[b])
+
+
+def test_python_api_reaches_programs_and_history(reuse):
+    import textrace
+    path, facts = reuse
+    (a_id, addr, size), _ = facts["a"], facts["b"]
+    rec = textrace.open(path)
+    prog = next(p for p in rec.programs if p.id == a_id)
+    assert prog.name == "tr_hist_a" and prog.captured
+    t = prog.loaded_ns + 1
+    assert str(rec.history.symbol(addr, t)).endswith("_tr_hist_a")
+    insns = rec.history.at(t).disassemble(addr, size)
+    assert insns and insns[-1].mnemonic in ("jmp", "ret")  # a return thunk or ret ends it

@@ -1,19 +1,31 @@
-"""The scripting entry point: `textrace.open(path)` -> Recording."""
+"""The scripting entry point: `textrace.open(path)` -> Recording.
+
+    rec = textrace.open("probe.data")
+    for r in rec.records():            # every record, in time order
+        ...
+    rec.samples()                      # numpy arrays, one row per sample
+    rec.programs                       # BPF programs seen, with lifetimes and captures
+    rec.history.at(t).disassemble(addr, 32)
+"""
 
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from typing import TYPE_CHECKING, Iterator
 
 from .perf.reader import Attr, PerfData
 
 if TYPE_CHECKING:
+    from .history.code_history import CodeHistory
     from .perf.bulk import SampleArrays
     from .perf.records import Record
+    from .views.progs import ProgRow
 
 
 class Recording:
-    """A perf.data recording: its events (attrs), features and records."""
+    """A perf.data recording: its events (attrs), features, records, samples, the BPF
+    programs it saw and the history of kernel code it describes."""
 
     def __init__(self, data: PerfData):
         self.data = data
@@ -30,7 +42,7 @@ class Recording:
     def attrs(self) -> list[Attr]:
         return self.data.attrs
 
-    def records(self, *, order: str = "time") -> Iterator[Record]:
+    def records(self, *, order: str = "time") -> Iterator["Record"]:
         """Every record; `order="time"` as perf delivers them, `"file"` as stored."""
         return self.data.records_by_time() if order == "time" else self.data.records()
 
@@ -38,6 +50,19 @@ class Recording:
         """Every SAMPLE as numpy arrays (ip, time, cpu, pid, tid, period, callchains...)."""
         from .perf.bulk import sample_arrays
         return sample_arrays(self.data)
+
+    @cached_property
+    def programs(self) -> list["ProgRow"]:
+        """Every BPF program seen: id, tag, name, type, load/unload times (ns), capture."""
+        from .views.progs import prog_rows
+        return prog_rows(self.data)
+
+    @cached_property
+    def history(self) -> "CodeHistory":
+        """The versioned kernel code address space: symbol(addr, t), read(addr, n, t),
+        at(t).disassemble(addr, n), symbolize(addrs, times) on numpy arrays."""
+        from .views.show import load_history
+        return load_history(self.data)[0]
 
     def feature(self, feature_id: int):
         return self.data.feature(feature_id)
