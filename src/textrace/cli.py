@@ -109,6 +109,20 @@ def cmd_progs(args) -> int:
     return 0
 
 
+def cmd_callsites(args) -> int:
+    from .views.callsites import callsites
+    rows = callsites(_open(args), args.prog)
+    if args.json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
+        return 0
+    for r in rows:
+        where = f"insn {r.insn}" if r.insn is not None else "insn ?"
+        print(f"{r.ip:#x} -> {r.target:#x} {r.symbol or '?':40} ret {r.ret:#x}  {where}  "
+              f"{r.source or ''}  {r.line or ''}".rstrip())
+    return 0
+
+
 def cmd_show(args) -> int:
     from .views.events import format_time
     from .views.show import show
@@ -203,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per row")
     p.add_argument("--limit", type=int, default=0, help="show only the first N rows")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("callsites", help="every call in a BPF program's JIT image")
+    _add_input(p)
+    p.add_argument("prog", metavar="PROG", help="program id, name or tag")
+    p.add_argument("--json", action="store_true", help="one JSON object per call")
+    p.set_defaults(func=cmd_callsites)
 
     p = sub.add_parser("show", help="symbol, bytes and disassembly at an address, over time")
     _add_input(p)
