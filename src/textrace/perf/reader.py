@@ -93,6 +93,7 @@ class PerfData:
         self._id_to_attr: dict[int, int] = {}
         self._comp_mmap_len = 0
         self._located = None  # (offsets, types) once found without a Python loop
+        self._truncation: Damage | None = None
         if self.mode == "file":
             self._open_file_mode()
         else:
@@ -156,6 +157,8 @@ class PerfData:
                 raise TruncatedError(msg, file=path, offset=40, field="header.data")
             self.warnings.append(msg)
             self._data = Section(data.offset, len(buf) - data.offset)
+            # damage even when the cut falls between two records: the header promised more
+            self._truncation = Damage(len(buf), msg)
         else:
             self._data = data
             try:
@@ -402,6 +405,8 @@ class PerfData:
                 stats.lost_samples += rec.lost
             if types is None or raw.type in wanted:
                 yield rec
+        if self._truncation is not None and stats.damage is None:
+            stats.damage = self._truncation
 
     def records_by_time(self, types: frozenset[int] | None = None) -> Iterator[Record]:
         """Records in time order, as perf delivers them: queued and flushed at each
