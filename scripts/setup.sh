@@ -1,36 +1,70 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian 12 machine (as root) for textrace: system tools, then the package.
-# Idempotent and quick when everything is there already.
+# Set up a Debian 12 machine (as root) for textrace: system tools, then the package.
+# Idempotent, and quick when everything is there already: apt-get runs only for a package
+# that is missing, pip only when this checkout is not installed or a requirement is missing.
+# Usage: bash scripts/setup.sh    (from anywhere; it works on the checkout it lives in)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# perf and bpftool are test oracles and workloads, never runtime dependencies; clang and
-# libbpf build and load BPF objects; qemu and busybox run the real-kernel testbed.
-PACKAGES=(linux-perf bpftool clang llvm libbpf-dev libbpf1 zstd qemu-system-x86 busybox-static
-          util-linux)
+# perf and bpftool are test oracles and workloads, never runtime dependencies; clang, llvm
+# and libbpf build and load BPF objects; qemu and busybox run the real-kernel testbed;
+# util-linux gives unshare.
+PACKAGES=(linux-perf bpftool clang llvm libbpf-dev libbpf1 zstd qemu-system-x86
+          busybox-static util-linux)
+
 missing=()
 for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$p")
 done
 if ((${#missing[@]})); then
-    echo "setup: apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    echo "setup: apt-get update (missing: ${missing[*]})"
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    echo "setup: apt-get install ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}" \
+        >/dev/null 2> >(grep -v "^debconf: delaying package configuration" >&2)
 else
-    echo "setup: system packages present"
+    echo "setup: system packages present (${#PACKAGES[@]})"
 fi
 
-if python3 -c 'import textrace, numpy, zstandard, capstone, elftools, rich, pytest, hypothesis' \
-        2>/dev/null && [ "$(python3 -c 'import textrace, os; print(os.path.dirname(textrace.__file__))')" = "$PWD/src/textrace" ]; then
+# Is this checkout installed (editable) with every requirement of pyproject.toml, the test
+# extra included?  Exit 0 if so; print why not otherwise.
+python_ready() {
+    env -u PYTHONPATH python3 - <<'EOF'
+import importlib.metadata as md, importlib.util, os, re, sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+reqs = project["dependencies"] + project.get("optional-dependencies", {}).get("test", [])
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    from pip._vendor.packaging.requirements import Requirement
+for line in reqs:
+    req = Requirement(line)
+    try:
+        version = md.version(req.name)
+    except md.PackageNotFoundError:
+        sys.exit(f"{req.name} is not installed")
+    if version not in req.specifier:
+        sys.exit(f"{req.name} {version} does not satisfy {req}")
+spec = importlib.util.find_spec("textrace")
+if spec is None or not spec.origin.startswith(os.path.abspath("src") + os.sep):
+    sys.exit("textrace is not this checkout's (editable) install")
+EOF
+}
+
+if why=$(python_ready 2>&1); then
     echo "setup: python packages present"
 else
-    echo "setup: pip install -e .[test]"
-    python3 -m pip install -q -e '.[test]' 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" || true
-    python3 -c 'import textrace' # fail here, not later, if the install did not take
+    echo "setup: pip install -e '.[test]' (${why##*$'\n'})"
+    # (this machine's pip config names local indexes that may be absent: not worth a line)
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+        -e '.[test]' 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+    env -u PYTHONPATH python3 -c 'import textrace'  # fail here, not later
 fi
+# pyenv puts console scripts (textrace) on PATH through shims, made by a rehash
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 # the in-kernel capture program: a CO-RE object built once with clang (cached)
 echo "setup: capture program $(python3 -m textrace.bpf.capture.build)"
-# pyenv puts console scripts on PATH through shims, made by a rehash
-if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
-echo "setup: done ($(perf --version 2>/dev/null | head -1), $(bpftool version 2>/dev/null | head -1))"
+echo "setup: done ($(perf --version), bpftool $(bpftool version | head -1 | cut -d' ' -f2)," \
+     "$(python3 --version))"

@@ -56,8 +56,9 @@ def test_wrong_magic_names_file_offset_and_field(tmp_path):
 def test_truncated_file_fails_then_salvages_up_to_the_damage(tmp_path, small):
     full = PerfData(small, path="full")
     n_full = sum(1 for _ in full.records())
+    data = full.header.data
     cut = tmp_path / "cut.data"
-    cut.write_bytes(small[:len(small) // 2])
+    cut.write_bytes(small[:data.offset + data.size // 2])  # inside the records
     r = cli("events", "-i", str(cut))
     assert r.returncode == 2 and "truncated" in r.stderr and "Traceback" not in r.stderr
     salvaged = PerfData.open(cut, salvage=True)
