@@ -2,10 +2,12 @@
 with every BPF program captured while it lives.
 
 Per CPU, one dummy software event carries the sideband — KSYMBOL, BPF_EVENT, TEXT_POKE,
-MMAP2, COMM, FORK/EXIT — waking the reader at every record, and an optional sampling event
-shares its ring.  Records are drained in rounds, sorted by time within the round, written
-with a FINISHED_ROUND after each (perf's ordering contract), and the header is patched
-after every round so a killed recorder leaves a readable file.
+MMAP2, COMM, FORK/EXIT — waking the reader when a quarter of its ring is used (and the
+reader polls every round_ms anyway), and an optional sampling event shares its ring.  The
+events are enabled before anything is synthesized, so no program falls between the two.
+Records are drained in rounds, sorted by time within the round, written with a
+FINISHED_ROUND after each (perf's ordering contract), and the header is patched after every
+round so a killed recorder leaves a readable file.
 
 A BPF_EVENT(PROG_LOAD) is acted on as soon as it is read: BPF_PROG_GET_FD_BY_ID first (an
 fd keeps the program alive), the full info after.  Programs that were gone before that are
@@ -27,8 +29,8 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__
-from .bpf.prog_info import ALL_ARRAYS, read_prog_info
-from .bpf.btf import read_btf
+from .bpf.prog_info import ALL_ARRAYS, ProgInfo, read_prog_info
+from .bpf.btf import Btf, read_btf
 from .bpf.syscall import IdPoller, NoSuchObject, next_ids, prog_fd_by_id
 from .capture import ProgCapture
 from .errors import TextraceError
@@ -36,18 +38,20 @@ from .perf import live
 from .perf.abi import (BpfEventType, Feature, KsymbolType, MISC_KERNEL, RecordType,
                        SampleType as S)
 from .perf.attr import EventAttr, flag_mask
-from .perf.features import (BpfBtf, BpfProgInfo, BpfProgInfoEntry, ClockData, Cmdline,
-                            EventDesc, NrCpus, StringFeature, TotalMem, U64Feature)
+from .perf.features import (Arch, BpfBtf, BpfProgInfo, BpfProgInfoEntry, BtfEntry,
+                            ClockData, Clockid, Cmdline, EventDesc, EventDescEntry, Hostname,
+                            NrCpus, OsRelease, TotalMem, Version)
 from .perf.private import FEATURE_BIT, Kind, PrivateSection
 from .perf.reader import Attr
 from .perf.records import (BpfEventRecord, FinishedInitRecord, FinishedRoundRecord,
                            KsymbolRecord, MmapRecord)
-from .perf.sampleid import SampleId
+from .perf.sampleid import SampleId, id_trailer_size
 from .perf.writer import PerfDataWriter
 
 PR_SET_PDEATHSIG = 1
 CLOCKS = {"realtime": 0, "monotonic": 1, "monotonic_raw": 4, "boottime": 7, "tai": 11}
 SIDEBAND_TYPE = S.TID | S.TIME | S.CPU | S.IDENTIFIER
+_TRIMMED = (RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE)
 SAMPLE_TYPE = S.IDENTIFIER | S.IP | S.TID | S.TIME | S.CPU | S.PERIOD
 EVENTS = {"cpu-clock": (live.PERF_TYPE_SOFTWARE, live.SW_CPU_CLOCK),
           "task-clock": (live.PERF_TYPE_SOFTWARE, live.SW_TASK_CLOCK),
@@ -81,6 +85,29 @@ class RecordSummary:
 
 def clock_ns(clockid: int) -> int:
     return time.clock_gettime_ns(clockid)
+
+
+def kernel_ksym_names(info: ProgInfo, btf: bytes | None) -> list[str]:
+    """The names the kernel gives a program's JIT'd functions in kallsyms and KSYMBOL records
+    (bpf_get_prog_name, kernel/bpf/core.c): bpf_prog_<tag>_<name>.  The main function has the
+    program's tag, each subprogram its own (prog_tags); the name is the BTF FUNC named by
+    func_info when there is one, else the program's name for the main function and "F" for
+    subprograms (checked against /proc/kallsyms on 6.18)."""
+    funcs = info.funcs()
+    tags = [info.tag] + [t for t in info.prog_tags[1:len(funcs)]]
+    tags += [info.tag] * (len(funcs) - len(tags))
+    btf_names: list[str] = []
+    if btf and len(info.func_info) >= len(funcs):
+        try:
+            parsed = Btf.parse(btf)
+            btf_names = [parsed.type_name(type_id) for _off, type_id in info.func_info]
+        except TextraceError:
+            btf_names = []
+    out = []
+    for i, tag in enumerate(tags):
+        short = btf_names[i] if btf_names else (info.name if i == 0 else "F")
+        out.append(f"bpf_prog_{tag.hex()}" + (f"_{short}" if short else ""))
+    return out
 
 
 class IdScanner:
@@ -221,6 +248,7 @@ class Recorder:
                 live.set_output(sfd, fd)
                 sa_ids.append(live.event_id(sfd))
         self.attrs = [Attr(sb, tuple(sb_ids), "dummy")]
+        self.sideband_id_size = id_trailer_size(sb)
         # TIME sits after IDENTIFIER and TID in the trailer and after IDENTIFIER, IP, TID
         # in a sample (include/uapi/linux/perf_event.h order)
         for i in sb_ids:
@@ -276,7 +304,13 @@ class Recorder:
 
     # --- synthesis ----------------------------------------------------------------------
     def synthesize(self, writer: PerfDataWriter, kallsyms: str) -> None:
-        """What was there before we started: the kernel map and every loaded program."""
+        """What was there before we started: the kernel map and every loaded program.
+
+        Runs after the events are enabled (perf synthesizes first and enables after, and
+        misses a program loaded in between).  A program loaded during the enumeration is
+        both enumerated and announced in the rings; the rings are read before anything is
+        written, and such a program keeps its live records only.  The records read are the
+        first round after FINISHED_INIT."""
         syms = {}
         text = etext = None
         for line in kallsyms.splitlines():
@@ -289,6 +323,7 @@ class Recorder:
                 elif parts[2].startswith("bpf_prog_"):
                     syms[int(parts[0], 16)] = parts[2]
         sid = SampleId(pid=0, tid=0, time=0, cpu=0, id=self.attrs[0].ids[0])
+        synthesized: list[tuple[int, list]] = []  # (prog id, its KSYMBOLs and BPF_EVENT)
         if text and etext:
             writer.write(MmapRecord(misc=MISC_KERNEL, pid=-1, tid=0, addr=text,
                                     len=etext - text, pgoff=text,
@@ -305,13 +340,22 @@ class Recorder:
             if cap.info is None:
                 continue
             cap.tag = cap.info.tag
-            for addr, n, _code in cap.info.funcs():
-                name = syms.get(addr, f"bpf_prog_{cap.info.tag.hex()}_{cap.info.name}")
-                writer.write(KsymbolRecord(addr=addr, len=n, ksym_type=KsymbolType.BPF,
-                                           flags=0, name=name, sample_id=sid))
-            writer.write(BpfEventRecord(event_type=BpfEventType.PROG_LOAD, flags=0,
-                                        prog_id=prog_id, tag=cap.info.tag, sample_id=sid))
+            names = kernel_ksym_names(cap.info, cap.btf)
+            recs: list = [KsymbolRecord(addr=addr, len=n, ksym_type=KsymbolType.BPF, flags=0,
+                                        name=syms.get(addr, name), sample_id=sid)
+                          for (addr, n, _code), name in zip(cap.info.funcs(), names)]
+            recs.append(BpfEventRecord(event_type=BpfEventType.PROG_LOAD, flags=0,
+                                       prog_id=prog_id, tag=cap.info.tag, sample_id=sid))
+            synthesized.append((prog_id, recs))
+        first_round = self._read_rings()
+        announced = {struct.unpack_from("<I", raw, 12)[0] for raw in first_round
+                     if struct.unpack_from("<IxxxxH", raw, 0) == (RecordType.BPF_EVENT,
+                                                                 BpfEventType.PROG_LOAD)}
+        for prog_id, recs in synthesized:
+            if prog_id not in announced:
+                writer.write_all(recs)
         writer.write(FinishedInitRecord())
+        self._write_round(writer, first_round)
 
     # --- the loop -----------------------------------------------------------------------
     def _start_command(self) -> tuple[int, int] | None:
@@ -342,18 +386,28 @@ class Recorder:
             self.held_fds[prog_id] = fd
 
     def drain(self, writer: PerfDataWriter) -> int:
+        return self._write_round(writer, self._read_rings())
+
+    def _read_rings(self) -> list[bytes]:
+        """Every record now in the rings; BPF programs they announce are taken at once."""
         if self.scanner is not None:
             self._hold(self.scanner.take())
         batch = []
         for ring in self.rings:
             for raw in ring.read():
                 rtype = struct.unpack_from("<I", raw, 0)[0]
+                if rtype in _TRIMMED:  # the kernel may have made them too long
+                    raw = live.trim_inflated(raw, self.sideband_id_size)
                 if rtype == RecordType.BPF_EVENT:
                     self.on_bpf_event(raw)
                 elif rtype == RecordType.LOST:
                     self.summary.lost += struct.unpack_from("<Q", raw, 16)[0]
                 batch.append(raw)
         self._read_held()
+        return batch
+
+    def _write_round(self, writer: PerfDataWriter, batch: list[bytes]) -> int:
+        """One round: the records sorted by time, FINISHED_ROUND, the header patched."""
         if batch:
             batch.sort(key=self._time_of)
             for raw in batch:
@@ -371,12 +425,12 @@ class Recorder:
         writer = PerfDataWriter(opts.output, self.attrs)
         t_start_wall = time.time_ns()
         t_start = clock_ns(opts.clockid)
+        for fd in self.fds:
+            live.enable(fd)
         self.synthesize(writer, kallsyms)
         writer.flush()
         self.scanner = IdScanner(max(self.captures, default=0))
-        started = self._start_command()
-        for fd in self.fds:
-            live.enable(fd)
+        started = self._start_command()  # after enabling: the command is recorded whole
         if started:
             os.write(started[1], b"x")
             os.close(started[1])
@@ -402,10 +456,14 @@ class Recorder:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-            for fd in self.fds:
-                live.disable(fd)
+            # stop taking programs and let go of those held while the events are still on:
+            # where our fd was a program's last reference, its unload happens in this task
+            # now (KSYMBOL unregister + PROG_UNLOAD), and is recorded
             self._hold(self.scanner.stop())
             self.scanner = None
+            self.drain(writer)
+            for fd in self.fds:
+                live.disable(fd)
             self.drain(writer)
             poller.close()
             self._finish(writer, kallsyms, t_start_wall, t_start)
@@ -424,26 +482,31 @@ class Recorder:
         self.summary.programs_captured = sum(c.captured for c in caps)
         self.summary.failures = [c for c in caps if not c.captured]
         progs = [c.info.to_bpil() for c in caps if c.captured]
-        writer.add_feature(Feature.BPF_PROG_INFO, BpfProgInfo(tuple(
-            BpfProgInfoEntry(*p) for p in progs)).pack())
         btfs = {c.info.info["btf_id"]: c.btf for c in caps if c.captured and c.btf}
-        writer.add_feature(Feature.BPF_BTF, BpfBtf(tuple(sorted(btfs.items()))).pack())
-        for fid, value in ((Feature.HOSTNAME, socket.gethostname()),
-                           (Feature.OSRELEASE, platform.release()),
-                           (Feature.VERSION, f"textrace {__version__}"),
-                           (Feature.ARCH, platform.machine())):
-            writer.add_feature(fid, StringFeature(fid, value).pack())
-        ncpu = os.cpu_count() or 1
-        writer.add_feature(Feature.NRCPUS, NrCpus(ncpu, len(live.online_cpus())).pack())
         with open("/proc/meminfo") as f:
             kib = int(f.readline().split()[1])
-        writer.add_feature(Feature.TOTAL_MEM, TotalMem(kib).pack())
-        writer.add_feature(Feature.CMDLINE, Cmdline(tuple(sys.argv)).pack())
-        writer.add_feature(Feature.EVENT_DESC, EventDesc(128, tuple(
-            (a.attr, a.name, a.ids) for a in self.attrs)).pack())
-        writer.add_feature(Feature.CLOCKID, U64Feature(Feature.CLOCKID, 1).pack())
-        writer.add_feature(Feature.CLOCK_DATA, ClockData(1, self.opts.clockid, wall,
-                                                         t0).pack())
+        attr_size = self.attrs[0].attr.size
+        features = [
+            BpfProgInfo(programs=tuple(BpfProgInfoEntry(arrays=arrays, info=info, data=data)
+                                       for _il, _dl, arrays, info, data in progs)),
+            BpfBtf(btfs=tuple(BtfEntry(id=i, data=b) for i, b in sorted(btfs.items()))),
+            Hostname(value=socket.gethostname()),
+            OsRelease(value=platform.release()),
+            Version(value=f"textrace {__version__}"),
+            Arch(value=platform.machine()),
+            # perf's "avail" is the highest present cpu + 1
+            NrCpus(nr_cpus_available=os.cpu_count() or 1,
+                   nr_cpus_online=len(live.online_cpus())),
+            TotalMem(total_mem_kb=kib),
+            Cmdline(argv=tuple(sys.argv)),
+            EventDesc(attr_size=attr_size, events=tuple(
+                EventDescEntry(attr=a.attr, name=a.name or "", ids=tuple(a.ids))
+                for a in self.attrs)),
+            Clockid(clockid_res_ns=max(1, round(time.clock_getres(self.opts.clockid) * 1e9))),
+            ClockData(clockid=self.opts.clockid, tod_ns=wall, clockid_ns=t0),
+        ]
+        for feat in features:
+            writer.add_feature(feat.feature_id, feat.pack())
         private = PrivateSection()
         private.add(Kind.CAPTURES, b"\n".join(c.outcome_json() for c in caps))
         import zstandard

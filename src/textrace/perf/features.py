@@ -1,636 +1,950 @@
-"""perf.data header features: one dataclass per feature, parsed and packed from one layout.
+"""perf.data header feature sections (HEADER_*): one frozen dataclass per feature.
 
-Formats are perf's (tools/perf/util/header.c): strings are `u32 len; char str[len]` with
-len the string plus NUL rounded up to 64; counts precede their entries.  Every count and
-length is checked against the section before anything is allocated.  Features this module
-does not decode (TRACING_DATA, AUXTRACE, unknown ids) stay RawFeature, kept byte for byte.
+Each dataclass declares its on-disk layout once, in its fields: every field carries the codec
+that reads and writes it (`_count(U32)`, `_field(_Array(STR, "nr"))`...), in file order.
+`parse()` and `pack()` both walk that one list, so they cannot drift apart.
+
+Formats are the ones perf 6.1 writes (tools/perf/util/header.c, write_* / process_*):
+- strings are do_write_string's: `u32 len; char str[len]`, len = strlen + NUL rounded up to
+  64 (NAME_ALIGN), zero padded.  `PerfStr` keeps the stored bytes so a rewrite is exact;
+- counts are fields of their own (named as perf names them: `nr`, `pmu_num`, `cnt`...).
+  Left as None when building an object, they are filled in from the data they count;
+  given, they must agree with it (except BPF_PROG_INFO's and BPF_BTF's `count`, which perf
+  itself gets wrong under load: see _Entries);
+- every count and length is checked against what is left of the section before anything is
+  read or allocated, and bytes left over after the last field are an error: perf writes
+  none.  A FormatError names the file, the absolute offset of the bad number and the field,
+  e.g. "CMDLINE.nr" or "BPF_PROG_INFO.programs[3].data_len".
+
+TRACING_DATA, AUXTRACE, STAT and ids this module does not know stay `RawFeature` bytes.
+BPF_PROG_INFO keeps each struct bpf_prog_info as bytes: decoding it is bpf/'s business
+(perf/ depends on nothing of ours).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import struct
-from dataclasses import dataclass, field
+from collections import ChainMap
+from dataclasses import dataclass
+from functools import cache
+from typing import Callable, ClassVar, NoReturn
 
 from ..errors import FormatError
 from .abi import Feature
-from .attr import EventAttr
+from .attr import ATTR_SIZE_MAX, ATTR_SIZE_VER0, EventAttr
 
-NAME_ALIGN = 64
+NAME_ALIGN = 64                 # perf pads strings and build-id file names to this
+BUILD_ID_RECORD_HEADER = 36     # perf_record_header_build_id without its file name
+MISC_BUILD_ID_SIZE = 1 << 15    # header.misc: byte 20 of the build id holds its length
 
 
-class _In:
-    """A bounds-checked cursor over one feature section; errors name the absolute offset."""
+def feature_name(feature_id: int) -> str:
+    try:
+        return Feature(feature_id).name
+    except ValueError:
+        return f"feature_{feature_id}"
 
-    def __init__(self, buf, feat: str, file: str | None, base: int):
-        self.buf = memoryview(buf)
+
+class PerfStr(str):
+    """A string as perf stored it: the text up to the first NUL, plus `raw`, the exact
+    stored bytes (NUL and padding included), so packing gives back the file's bytes.
+    Built from plain text it gets do_write_string's padding."""
+
+    raw: bytes
+
+    def __new__(cls, text: str = "", raw: bytes | None = None):
+        encoded = text.encode("utf-8", "surrogateescape")
+        if raw is None:
+            raw = _padded(encoded + b"\0")
+        elif raw.split(b"\0", 1)[0] != encoded:
+            raise ValueError(f"stored bytes {raw[:40]!r} do not hold the text {text!r}")
+        obj = super().__new__(cls, text)
+        obj.raw = bytes(raw)
+        return obj
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> "PerfStr":
+        return cls(raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"), raw)
+
+
+def _padded(data: bytes) -> bytes:
+    return data.ljust(-(-len(data) // NAME_ALIGN) * NAME_ALIGN, b"\0")
+
+
+# --- reading ---------------------------------------------------------------------------
+
+class _Cursor:
+    """A bounds-checked position in one feature section; errors carry absolute offsets."""
+
+    def __init__(self, buf, *, file: str | None, offset: int, feature: str):
+        self.buf = memoryview(buf).cast("B")
         self.pos = 0
-        self.feat = feat
+        self.base = offset
         self.file = file
-        self.base = base
-
-    def fail(self, msg: str, field: str, at: int | None = None):
-        raise FormatError(msg, file=self.file, offset=self.base + (self.pos if at is None
-                                                                   else at),
-                          field=f"{self.feat}.{field}")
+        self.feature = feature
 
     def left(self) -> int:
         return len(self.buf) - self.pos
 
-    def take(self, n: int, field: str) -> bytes:
-        if n < 0 or n > self.left():
-            self.fail(f"needs {n} bytes, {self.left()} left in the section", field)
+    def fail(self, message: str, path: str, pos: int | None = None) -> NoReturn:
+        where = self.pos if pos is None else pos
+        raise FormatError(message, file=self.file, offset=self.base + where,
+                          field=f"{self.feature}.{path}" if path else self.feature)
+
+    def take(self, n: int, path: str) -> bytes:
+        if n > self.left():
+            self.fail(f"{n} bytes needed, {self.left()} left in the section", path)
         out = bytes(self.buf[self.pos:self.pos + n])
         self.pos += n
         return out
 
-    def unpack(self, fmt: str, field: str):
-        size = struct.calcsize(fmt)
-        return struct.unpack(fmt, self.take(size, field))
 
-    def u32(self, field: str) -> int:
-        return self.unpack("<I", field)[0]
-
-    def u64(self, field: str) -> int:
-        return self.unpack("<Q", field)[0]
-
-    def count(self, field: str, min_entry: int, wide: bool = False) -> int:
-        """A count of entries each at least `min_entry` bytes: must fit what is left."""
-        at = self.pos
-        n = self.u64(field) if wide else self.u32(field)
-        if n * min_entry > self.left():
-            self.fail(f"count {n} cannot fit in the {self.left()} bytes left", field, at)
-        return n
-
-    def string(self, field: str) -> str:
-        at = self.pos
-        n = self.u32(field)
-        if n > self.left():
-            self.fail(f"string of {n} bytes overruns the section", field, at)
-        raw = self.take(n, field)
-        nul = raw.find(b"\0")
-        return (raw if nul < 0 else raw[:nul]).decode("utf-8", "surrogateescape")
+def _where(scope: ChainMap, name: str) -> tuple[int, str]:
+    """(section-relative offset, field path) of a field read earlier in this struct or an
+    enclosing one: errors about a count or length point at the number itself."""
+    return scope["@" + name]
 
 
-class _Out:
-    def __init__(self):
-        self.parts: list[bytes] = []
+# --- codecs: how one field is stored ---------------------------------------------------
 
-    def pack(self, fmt: str, *values) -> None:
-        self.parts.append(struct.pack(fmt, *values))
+class _Codec:
+    min_size = 0                   # fewest bytes one value takes (to bound counts)
+    len_field: str | None = None   # sibling field that holds this field's length or count
+    len_exact = True               # ... exactly (else: at most)
 
-    def raw(self, data: bytes) -> None:
-        self.parts.append(bytes(data))
+    def read(self, cur: _Cursor, path: str, scope: ChainMap):
+        raise NotImplementedError
 
-    def string(self, text: str) -> None:
-        data = text.encode("utf-8", "surrogateescape") + b"\0"
-        n = -(-len(data) // NAME_ALIGN) * NAME_ALIGN
-        self.parts.append(struct.pack("<I", n) + data.ljust(n, b"\0"))
+    def write(self, out: list, value, scope: ChainMap) -> None:
+        raise NotImplementedError
 
-    def bytes(self) -> bytes:
-        return b"".join(self.parts)
+    def normalize(self, value):
+        return value
+
+    def measure(self, value) -> int:
+        """What `len_field` must hold for this value."""
+        raise NotImplementedError
+
+    def verify(self, value, fields: dict) -> None:
+        """Raise ValueError when the value contradicts other fields of its struct."""
 
 
-@dataclass(frozen=True)
+class _Scalar(_Codec):
+    def __init__(self, fmt: str):
+        self.st = struct.Struct("<" + fmt)
+        self.min_size = self.st.size
+
+    def read(self, cur, path, scope):
+        return self.st.unpack(cur.take(self.st.size, path))[0]
+
+    def write(self, out, value, scope):
+        out.append(self.st.pack(value))
+
+
+U8, U16, U32, I32, U64 = (_Scalar(f) for f in "BHIiQ")
+
+
+class _Str(_Codec):
+    """do_write_string: u32 length (NUL and padding included), then the bytes."""
+
+    min_size = 4
+
+    def read(self, cur, path, scope):
+        at = cur.pos
+        n = U32.read(cur, path, scope)
+        if n > cur.left():
+            cur.fail(f"string of {n} bytes overruns the section ({cur.left()} left)", path, at)
+        return PerfStr.from_raw(cur.take(n, path))
+
+    def write(self, out, value, scope):
+        out.append(struct.pack("<I", len(value.raw)))
+        out.append(value.raw)
+
+    def normalize(self, value):
+        if isinstance(value, PerfStr):
+            return value
+        if isinstance(value, str):
+            return PerfStr(value)
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+STR = _Str()
+
+
+class _Sized(_Codec):
+    """Bytes whose length is held by an earlier field (minus a fixed header, `less`)."""
+
+    def __init__(self, len_field: str, less: int = 0, text: bool = False):
+        self.len_field = len_field
+        self.less = less
+        self.text = text
+
+    def read(self, cur, path, scope):
+        at, lpath = _where(scope, self.len_field)
+        n = scope[self.len_field] - self.less
+        if n < 0:
+            cur.fail(f"{scope[self.len_field]} is smaller than the {self.less}-byte header",
+                     lpath, at)
+        if n > cur.left():
+            cur.fail(f"{n} bytes announced, {cur.left()} left in the section", lpath, at)
+        raw = cur.take(n, path)
+        return PerfStr.from_raw(raw) if self.text else raw
+
+    def write(self, out, value, scope):
+        out.append(value.raw if self.text else value)
+
+    def normalize(self, value):
+        if self.text:
+            return STR.normalize(value)
+        return bytes(value)
+
+    def measure(self, value):
+        return len(value.raw if self.text else value) + self.less
+
+
+class _Fixed(_Codec):
+    def __init__(self, n: int):
+        self.n = self.min_size = n
+
+    def read(self, cur, path, scope):
+        return cur.take(self.n, path)
+
+    def write(self, out, value, scope):
+        out.append(value)
+
+    def normalize(self, value):
+        value = bytes(value)
+        if len(value) != self.n:
+            raise ValueError(f"expected {self.n} bytes, got {len(value)}")
+        return value
+
+
+UNTIL_END = "until the end of the section"
+Count = Callable[[dict, "_Cursor | None"], "int | None"]
+
+
+class _Array(_Codec):
+    """`count` values of one codec.  count: the name of an earlier field holding it, a
+    function (fields, cursor) -> count (cursor None when checking a built object; None
+    back means "cannot tell"), or UNTIL_END."""
+
+    def __init__(self, elem: _Codec, count: str | Count, source: str | None = None):
+        self.elem = elem
+        self.count = count
+        self.source = source   # for a computed count: the field errors should name
+        if isinstance(count, str) and count != UNTIL_END:
+            self.len_field = count
+
+    def read(self, cur, path, scope):
+        if self.count == UNTIL_END:
+            out = []
+            while cur.left():
+                out.append(self.elem.read(cur, f"{path}[{len(out)}]", scope))
+            return tuple(out)
+        if callable(self.count):
+            n = self.count(scope, cur)
+            at, cpath = _where(scope, self.source) if self.source else (cur.pos, path)
+        else:
+            n = scope[self.count]
+            at, cpath = _where(scope, self.count)
+        if n * self.elem.min_size > cur.left():
+            cur.fail(f"count {n} of {self.elem.min_size}-byte entries cannot fit in the "
+                     f"{cur.left()} bytes left", cpath, at)
+        return tuple(self.elem.read(cur, f"{path}[{i}]", scope) for i in range(n))
+
+    def write(self, out, value, scope):
+        for v in value:
+            self.elem.write(out, v, scope)
+
+    def normalize(self, value):
+        return tuple(self.elem.normalize(v) for v in value)
+
+    def measure(self, value):
+        return len(value)
+
+    def verify(self, value, fields):
+        if callable(self.count):
+            want = self.count(fields, None)
+            if want is not None and want != len(value):
+                raise ValueError(f"{len(value)} entries where {want} are due")
+
+
+class _Entries(_Array):
+    """Entries to the section's end, their number announced by an earlier field that may
+    undercount them: perf 6.1.192 (on Linux 6.18) recording while programs load and unload
+    by the thousand writes more BPF_PROG_INFO entries than the infos_cnt it writes first
+    (3411 announced, 3515 written; an increment lost between its threads).  perf's reader
+    stops at the announced count; we keep every entry, and the count as written."""
+
+    len_exact = False
+
+    def __init__(self, elem: _Codec, announced: str):
+        super().__init__(elem, UNTIL_END)
+        self.len_field = announced
+
+    def read(self, cur, path, scope):
+        out = super().read(cur, path, scope)
+        if scope[self.len_field] > len(out):
+            at, cpath = _where(scope, self.len_field)
+            cur.fail(f"{scope[self.len_field]} entries announced, {len(out)} in the section",
+                     cpath, at)
+        return out
+
+    def verify(self, value, fields):
+        if fields[self.len_field] > len(value):
+            raise ValueError(f"{fields[self.len_field]} announced, {len(value)} present")
+
+
+class _Struct(_Codec):
+    def __init__(self, cls):
+        self.cls = cls
+
+    @property
+    def min_size(self):
+        return self.cls._min_size()
+
+    def read(self, cur, path, scope):
+        return self.cls._read(cur, path, scope)
+
+    def write(self, out, value, scope):
+        value._write(out, scope)
+
+    def normalize(self, value):
+        if not isinstance(value, self.cls):
+            raise TypeError(f"expected {self.cls.__name__}, got {type(value).__name__}")
+        return value
+
+
+class _Attr(_Codec):
+    """A perf_event_attr cut to the size an earlier field gives (EVENT_DESC's attr_size,
+    not the attr's own size field: perf reads `sz` bytes whatever attr.size says)."""
+
+    def __init__(self, size_field: str):
+        self.size_field = size_field
+
+    def read(self, cur, path, scope):
+        at, spath = _where(scope, self.size_field)
+        n = scope[self.size_field]
+        if n < ATTR_SIZE_VER0:
+            cur.fail(f"attr size {n} is below PERF_ATTR_SIZE_VER0 ({ATTR_SIZE_VER0})",
+                     spath, at)
+        if n > cur.left():
+            cur.fail(f"attr of {n} bytes overruns the section ({cur.left()} left)", spath, at)
+        start = cur.pos
+        raw = cur.take(n, path)
+        if any(raw[ATTR_SIZE_MAX:]):
+            cur.fail(f"perf_event_attr fields past byte {ATTR_SIZE_MAX} are not known here",
+                     path, start + ATTR_SIZE_MAX)
+        own_size = raw[4:8]
+        full = raw[:4] + struct.pack("<I", ATTR_SIZE_MAX) + raw[8:ATTR_SIZE_MAX]
+        attr = EventAttr.parse(full.ljust(ATTR_SIZE_MAX, b"\0"), 0, file=cur.file)
+        return attr.replace(size=struct.unpack("<I", own_size)[0])
+
+    def write(self, out, value, scope):
+        n = scope[self.size_field]
+        full = bytearray(value.replace(size=ATTR_SIZE_MAX).pack())
+        full[4:8] = struct.pack("<I", value.size)  # the attr's own size, as it was
+        out.append(bytes(full[:n]).ljust(n, b"\0"))
+
+    def normalize(self, value):
+        if not isinstance(value, EventAttr):
+            raise TypeError(f"expected EventAttr, got {type(value).__name__}")
+        return value
+
+
+class _Tail(_Codec):
+    """An optional trailing part, present when the section has bytes left.  Older perf
+    wrote shorter sections (CPU_TOPOLOGY before its per-cpu ids, before its die part)."""
+
+    def __init__(self, inner: _Codec):
+        self.inner = inner
+        self.len_field = inner.len_field
+
+    def measure(self, value):
+        return self.inner.measure(value)
+
+    def read(self, cur, path, scope):
+        return self.inner.read(cur, path, scope) if cur.left() else None
+
+    def write(self, out, value, scope):
+        if value is not None:
+            self.inner.write(out, value, scope)
+
+    def normalize(self, value):
+        return None if value is None else self.inner.normalize(value)
+
+    def verify(self, value, fields):
+        if value is not None:
+            self.inner.verify(value, fields)
+
+
+def _field(codec: _Codec, **kw):
+    """A dataclass field stored with `codec`; its place in the class is its place on disk."""
+    return dataclasses.field(metadata={"codec": codec}, **kw)
+
+
+def _count(codec: _Codec):
+    """A count or length field; None (the default) means "fill in from the data it
+    measures" when an object is built."""
+    return _field(codec, default=None)
+
+
+# --- the layout machinery shared by every feature and entry ------------------------------
+
+class _Layout:
+    """Mixin for a frozen dataclass whose fields carry codecs (see _field)."""
+
+    @classmethod
+    @cache
+    def _layout(cls) -> tuple[tuple[str, _Codec], ...]:
+        return tuple((f.name, f.metadata["codec"]) for f in dataclasses.fields(cls)
+                     if "codec" in f.metadata)
+
+    @classmethod
+    def _min_size(cls) -> int:
+        return sum(codec.min_size for _, codec in cls._layout())
+
+    def __post_init__(self):
+        name_of = type(self).__name__
+        layout = self._layout()
+        fields = {name: getattr(self, name) for name, _ in layout}
+
+        def put(name, value):
+            fields[name] = value
+            object.__setattr__(self, name, value)
+
+        for name, codec in layout:          # plain values in, counts filled in
+            value = codec.normalize(fields[name])
+            put(name, value)
+            if codec.len_field is not None and value is not None:
+                n = codec.measure(value)
+                if fields[codec.len_field] is None:
+                    put(codec.len_field, n)
+                elif fields[codec.len_field] != n and codec.len_exact:
+                    raise ValueError(f"{name_of}.{codec.len_field} is "
+                                     f"{fields[codec.len_field]} but {name} needs {n}")
+        absent = None
+        for name, codec in layout:          # then what the file could not express
+            if isinstance(codec, _Tail):
+                if fields[name] is None:
+                    absent = absent or name
+                elif absent:
+                    raise ValueError(f"{name_of}.{name} cannot follow the absent {absent}")
+            try:
+                codec.verify(fields[name], fields)
+            except ValueError as e:
+                raise ValueError(f"{name_of}.{name}: {e}") from None
+
+    @classmethod
+    def _read(cls, cur: _Cursor, path: str, scope: ChainMap):
+        scope = scope.new_child()
+        values = {}
+        for name, codec in cls._layout():
+            fpath = f"{path}.{name}" if path else name
+            scope["@" + name] = (cur.pos, fpath)
+            values[name] = scope[name] = codec.read(cur, fpath, scope)
+        return cls(**values)
+
+    def _write(self, out: list, scope: ChainMap) -> None:
+        layout = self._layout()
+        scope = scope.new_child({name: getattr(self, name) for name, _ in layout})
+        for name, codec in layout:
+            codec.write(out, getattr(self, name), scope)
+
+
+class _Feature(_Layout):
+    """A whole feature section."""
+
+    feature_id: ClassVar[int]
+
+    @classmethod
+    def parse(cls, buf, *, file: str | None = None, offset: int = 0):
+        """Decode one section; `offset` is where it starts in the file (for errors)."""
+        return cls._parse(buf, file, offset, {})
+
+    @classmethod
+    def _parse(cls, buf, file, offset, options: dict):
+        cur = _Cursor(buf, file=file, offset=offset, feature=feature_name(cls.feature_id))
+        obj = cls._read(cur, "", ChainMap(options))
+        if cur.left():
+            cur.fail(f"{cur.left()} bytes left over after the last field (perf writes none)",
+                     "trailing")
+        return obj
+
+    def pack(self) -> bytes:
+        out: list[bytes] = []
+        self._write(out, ChainMap())
+        return b"".join(out)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RawFeature:
+    """A section kept as bytes: TRACING_DATA, AUXTRACE, STAT and unknown ids."""
+
     feature_id: int
     data: bytes
+
+    @classmethod
+    def parse(cls, buf, *, feature_id: int, file: str | None = None, offset: int = 0):
+        return cls(feature_id=feature_id, data=bytes(buf))
 
     def pack(self) -> bytes:
         return self.data
 
 
-@dataclass(frozen=True)
-class StringFeature:
-    """HOSTNAME, OSRELEASE, VERSION, ARCH, CPUDESC, CPUID: one string."""
+# --- the features -----------------------------------------------------------------------
 
-    feature_id: int
-    value: str
+@dataclass(frozen=True, kw_only=True)
+class BuildIdEntry(_Layout):
+    """perf_record_header_build_id: header, pid, 20-byte build id plus (perf >= 5.11,
+    misc & MISC_BUILD_ID_SIZE) its length in byte 20, then the file name padded to 64."""
 
-    @classmethod
-    def parse_from(cls, fid: int, i: _In) -> "StringFeature":
-        return cls(fid, i.string("value"))
+    type: int = _field(U32, default=0)
+    misc: int = _field(U16)
+    size: int | None = _count(U16)   # header.size: the whole record
+    pid: int = _field(I32)
+    data: bytes = _field(_Fixed(20))
+    id_size: int = _field(U8, default=0)
+    reserved1: int = _field(U8, default=0)
+    reserved2: int = _field(U16, default=0)
+    filename: str = _field(_Sized("size", less=BUILD_ID_RECORD_HEADER, text=True))
 
-    def pack(self) -> bytes:
-        o = _Out()
-        o.string(self.value)
-        return o.bytes()
-
-
-@dataclass(frozen=True)
-class NrCpus:
-    nr_cpus_available: int
-    nr_cpus_online: int
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        return cls(*i.unpack("<II", "nr"))
-
-    def pack(self):
-        return struct.pack("<II", self.nr_cpus_available, self.nr_cpus_online)
+    @property
+    def build_id(self) -> bytes:
+        """The id itself: `id_size` bytes when perf recorded the size, else all 20."""
+        if self.misc & MISC_BUILD_ID_SIZE and 0 < self.id_size <= len(self.data):
+            return self.data[:self.id_size]
+        return self.data
 
 
-@dataclass(frozen=True)
-class TotalMem:
-    kib: int
+@dataclass(frozen=True, kw_only=True)
+class BuildIds(_Feature):
+    """BUILD_ID: build-id records back to back up to the section's end."""
 
-    @classmethod
-    def parse_from(cls, fid, i):
-        return cls(i.u64("kib"))
-
-    def pack(self):
-        return struct.pack("<Q", self.kib)
+    feature_id: ClassVar[int] = Feature.BUILD_ID
+    entries: tuple[BuildIdEntry, ...] = _field(_Array(_Struct(BuildIdEntry), UNTIL_END))
 
 
-@dataclass(frozen=True)
-class Cmdline:
-    """argv of the recording command; perf puts its own binary's path first."""
-
-    argv: tuple[str, ...]
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        n = i.count("nr", 4)
-        return cls(tuple(i.string(f"argv[{k}]") for k in range(n)))
-
-    def pack(self):
-        o = _Out()
-        o.pack("<I", len(self.argv))
-        for a in self.argv:
-            o.string(a)
-        return o.bytes()
+@dataclass(frozen=True, kw_only=True)
+class Hostname(_Feature):
+    feature_id: ClassVar[int] = Feature.HOSTNAME
+    value: str = _field(STR)           # uname nodename
 
 
-@dataclass(frozen=True)
-class EventDesc:
-    """Each event's attr, name and ids."""
-
-    attr_size: int
-    events: tuple[tuple[EventAttr, str, tuple[int, ...]], ...]
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        n = i.count("nr_events", 8)
-        size = i.u32("attr_size")
-        if size < 64 or size > 4096:
-            i.fail(f"attr size {size} is not a perf_event_attr size", "attr_size", i.pos - 4)
-        events = []
-        for k in range(n):
-            raw = i.take(size, f"event[{k}].attr")
-            attr = EventAttr.parse(raw.ljust(max(size, 8), b"\0"), 0, file=i.file)
-            nr_ids = i.count(f"event[{k}].nr_ids", 8)
-            name = i.string(f"event[{k}].name")
-            ids = i.unpack(f"<{nr_ids}Q", f"event[{k}].ids")
-            events.append((attr, name, tuple(ids)))
-        return cls(size, tuple(events))
-
-    def pack(self):
-        o = _Out()
-        o.pack("<II", len(self.events), self.attr_size)
-        for attr, name, ids in self.events:
-            o.raw(attr.replace(size=attr.size).pack()[:self.attr_size].ljust(self.attr_size,
-                                                                             b"\0"))
-            o.pack("<I", len(ids))
-            o.string(name)
-            o.pack(f"<{len(ids)}Q", *ids)
-        return o.bytes()
+@dataclass(frozen=True, kw_only=True)
+class OsRelease(_Feature):
+    feature_id: ClassVar[int] = Feature.OSRELEASE
+    value: str = _field(STR)           # uname release
 
 
-@dataclass(frozen=True)
-class CpuTopology:
-    """Sibling lists, then per-cpu core and socket ids, then (newer perf) die siblings and
-    per-cpu die ids.  The per-cpu parts are as long as the section says."""
-
-    core_siblings: tuple[str, ...]
-    thread_siblings: tuple[str, ...]
-    core_socket_ids: tuple[tuple[int, int], ...] = ()
-    die_siblings: tuple[str, ...] | None = None
-    die_ids: tuple[int, ...] = ()
-
-    @classmethod
-    def parse_from(cls, fid, i, nr_cpus: int | None = None):
-        cores = tuple(i.string("core_siblings") for _ in range(i.count("nr_core_sib", 4)))
-        threads = tuple(i.string("thread_siblings")
-                        for _ in range(i.count("nr_thread_sib", 4)))
-        if nr_cpus is None:
-            # without NRCPUS, take per-cpu ids while the rest cannot be a die part
-            nr_cpus = i.left() // 8
-        ids = tuple(i.unpack("<II", "core_socket_id") for _ in range(min(nr_cpus,
-                                                                        i.left() // 8)))
-        if not i.left():
-            return cls(cores, threads, ids)
-        dies = tuple(i.string("die_siblings") for _ in range(i.count("nr_die_sib", 4)))
-        die_ids = tuple(i.u32("die_id") for _ in range(min(nr_cpus, i.left() // 4)))
-        return cls(cores, threads, ids, dies, die_ids)
-
-    def pack(self):
-        o = _Out()
-        for group in (self.core_siblings, self.thread_siblings):
-            o.pack("<I", len(group))
-            for s in group:
-                o.string(s)
-        for core, socket in self.core_socket_ids:
-            o.pack("<II", core, socket)
-        if self.die_siblings is not None:
-            o.pack("<I", len(self.die_siblings))
-            for s in self.die_siblings:
-                o.string(s)
-            for d in self.die_ids:
-                o.pack("<I", d)
-        return o.bytes()
+@dataclass(frozen=True, kw_only=True)
+class Version(_Feature):
+    feature_id: ClassVar[int] = Feature.VERSION
+    value: str = _field(STR)           # the writer's version, "6.1.192" for perf
 
 
-@dataclass(frozen=True)
-class NumaNode:
-    node: int
-    mem_total_kib: int
-    mem_free_kib: int
-    cpus: str
+@dataclass(frozen=True, kw_only=True)
+class Arch(_Feature):
+    feature_id: ClassVar[int] = Feature.ARCH
+    value: str = _field(STR)           # uname machine
 
 
-@dataclass(frozen=True)
-class NumaTopology:
-    nodes: tuple[NumaNode, ...]
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        n = i.count("nr", 24)
-        return cls(tuple(NumaNode(*i.unpack("<IQQ", "node"), i.string("cpus"))
-                         for _ in range(n)))
-
-    def pack(self):
-        o = _Out()
-        o.pack("<I", len(self.nodes))
-        for nd in self.nodes:
-            o.pack("<IQQ", nd.node, nd.mem_total_kib, nd.mem_free_kib)
-            o.string(nd.cpus)
-        return o.bytes()
+@dataclass(frozen=True, kw_only=True)
+class CpuDesc(_Feature):
+    feature_id: ClassVar[int] = Feature.CPUDESC
+    value: str = _field(STR)           # /proc/cpuinfo "model name", spaces squashed
 
 
-@dataclass(frozen=True)
-class PmuMappings:
-    pmus: tuple[tuple[int, str], ...]  # (type, name)
+@dataclass(frozen=True, kw_only=True)
+class CpuId(_Feature):
+    feature_id: ClassVar[int] = Feature.CPUID
+    value: str = _field(STR)           # x86: "vendor,family,model,stepping"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NrCpus(_Feature):
+    """NRCPUS: perf writes the highest present cpu + 1 ("avail") before the online count."""
+
+    feature_id: ClassVar[int] = Feature.NRCPUS
+    nr_cpus_available: int = _field(U32)
+    nr_cpus_online: int = _field(U32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TotalMem(_Feature):
+    feature_id: ClassVar[int] = Feature.TOTAL_MEM
+    total_mem_kb: int = _field(U64)    # MemTotal of /proc/meminfo, kB
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cmdline(_Feature):
+    """CMDLINE: argv of the recording; perf puts its own executable's path first."""
+
+    feature_id: ClassVar[int] = Feature.CMDLINE
+    nr: int | None = _count(U32)
+    argv: tuple[str, ...] = _field(_Array(STR, "nr"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventDescEntry(_Layout):
+    attr: EventAttr = _field(_Attr("attr_size"))
+    nr_ids: int | None = _count(U32)
+    name: str = _field(STR)
+    ids: tuple[int, ...] = _field(_Array(U64, "nr_ids"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventDesc(_Feature):
+    """EVENT_DESC: every event's attr (attr_size bytes each), name and sample ids."""
+
+    feature_id: ClassVar[int] = Feature.EVENT_DESC
+    nr_events: int | None = _count(U32)
+    attr_size: int = _field(U32, default=128)  # sizeof(perf_event_attr) in perf 6.1
+    events: tuple[EventDescEntry, ...] = _field(_Array(_Struct(EventDescEntry), "nr_events"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuTopologyCpu(_Layout):
+    core_id: int = _field(I32)
+    socket_id: int = _field(I32)
+
+
+def _nr_cpus(fields, cur: _Cursor | None) -> int | None:
+    """The per-cpu count: NRCPUS's nr_cpus_available when the caller has it (perf uses
+    that), else the one count the rest of the section can be read with."""
+    if fields.get("nr_cpus") is not None or cur is None:
+        return fields.get("nr_cpus")
+    return _guess_nr_cpus(cur)
+
+
+def _guess_nr_cpus(cur: _Cursor) -> int:
+    """The n for which the rest of the section is n (core, socket) pairs followed by the
+    die part (u32 nr, nr strings, n die ids) ending exactly at the section's end, as
+    perf >= 5.4 writes it; failing that, n pairs alone (older perf)."""
+    buf, start, end = cur.buf, cur.pos, len(cur.buf)
+    for n in range((end - start) // 12 + 1):
+        pos = start + 8 * n
+        if pos + 4 > end:
+            break
+        nr = struct.unpack_from("<I", buf, pos)[0]
+        pos += 4
+        for _ in range(nr):
+            if pos + 4 > end:
+                break
+            pos += 4 + struct.unpack_from("<I", buf, pos)[0]
+        else:
+            if end - pos == 4 * n:
+                return n
+    return (end - start) // 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuTopology(_Feature):
+    """CPU_TOPOLOGY: sibling cpu lists (perf prints them as "sibling sockets" = the
+    kernel's package_cpus_list, "sibling threads" = core_cpus_list, "sibling dies" =
+    die_cpus_list), then per cpu (core, socket) ids, then the die part.  Both per-cpu parts
+    are absent in files of older perf; each is present iff the section has bytes left,
+    as perf's reader decides.  Their length is NRCPUS's nr_cpus_available."""
+
+    feature_id: ClassVar[int] = Feature.CPU_TOPOLOGY
+    nr_sibling_sockets: int | None = _count(U32)
+    sibling_sockets: tuple[str, ...] = _field(_Array(STR, "nr_sibling_sockets"))
+    nr_sibling_threads: int | None = _count(U32)
+    sibling_threads: tuple[str, ...] = _field(_Array(STR, "nr_sibling_threads"))
+    cpus: tuple[CpuTopologyCpu, ...] | None = _field(
+        _Tail(_Array(_Struct(CpuTopologyCpu), _nr_cpus)), default=None)
+    nr_sibling_dies: int | None = _count(_Tail(U32))
+    sibling_dies: tuple[str, ...] | None = _field(
+        _Tail(_Array(STR, "nr_sibling_dies")), default=None)
+    die_ids: tuple[int, ...] | None = _field(
+        _Tail(_Array(I32, lambda f, cur: len(f["cpus"] or ()))), default=None)
 
     @classmethod
-    def parse_from(cls, fid, i):
-        n = i.count("nr", 8)
-        return cls(tuple((i.u32("type"), i.string("name")) for _ in range(n)))
-
-    def pack(self):
-        o = _Out()
-        o.pack("<I", len(self.pmus))
-        for t, name in self.pmus:
-            o.pack("<I", t)
-            o.string(name)
-        return o.bytes()
+    def parse(cls, buf, *, file: str | None = None, offset: int = 0,
+              nr_cpus: int | None = None):
+        """`nr_cpus`: NRCPUS's nr_cpus_available; without it the count is worked out from
+        the section's length."""
+        return cls._parse(buf, file, offset, {"nr_cpus": nr_cpus})
 
 
-@dataclass(frozen=True)
-class GroupDesc:
-    groups: tuple[tuple[str, int, int], ...]  # (name, leader index, members)
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        n = i.count("nr", 12)
-        return cls(tuple((i.string("name"), *i.unpack("<II", "leader")) for _ in range(n)))
-
-    def pack(self):
-        o = _Out()
-        o.pack("<I", len(self.groups))
-        for name, leader, nr in self.groups:
-            o.string(name)
-            o.pack("<II", leader, nr)
-        return o.bytes()
+@dataclass(frozen=True, kw_only=True)
+class NumaNode(_Layout):
+    node: int = _field(U32)
+    mem_total_kb: int = _field(U64)
+    mem_free_kb: int = _field(U64)
+    cpus: str = _field(STR)            # cpu list, "0-3,8"
 
 
-@dataclass(frozen=True)
-class CacheLevel:
-    level: int
-    line_size: int
-    sets: int
-    ways: int
-    type: str
-    size: str
-    map: str
+@dataclass(frozen=True, kw_only=True)
+class NumaTopology(_Feature):
+    feature_id: ClassVar[int] = Feature.NUMA_TOPOLOGY
+    nr: int | None = _count(U32)
+    nodes: tuple[NumaNode, ...] = _field(_Array(_Struct(NumaNode), "nr"))
 
 
-@dataclass(frozen=True)
-class CacheFeature:
-    version: int
-    caches: tuple[CacheLevel, ...]
+@dataclass(frozen=True, kw_only=True)
+class BranchStack(_Feature):
+    """BRANCH_STACK: a flag; perf writes an empty section."""
 
-    @classmethod
-    def parse_from(cls, fid, i):
-        version = i.u32("version")
-        n = i.count("cnt", 28)
-        return cls(version, tuple(CacheLevel(*i.unpack("<IIII", "level"), i.string("type"),
-                                             i.string("size"), i.string("map"))
-                                  for _ in range(n)))
-
-    def pack(self):
-        o = _Out()
-        o.pack("<II", self.version, len(self.caches))
-        for c in self.caches:
-            o.pack("<IIII", c.level, c.line_size, c.sets, c.ways)
-            o.string(c.type)
-            o.string(c.size)
-            o.string(c.map)
-        return o.bytes()
+    feature_id: ClassVar[int] = Feature.BRANCH_STACK
 
 
-@dataclass(frozen=True)
-class SampleTime:
-    first_ns: int
-    last_ns: int
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        return cls(*i.unpack("<QQ", "time"))
-
-    def pack(self):
-        return struct.pack("<QQ", self.first_ns, self.last_ns)
+@dataclass(frozen=True, kw_only=True)
+class PmuMapping(_Layout):
+    type: int = _field(U32)            # perf_event_attr.type of this PMU
+    name: str = _field(STR)
 
 
-@dataclass(frozen=True)
-class MemTopology:
-    version: int
-    block_size: int
-    nodes: tuple[tuple[int, int, int, tuple[int, ...]], ...]  # (node, size, nbits, words)
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        version, block = i.unpack("<QQ", "version")
-        n = i.count("nr", 24, wide=True)
-        nodes = []
-        for k in range(n):
-            node, size, nbits = i.unpack("<QQQ", f"node[{k}]")
-            words = -(-nbits // 64)
-            if words * 8 > i.left():
-                i.fail(f"bitmap of {nbits} bits overruns the section", f"node[{k}].bitmap")
-            nodes.append((node, size, nbits, i.unpack(f"<{words}Q", f"node[{k}].bitmap")))
-        return cls(version, block, tuple(nodes))
-
-    def pack(self):
-        o = _Out()
-        o.pack("<QQQ", self.version, self.block_size, len(self.nodes))
-        for node, size, nbits, words in self.nodes:
-            o.pack("<QQQ", node, size, nbits)
-            o.pack(f"<{len(words)}Q", *words)
-        return o.bytes()
+@dataclass(frozen=True, kw_only=True)
+class PmuMappings(_Feature):
+    feature_id: ClassVar[int] = Feature.PMU_MAPPINGS
+    pmu_num: int | None = _count(U32)
+    pmus: tuple[PmuMapping, ...] = _field(_Array(_Struct(PmuMapping), "pmu_num"))
 
 
-@dataclass(frozen=True)
-class U64Feature:
-    """CLOCKID (the clock's resolution in ns, perf's "clockid frequency") and DIR_FORMAT."""
-
-    feature_id: int
-    value: int
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        return cls(fid, i.u64("value"))
-
-    def pack(self):
-        return struct.pack("<Q", self.value)
+@dataclass(frozen=True, kw_only=True)
+class GroupDescEntry(_Layout):
+    name: str = _field(STR)            # "{anon_group}" for a group without a name
+    leader_idx: int = _field(U32)      # index of the leader in EVENT_DESC / the attrs
+    nr_members: int = _field(U32)
 
 
-@dataclass(frozen=True)
-class ClockData:
-    version: int
-    clockid: int
-    wall_clock_ns: int
-    clockid_time_ns: int
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        return cls(*i.unpack("<IIQQ", "clock_data"))
-
-    def pack(self):
-        return struct.pack("<IIQQ", self.version, self.clockid, self.wall_clock_ns,
-                           self.clockid_time_ns)
+@dataclass(frozen=True, kw_only=True)
+class GroupDesc(_Feature):
+    feature_id: ClassVar[int] = Feature.GROUP_DESC
+    nr_groups: int | None = _count(U32)
+    groups: tuple[GroupDescEntry, ...] = _field(_Array(_Struct(GroupDescEntry), "nr_groups"))
 
 
-@dataclass(frozen=True)
-class Compressed:
-    version: int
-    type: int       # 1 = zstd
-    level: int
-    ratio: int
-    mmap_len: int
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        return cls(*i.unpack("<IIIII", "compressed"))
-
-    def pack(self):
-        return struct.pack("<IIIII", self.version, self.type, self.level, self.ratio,
-                           self.mmap_len)
+@dataclass(frozen=True, kw_only=True)
+class CacheLevel(_Layout):
+    level: int = _field(U32)
+    line_size: int = _field(U32)
+    sets: int = _field(U32)
+    ways: int = _field(U32)
+    type: str = _field(STR)            # "Data", "Instruction", "Unified"
+    size: str = _field(STR)            # as sysfs says it, "48K"
+    map: str = _field(STR)             # shared_cpu_list
 
 
-@dataclass(frozen=True)
-class BpfProgInfoEntry:
-    """One program in perf's bpf_prog_info_linear layout (tools/perf/util/bpf-utils.h):
-    the struct bpf_prog_info bytes, with array pointers rewritten as offsets into `data`.
-    Decoding the info is bpf/'s business; perf/ keeps the bytes exact."""
-
-    info_len: int
-    data_len: int
-    arrays: int
-    info: bytes
-    data: bytes
+@dataclass(frozen=True, kw_only=True)
+class Cache(_Feature):
+    feature_id: ClassVar[int] = Feature.CACHE
+    version: int = _field(U32, default=1)
+    cnt: int | None = _count(U32)
+    caches: tuple[CacheLevel, ...] = _field(_Array(_Struct(CacheLevel), "cnt"))
 
 
-@dataclass(frozen=True)
-class BpfProgInfo:
-    programs: tuple[BpfProgInfoEntry, ...]
+@dataclass(frozen=True, kw_only=True)
+class SampleTime(_Feature):
+    """SAMPLE_TIME: first and last sample times, ns on the recording's clock (perf_clock,
+    or CLOCKID's clock); both 0 when there were no samples."""
 
-    @classmethod
-    def parse_from(cls, fid, i):
-        n = i.count("count", 16)
-        progs = []
-        for k in range(n):
-            info_len, data_len, arrays = i.unpack("<IIQ", f"prog[{k}]")
-            info = i.take(info_len, f"prog[{k}].info_len")
-            data = i.take(data_len, f"prog[{k}].data_len")
-            progs.append(BpfProgInfoEntry(info_len, data_len, arrays, info, data))
-        return cls(tuple(progs))
-
-    def pack(self):
-        o = _Out()
-        o.pack("<I", len(self.programs))
-        for p in self.programs:
-            o.pack("<IIQ", len(p.info), len(p.data), p.arrays)
-            o.raw(p.info)
-            o.raw(p.data)
-        return o.bytes()
+    feature_id: ClassVar[int] = Feature.SAMPLE_TIME
+    first_sample_time: int = _field(U64)
+    last_sample_time: int = _field(U64)
 
 
-@dataclass(frozen=True)
-class BpfBtf:
-    blobs: tuple[tuple[int, bytes], ...]  # (btf id, BTF data)
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        n = i.count("count", 8)
-        out = []
-        for k in range(n):
-            btf_id, size = i.unpack("<II", f"btf[{k}]")
-            out.append((btf_id, i.take(size, f"btf[{k}].data_size")))
-        return cls(tuple(out))
-
-    def pack(self):
-        o = _Out()
-        o.pack("<I", len(self.blobs))
-        for btf_id, data in self.blobs:
-            o.pack("<II", btf_id, len(data))
-            o.raw(data)
-        return o.bytes()
+def _bitmap_words(fields, cur) -> int | None:
+    nbits = fields.get("bitmap_size")
+    return None if nbits is None else -(-nbits // 64)
 
 
-@dataclass(frozen=True)
-class PmuCaps:
-    """CPU_PMU_CAPS: the cpu PMU's capabilities.  PMU_CAPS: the same per PMU, each
-    followed by the PMU's name."""
+@dataclass(frozen=True, kw_only=True)
+class MemoryNode(_Layout):
+    """One NUMA node's memory blocks: bit i set = /sys/devices/system/memory/memory<i>.
+    perf writes the bit count twice: as the node's size, then as do_write_bitmap's own
+    header in front of the u64 words."""
 
-    feature_id: int
-    pmus: tuple[tuple[str | None, tuple[tuple[str, str], ...]], ...]
+    node: int = _field(U64)
+    size: int = _field(U64)            # bits: highest block index + 1
+    bitmap_size: int = _field(U64)     # the same, as the bitmap's header
+    bitmap: tuple[int, ...] = _field(_Array(U64, _bitmap_words, "bitmap_size"))
 
-    @classmethod
-    def parse_from(cls, fid, i):
-        per_pmu = fid == Feature.PMU_CAPS
-        n_pmus = i.count("nr_pmu", 4) if per_pmu else 1
-        pmus = []
-        for _ in range(n_pmus):
-            n = i.count("nr_caps", 8)
-            caps = tuple((i.string("cap"), i.string("value")) for _ in range(n))
-            pmus.append((i.string("pmu") if per_pmu else None, caps))
-        return cls(fid, tuple(pmus))
-
-    def pack(self):
-        o = _Out()
-        if self.feature_id == Feature.PMU_CAPS:
-            o.pack("<I", len(self.pmus))
-        for name, caps in self.pmus:
-            o.pack("<I", len(caps))
-            for k, v in caps:
-                o.string(k)
-                o.string(v)
-            if self.feature_id == Feature.PMU_CAPS:
-                o.string(name or "")
-        return o.bytes()
+    def blocks(self) -> list[int]:
+        """Indices of the set bits: the node's memory blocks."""
+        return [w * 64 + b for w, word in enumerate(self.bitmap) for b in range(64)
+                if word >> b & 1 and w * 64 + b < self.bitmap_size]
 
 
-@dataclass(frozen=True)
-class HybridTopology:
-    pmus: tuple[tuple[str, str], ...]  # (pmu name, cpus)
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        n = i.count("nr", 8)
-        return cls(tuple((i.string("pmu"), i.string("cpus")) for _ in range(n)))
-
-    def pack(self):
-        o = _Out()
-        o.pack("<I", len(self.pmus))
-        for name, cpus in self.pmus:
-            o.string(name)
-            o.string(cpus)
-        return o.bytes()
+@dataclass(frozen=True, kw_only=True)
+class MemTopology(_Feature):
+    feature_id: ClassVar[int] = Feature.MEM_TOPOLOGY
+    version: int = _field(U64, default=1)
+    block_size: int = _field(U64)      # bytes per memory block
+    nr: int | None = _count(U64)
+    nodes: tuple[MemoryNode, ...] = _field(_Array(_Struct(MemoryNode), "nr"))
 
 
-@dataclass(frozen=True)
-class BuildIdEntry:
-    misc: int
-    pid: int
-    build_id: bytes
-    filename: str
-    size_byte: int = 0
-    record_size: int = 0
+@dataclass(frozen=True, kw_only=True)
+class Clockid(_Feature):
+    """CLOCKID: the resolution of the clock given to --clockid, in ns (perf prints
+    res * 1000 as "clockid frequency ... MHz")."""
+
+    feature_id: ClassVar[int] = Feature.CLOCKID
+    clockid_res_ns: int = _field(U64)
 
 
-@dataclass(frozen=True)
-class BuildIds:
-    """A run of perf_record_header_build_id records (header, pid, 24-byte build id whose
-    byte 20 holds the id's length in perf >= 5.11, filename padded to 64)."""
+@dataclass(frozen=True, kw_only=True)
+class ClockData(_Feature):
+    """CLOCK_DATA: one instant read on two clocks, to turn sample times into wall time."""
 
-    entries: tuple[BuildIdEntry, ...]
-
-    @classmethod
-    def parse_from(cls, fid, i):
-        out = []
-        while i.left():
-            at = i.pos
-            _type, misc, size = i.unpack("<IHH", "header")
-            if size < 36 or size - 8 > i.left():
-                i.fail(f"build id record size {size} is impossible here", "header.size", at)
-            pid, bid = i.unpack("<i24s", "build_id")
-            name = i.take(size - 36, "filename")
-            nul = name.find(b"\0")
-            n = bid[20] if 0 < bid[20] <= 20 else 20
-            out.append(BuildIdEntry(misc, pid, bid[:n],
-                                    (name if nul < 0 else name[:nul]).decode(
-                                        "utf-8", "surrogateescape"), bid[20], size))
-        return cls(tuple(out))
-
-    def pack(self):
-        o = _Out()
-        for e in self.entries:
-            name = e.filename.encode("utf-8", "surrogateescape") + b"\0"
-            size = e.record_size or 36 + -(-len(name) // NAME_ALIGN) * NAME_ALIGN
-            bid = e.build_id.ljust(20, b"\0") + bytes([e.size_byte, 0, 0, 0])
-            o.pack("<IHHi24s", 0, e.misc, size, e.pid, bid)
-            o.raw(name.ljust(size - 36, b"\0"))
-        return o.bytes()
+    feature_id: ClassVar[int] = Feature.CLOCK_DATA
+    version: int = _field(U32, default=1)
+    clockid: int = _field(U32)         # the clock of sample times (CLOCK_MONOTONIC = 1...)
+    tod_ns: int = _field(U64)          # CLOCK_REALTIME (gettimeofday), ns since the epoch
+    clockid_ns: int = _field(U64)      # the same instant on `clockid`, ns
 
 
-_STRING = {Feature.HOSTNAME, Feature.OSRELEASE, Feature.VERSION, Feature.ARCH,
-           Feature.CPUDESC, Feature.CPUID}
-_DECODERS = {
-    Feature.BUILD_ID: BuildIds, Feature.NRCPUS: NrCpus, Feature.TOTAL_MEM: TotalMem,
-    Feature.CMDLINE: Cmdline, Feature.EVENT_DESC: EventDesc,
-    Feature.CPU_TOPOLOGY: CpuTopology, Feature.NUMA_TOPOLOGY: NumaTopology,
-    Feature.PMU_MAPPINGS: PmuMappings, Feature.GROUP_DESC: GroupDesc,
-    Feature.CACHE: CacheFeature, Feature.SAMPLE_TIME: SampleTime,
-    Feature.MEM_TOPOLOGY: MemTopology, Feature.CLOCKID: U64Feature,
-    Feature.DIR_FORMAT: U64Feature, Feature.CLOCK_DATA: ClockData,
-    Feature.BPF_PROG_INFO: BpfProgInfo, Feature.BPF_BTF: BpfBtf,
-    Feature.COMPRESSED: Compressed, Feature.CPU_PMU_CAPS: PmuCaps,
-    Feature.PMU_CAPS: PmuCaps, Feature.HYBRID_TOPOLOGY: HybridTopology,
-}
+@dataclass(frozen=True, kw_only=True)
+class DirFormat(_Feature):
+    """DIR_FORMAT: version of a perf.data directory (perf record --threads)."""
+
+    feature_id: ClassVar[int] = Feature.DIR_FORMAT
+    version: int = _field(U64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpfProgInfoEntry(_Layout):
+    """One program in perf's linear layout (struct perf_bpil, tools/perf/util/bpf-utils.h):
+    `info` is a struct bpf_prog_info of info_len bytes whose array pointers perf rewrote
+    as offsets into `data`; `arrays` is the bitmap of arrays that `data` holds."""
+
+    info_len: int | None = _count(U32)
+    data_len: int | None = _count(U32)
+    arrays: int = _field(U64)
+    info: bytes = _field(_Sized("info_len"))
+    data: bytes = _field(_Sized("data_len"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpfProgInfo(_Feature):
+    """BPF_PROG_INFO: every program perf saw, by ascending id.  `count` is the number perf
+    announced, which can be lower than len(programs) (see _Entries); perf itself reads
+    only the first `count`."""
+
+    feature_id: ClassVar[int] = Feature.BPF_PROG_INFO
+    count: int | None = _count(U32)
+    programs: tuple[BpfProgInfoEntry, ...] = _field(
+        _Entries(_Struct(BpfProgInfoEntry), "count"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BtfEntry(_Layout):
+    id: int = _field(U32)              # BTF object id in the kernel
+    data_size: int | None = _count(U32)
+    data: bytes = _field(_Sized("data_size"))   # raw BTF, starting with magic 0xeb9f
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpfBtf(_Feature):
+    """BPF_BTF: the BTF of those programs, by ascending id; `count` as in BpfProgInfo."""
+
+    feature_id: ClassVar[int] = Feature.BPF_BTF
+    count: int | None = _count(U32)
+    btfs: tuple[BtfEntry, ...] = _field(_Entries(_Struct(BtfEntry), "count"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compressed(_Feature):
+    """COMPRESSED: how COMPRESSED records were made (perf record -z)."""
+
+    feature_id: ClassVar[int] = Feature.COMPRESSED
+    version: int = _field(U32, default=0)
+    type: int = _field(U32, default=1)        # 1 = PERF_COMP_ZSTD
+    level: int = _field(U32)
+    ratio: int = _field(U32)
+    mmap_len: int = _field(U32)               # bytes one decompressed record may take
+
+
+@dataclass(frozen=True, kw_only=True)
+class PmuCap(_Layout):
+    name: str = _field(STR)
+    value: str = _field(STR)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuPmuCaps(_Feature):
+    """CPU_PMU_CAPS: the "cpu" PMU's /sys/bus/event_source/devices/cpu/caps/*."""
+
+    feature_id: ClassVar[int] = Feature.CPU_PMU_CAPS
+    nr_caps: int | None = _count(U32)
+    caps: tuple[PmuCap, ...] = _field(_Array(_Struct(PmuCap), "nr_caps"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class HybridNode(_Layout):
+    pmu_name: str = _field(STR)
+    cpus: str = _field(STR)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HybridTopology(_Feature):
+    feature_id: ClassVar[int] = Feature.HYBRID_TOPOLOGY
+    nr: int | None = _count(U32)
+    nodes: tuple[HybridNode, ...] = _field(_Array(_Struct(HybridNode), "nr"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PmuCapsEntry(_Layout):
+    nr_caps: int | None = _count(U32)
+    caps: tuple[PmuCap, ...] = _field(_Array(_Struct(PmuCap), "nr_caps"))
+    pmu_name: str = _field(STR)        # written after the caps
+
+
+@dataclass(frozen=True, kw_only=True)
+class PmuCaps(_Feature):
+    """PMU_CAPS: capabilities of every PMU other than "cpu" that has any."""
+
+    feature_id: ClassVar[int] = Feature.PMU_CAPS
+    nr_pmu: int | None = _count(U32)
+    pmus: tuple[PmuCapsEntry, ...] = _field(_Array(_Struct(PmuCapsEntry), "nr_pmu"))
+
+
+FEATURE_CLASSES: dict[int, type] = {cls.feature_id: cls for cls in (
+    BuildIds, Hostname, OsRelease, Version, Arch, NrCpus, CpuDesc, CpuId, TotalMem, Cmdline,
+    EventDesc, CpuTopology, NumaTopology, BranchStack, PmuMappings, GroupDesc, Cache,
+    SampleTime, MemTopology, Clockid, DirFormat, BpfProgInfo, BpfBtf, Compressed,
+    CpuPmuCaps, ClockData, HybridTopology, PmuCaps)}
 
 
 def parse_feature(feature_id: int, data, *, file: str | None = None, offset: int = 0,
                   nr_cpus: int | None = None):
-    """The decoded feature, or RawFeature for kinds kept as bytes (empty ones included)."""
-    try:
-        name = Feature(feature_id).name
-    except ValueError:
-        return RawFeature(feature_id, bytes(data))
-    if feature_id in _STRING:
-        cls = StringFeature
-    else:
-        cls = _DECODERS.get(feature_id)
+    """The section decoded by its feature's class, or RawFeature for kinds kept as bytes.
+    `nr_cpus` (NRCPUS's nr_cpus_available) is used by CPU_TOPOLOGY only."""
+    cls = FEATURE_CLASSES.get(feature_id)
     if cls is None:
-        return RawFeature(feature_id, bytes(data))
-    cursor = _In(data, name, file, offset)
+        return RawFeature(feature_id=feature_id, data=bytes(data))
     if cls is CpuTopology:
-        return CpuTopology.parse_from(feature_id, cursor, nr_cpus)
-    return cls.parse_from(feature_id, cursor)
+        return CpuTopology.parse(data, file=file, offset=offset, nr_cpus=nr_cpus)
+    return cls.parse(data, file=file, offset=offset)
 
 
 def pack_feature(obj) -> bytes:
+    """The section's bytes, as perf would write them."""
     return obj.pack()
 
 
+def _plain(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, EventAttr):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def feature_to_json(obj) -> dict:
-    def plain(v):
-        if isinstance(v, bytes):
-            return v.hex()
-        if isinstance(v, EventAttr):
-            return v.to_dict()
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return v
-    return plain(obj)
+    """A JSON-safe dict: the feature's name, then its fields (bytes as hex)."""
+    out = {"feature": feature_name(obj.feature_id)}
+    out.update(_plain(obj))
+    if isinstance(obj, BuildIds):
+        for entry, row in zip(obj.entries, out["entries"]):
+            row["build_id"] = entry.build_id.hex()
+    return out

@@ -109,6 +109,42 @@ def set_output(fd: int, target_fd: int) -> None:
     fcntl.ioctl(fd, IOC_SET_OUTPUT, target_fd)
 
 
+_RECORD_KSYMBOL, _RECORD_BPF_EVENT, _RECORD_TEXT_POKE = 17, 18, 20
+
+
+def trim_inflated(raw: bytes, id_size: int) -> bytes:
+    """A KSYMBOL, BPF_EVENT or TEXT_POKE record cut to the size it really has.
+
+    perf_event_ksymbol_output, perf_event_bpf_output and perf_event_text_poke_output
+    (kernel/events/core.c) add the receiving event's id_header_size to a header.size shared
+    by every event they deliver the record to, and never restore it (perf_event_mmap_output
+    and the comm/task ones do): when several events on a CPU listen (another perf session,
+    say), each one after the first gets a record too long by the earlier ones'
+    id_header_size, its tail stale ring bytes, so its sample_id trailer is no longer at the
+    end where perf and every reader look.  Seen on 6.18 for KSYMBOL and BPF_EVENT, in perf's
+    own files as in ours; TEXT_POKE's output has the same code.  The body's own lengths say
+    where it ends; the trailer follows it (`id_size` bytes, the receiving event's)."""
+    rtype, misc, size = RECORD_HEADER.unpack_from(raw, 0)
+    if rtype == _RECORD_KSYMBOL:  # header, addr, len, ksym_type, flags, name[] (u64-aligned)
+        nul = raw.find(b"\0", 24, size)
+        if nul < 0:
+            return raw
+        body = 24 + ((nul - 24 + 1 + 7) & ~7)
+    elif rtype == _RECORD_BPF_EVENT:  # header, type, flags, id, tag[8]
+        body = 24
+    elif rtype == _RECORD_TEXT_POKE:  # header, addr, old_len, new_len, bytes (u64-aligned)
+        if size < 20:
+            return raw
+        old_len, new_len = struct.unpack_from("<HH", raw, 16)
+        body = 16 + ((4 + old_len + new_len + 7) & ~7)
+    else:
+        return raw
+    true_size = body + id_size
+    if true_size >= size:
+        return raw
+    return RECORD_HEADER.pack(rtype, misc, true_size) + raw[8:true_size]
+
+
 class Ring:
     """The mmap'd ring of one event fd."""
 

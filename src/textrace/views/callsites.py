@@ -54,9 +54,9 @@ def find_program(data: PerfData, spec: str) -> tuple[ProgInfo, object]:
 
 def _btf_of(data: PerfData, info: ProgInfo) -> Btf | None:
     feat = data.feature(Feature.BPF_BTF)
-    for btf_id, blob in feat.blobs if feat is not None else ():
-        if btf_id == info.btf_id:
-            return Btf.parse(blob, file=data.path)
+    for entry in feat.btfs if feat is not None else ():
+        if entry.id == info.btf_id:
+            return Btf.parse(entry.data, file=data.path)
     return None
 
 
