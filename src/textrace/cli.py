@@ -165,13 +165,20 @@ def cmd_record(args) -> int:
         raise TextraceError("give a command after --, or -a to record system-wide")
     opts = RecordOptions(output=args.output, system_wide=args.all_cpus,
                          duration=args.duration, event=args.event, freq=args.freq,
-                         callgraph=args.call_graph, clockid=clockid, command=command)
+                         callgraph=args.call_graph, clockid=clockid, command=command,
+                         capture=args.capture)
     progress = _progress_line if sys.stderr.isatty() else None
     summary = Recorder(opts, progress=progress).run()
     if progress:
         sys.stderr.write("\n")
+    if summary.capture_note:
+        print(f"textrace: {summary.capture_note}", file=sys.stderr)
     print(f"textrace: wrote {summary.output}: {summary.records} records; BPF programs: "
-          f"{summary.programs_seen} seen, {summary.programs_captured} captured", file=sys.stderr)
+          f"{summary.programs_seen} seen, {summary.programs_captured} captured "
+          f"({summary.capture} capture)", file=sys.stderr)
+    if summary.kernel_lost:
+        print(f"textrace: warning: the capture program's ring refused {summary.kernel_lost} "
+              f"chunks", file=sys.stderr)
     if summary.failures:
         print(f"textrace: {len(summary.failures)} programs not captured (textrace progs "
               f"-i {summary.output} lists them with the reason)", file=sys.stderr)
@@ -245,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-F", "--freq", type=int, default=999, help="samples per second")
     p.add_argument("-g", "--call-graph", action="store_true", help="sample callchains")
     p.add_argument("--clockid", default="monotonic", help="clock of record times")
+    p.add_argument("--capture", choices=("auto", "kernel", "user"), default="auto",
+                   help="capture BPF programs in the kernel at load (a small BPF program), "
+                        "in user space, or kernel when it loads (default)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_record)
     return parser

@@ -49,6 +49,8 @@ from .perf.sampleid import SampleId, id_trailer_size
 from .perf.writer import PerfDataWriter
 
 PR_SET_PDEATHSIG = 1
+HOT_SECONDS = 0.25         # the id scanner spins this long after the last new program
+IDLE_POLL_SECONDS = 0.001  # and polls this often otherwise
 CLOCKS = {"realtime": 0, "monotonic": 1, "monotonic_raw": 4, "boottime": 7, "tai": 11}
 SIDEBAND_TYPE = S.TID | S.TIME | S.CPU | S.IDENTIFIER
 _TRIMMED = (RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE)
@@ -70,6 +72,7 @@ class RecordOptions:
     command: list[str] = field(default_factory=list)
     ring_pages: int = 128
     round_ms: float = 100.0
+    capture: str = "auto"   # "kernel", "user", or "auto": kernel when it loads, else user
 
 
 @dataclass
@@ -81,6 +84,9 @@ class RecordSummary:
     programs_captured: int = 0
     failures: list[ProgCapture] = field(default_factory=list)
     exit_code: int | None = None
+    capture: str = "user"            # how programs were captured in this recording
+    capture_note: str | None = None  # why auto fell back to user space
+    kernel_lost: int = 0             # capture chunks the kernel's ring could not take
 
 
 def clock_ns(clockid: int) -> int:
@@ -120,7 +126,8 @@ class IdScanner:
     recorder works) and hands each fd over a Unix stream socket (a datagram socket queues
     only net.unix.max_dgram_qlen messages, 10 by default, and would stall the walk); a
     thread here collects them.  An fd keeps its program alive until the recorder has read
-    it.  The walk spins one CPU while the recording runs.
+    it.  The walk spins while programs keep coming and polls about every millisecond
+    otherwise, so a recording of a busy workload does not cost it a CPU.
     """
 
     def __init__(self, start_id: int):
@@ -128,10 +135,11 @@ class IdScanner:
         for sock in (self.parent, child):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        recorder = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:
             self.parent.close()
-            self._scan(child, start_id)
+            self._scan(child, start_id, recorder)
             os._exit(0)
         child.close()
         self.fds: dict[int, int] = {}
@@ -141,9 +149,11 @@ class IdScanner:
         self.receiver.start()
 
     @staticmethod
-    def _scan(sock: socket.socket, last: int) -> None:
+    def _scan(sock: socket.socket, last: int, recorder: int) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the recorder
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the recorder...
+        if os.getppid() != recorder:  # ...even one that died before the prctl
+            return
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the recorder decides when to stop
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         try:  # a larger CFS share when the loader competes for the same CPU
@@ -152,10 +162,17 @@ class IdScanner:
             pass
         poll = IdPoller(last).poll
         send_fds = socket.send_fds
+        clock, pause = time.monotonic, time.sleep
+        hot_until = clock() + HOT_SECONDS
         while True:
             got = poll()
             if got is None:
+                # spin while programs are coming (loaders load in bursts: probes, storms);
+                # otherwise look ~1000 times a second and leave the CPU to the workload
+                if clock() > hot_until:
+                    pause(IDLE_POLL_SECONDS)
                 continue
+            hot_until = clock() + HOT_SECONDS
             prog_id, fd = got
             if fd >= 0:
                 try:
@@ -206,6 +223,7 @@ class Recorder:
         self.stop = False
         self.child: int | None = None
         self.scanner: IdScanner | None = None
+        self.kernel = None  # the capture program, when it captures
 
     # --- events -------------------------------------------------------------------------
     def _sideband_attr(self) -> EventAttr:
@@ -275,6 +293,9 @@ class Recorder:
                 self.captures[prog_id].tag = tag
             return
         cap = self.captures[prog_id] = ProgCapture(prog_id, tag)
+        if self.kernel is not None:  # taken at load by the capture program: arriving
+            cap.reason = "the capture program's chunks for it did not all arrive"
+            return
         try:
             self.held_fds[prog_id] = prog_fd_by_id(prog_id)
         except NoSuchObject:
@@ -328,7 +349,10 @@ class Recorder:
             writer.write(MmapRecord(misc=MISC_KERNEL, pid=-1, tid=0, addr=text,
                                     len=etext - text, pgoff=text,
                                     filename="[kernel.kallsyms]_text", sample_id=sid))
+        own = self.kernel.own_prog_ids if self.kernel is not None else set()
         for prog_id in next_ids():
+            if prog_id in own:
+                continue  # textrace's capture program is not part of what is recorded
             cap = self.captures[prog_id] = ProgCapture(prog_id, b"")
             try:
                 fd = prog_fd_by_id(prog_id)
@@ -404,7 +428,31 @@ class Recorder:
                     self.summary.lost += struct.unpack_from("<Q", raw, 16)[0]
                 batch.append(raw)
         self._read_held()
+        if self.kernel is not None:
+            for kc in self.kernel.poll():
+                self._take_kernel_capture(kc)
         return batch
+
+    def _take_kernel_capture(self, kc) -> None:
+        info = kc.prog_info()
+        cap = self.captures.setdefault(kc.prog_id, ProgCapture(kc.prog_id, info.tag))
+        cap.info, cap.tag, cap.method, cap.reason = info, info.tag, "kernel", None
+        cap.time, cap.btf = kc.time, kc.btf
+
+    def _start_kernel_capture(self) -> None:
+        """Load the capture program (kernel or auto mode); auto falls back to user space
+        and says why."""
+        self.kernel = None
+        if self.opts.capture == "user":
+            return
+        from .bpf.capture.loader import CaptureProgram
+        try:
+            self.kernel = CaptureProgram()
+            self.summary.capture = "kernel"
+        except (TextraceError, OSError) as e:
+            if self.opts.capture == "kernel":
+                raise
+            self.summary.capture_note = f"kernel capture unavailable ({e}); using user space"
 
     def _write_round(self, writer: PerfDataWriter, batch: list[bytes]) -> int:
         """One round: the records sorted by time, FINISHED_ROUND, the header patched."""
@@ -421,6 +469,7 @@ class Recorder:
         opts = self.opts
         with open("/proc/kallsyms") as f:
             kallsyms = f.read()
+        self._start_kernel_capture()  # before the events: its calibration load is not ours
         self.open_events()
         writer = PerfDataWriter(opts.output, self.attrs)
         t_start_wall = time.time_ns()
@@ -429,7 +478,8 @@ class Recorder:
             live.enable(fd)
         self.synthesize(writer, kallsyms)
         writer.flush()
-        self.scanner = IdScanner(max(self.captures, default=0))
+        if self.kernel is None:  # user space races the loaders; the kernel needs no race
+            self.scanner = IdScanner(max(self.captures, default=0))
         started = self._start_command()  # after enabling: the command is recorded whole
         if started:
             os.write(started[1], b"x")
@@ -439,6 +489,8 @@ class Recorder:
         poller = select.epoll()
         for ring in self.rings:
             poller.register(ring.fd, select.EPOLLIN)
+        if self.kernel is not None:
+            poller.register(self.kernel.epoll_fd, select.EPOLLIN)
         try:
             while not self.stop:
                 poller.poll(opts.round_ms / 1000)
@@ -459,13 +511,17 @@ class Recorder:
             # stop taking programs and let go of those held while the events are still on:
             # where our fd was a program's last reference, its unload happens in this task
             # now (KSYMBOL unregister + PROG_UNLOAD), and is recorded
-            self._hold(self.scanner.stop())
-            self.scanner = None
+            if self.scanner is not None:
+                self._hold(self.scanner.stop())
+                self.scanner = None
             self.drain(writer)
             for fd in self.fds:
                 live.disable(fd)
             self.drain(writer)
             poller.close()
+            if self.kernel is not None:
+                self.summary.kernel_lost = self.kernel.lost
+                self.kernel.close()
             self._finish(writer, kallsyms, t_start_wall, t_start)
             for ring in self.rings:
                 ring.close()

@@ -74,6 +74,7 @@ struct chunk {
 	u32 seq;      /* chunk number within the blob */
 	u64 addr;     /* JIT address of the function (JIT), else 0 */
 	u64 time;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	u8 tag[8];    /* the function's own tag (JIT) */
 	u32 total;    /* bytes of the whole blob */
 	u32 len;      /* bytes in this chunk */
 	u8 data[CHUNK];
@@ -112,6 +113,7 @@ struct copy_ctx {
 	u32 kind, prog_id, index, total;
 	u64 addr, time;
 	const u8 *src;
+	u8 tag[8];
 };
 
 static long copy_chunk(u32 seq, struct copy_ctx *c)
@@ -135,6 +137,7 @@ static long copy_chunk(u32 seq, struct copy_ctx *c)
 	out->seq = seq;
 	out->addr = c->addr;
 	out->time = c->time;
+	__builtin_memcpy(out->tag, c->tag, 8);
 	out->total = c->total;
 	out->len = n;
 	if (bpf_probe_read_kernel(out->data, n, c->src + off))
@@ -166,6 +169,7 @@ static long copy_func(u32 i, struct func_ctx *f)
 		.addr = (u64)BPF_CORE_READ(fp, bpf_func),
 	};
 	c.src = (const u8 *)c.addr;
+	BPF_CORE_READ_INTO(&c.tag, fp, tag);
 	copy_blob(&c);
 	return 0;
 }
@@ -245,6 +249,7 @@ int on_exit(struct sys_exit_bpf_ctx *ctx)
 				      .total = BPF_CORE_READ(prog, jited_len),
 				      .addr = (u64)BPF_CORE_READ(prog, bpf_func) };
 		c.src = (const u8 *)c.addr;
+		BPF_CORE_READ_INTO(&c.tag, prog, tag);
 		copy_blob(&c);
 	} else {
 		struct func_ctx f = { .prog = prog, .funcs = BPF_CORE_READ(aux, func),

@@ -15,12 +15,12 @@ import struct
 from dataclasses import dataclass, field
 
 from ...errors import KernelError, TextraceError
-from ..prog_info import ALL_ARRAYS, INFO_SIZE, PROG_INFO, ProgInfo, _from_blobs
+from ..prog_info import ALL_ARRAYS, INFO_SIZE, PROG_INFO, ProgInfo, _from_blobs, read_prog_info
 from ..syscall import prog_load
 from .build import build
 
 CHUNK = 2048
-_CHUNK_HEADER = struct.Struct("<IIIIQQII")  # kind prog_id index seq addr time total len
+_CHUNK_HEADER = struct.Struct("<IIIIQQ8sII")  # kind prog_id index seq addr time tag total len
 _META = struct.Struct("<8sIIIIII16sQ")
 META, JIT, XLATED, LINFO, JLINFO, BTF = range(1, 7)
 
@@ -56,6 +56,7 @@ class _Blob:
     total: int
     chunks: dict[int, bytes] = field(default_factory=dict)
     addr: int = 0
+    tag: bytes = b""
 
     def done(self) -> bool:
         return sum(len(c) for c in self.chunks.values()) >= self.total
@@ -97,11 +98,13 @@ class KernelCapture:
                       nr_jited_ksyms=len(funcs), nr_jited_func_lens=len(funcs),
                       btf_id=btf_id, nr_line_info=len(linfo) // 16, line_info_rec_size=16,
                       nr_jited_line_info=len(jlinfo) // 8, jited_line_info_rec_size=8,
-                      func_info_rec_size=8)
+                      func_info_rec_size=8, nr_prog_tags=len(funcs))
         blobs = {"jited_prog_insns": jited, "xlated_prog_insns": xlated,
                  "jited_ksyms": struct.pack(f"<{len(funcs)}Q", *(b.addr for b in funcs)),
                  "jited_func_lens": struct.pack(f"<{len(funcs)}I", *(b.total for b in funcs)),
-                 "line_info": linfo, "jited_line_info": jlinfo}
+                 "line_info": linfo, "jited_line_info": jlinfo,
+                 # perf lists a program only when it has one tag per function
+                 "prog_tags": b"".join(b.tag for b in funcs)}
         return _from_blobs(fields, INFO_SIZE, ALL_ARRAYS, blobs, b"")
 
     @property
@@ -131,8 +134,12 @@ class CaptureProgram:
             if err:
                 raise KernelError(f"loading the capture program failed: {os.strerror(-err)}",
                                   file=path, field="capture")
+            self.lib.bpf_program__fd.restype = ctypes.c_int
+            self.lib.bpf_program__fd.argtypes = (ctypes.c_void_p,)
+            self.own_prog_ids: set[int] = set()
             for name in (b"on_enter", b"on_exit"):
                 prog = self.lib.bpf_object__find_program_by_name(self.obj, name)
+                self.own_prog_ids.add(read_prog_info(self.lib.bpf_program__fd(prog), 0).id)
                 link = self.lib.bpf_program__attach(prog)
                 if not link:
                     raise KernelError(f"attaching {name.decode()} failed: "
@@ -202,7 +209,7 @@ class CaptureProgram:
 
     def _on_chunk(self, _ctx, data, size) -> int:
         raw = ctypes.string_at(data, size)
-        kind, prog_id, index, seq, addr, time, total, n = _CHUNK_HEADER.unpack_from(raw, 0)
+        kind, prog_id, index, seq, addr, time, tag, total, n = _CHUNK_HEADER.unpack_from(raw, 0)
         body = raw[_CHUNK_HEADER.size:_CHUNK_HEADER.size + n]
         if kind == META:
             self.pending[prog_id] = KernelCapture(prog_id, time, _META.unpack_from(body, 0))
@@ -210,7 +217,7 @@ class CaptureProgram:
         cap = self.pending.get(prog_id)
         if cap is None:
             return 0  # its META was lost: counted in `lost`
-        blob = cap.blobs.setdefault((kind, index), _Blob(total, addr=addr))
+        blob = cap.blobs.setdefault((kind, index), _Blob(total, addr=addr, tag=tag))
         blob.chunks[seq] = body
         return 0
 
