@@ -3,11 +3,40 @@ and report medians of wall time and peak memory, and the ratio pair by pair."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import statistics
 import subprocess
+import tempfile
 import time
+
+BUSY = ("import time\nt = time.time()\n"
+        "while time.time() - t < {s}: sum(range(1000))\n")
+
+
+def make_recording(path: str, seconds: float) -> None:
+    """System-wide cpu-clock at 20 kHz with callchains while both CPUs spin in Python:
+    about 40k samples a second, >= 200k in 6 s."""
+    busy = BUSY.format(s=seconds)
+    subprocess.run(["perf", "record", "-q", "-o", path, "-e", "cpu-clock", "-F", "20000",
+                    "-g", "-a", "--", "sh", "-c",
+                    f"python3 -c '{busy}' & python3 -c '{busy}'; wait"],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def recording_args(doc: str) -> tuple[argparse.Namespace, str]:
+    """The options every sample benchmark takes, and the recording to use (made with
+    perf unless --file names one)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--file", help="existing recording (default: make one)")
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--runs", type=int, default=7)
+    args = ap.parse_args()
+    path = args.file or os.path.join(tempfile.mkdtemp(prefix="textrace-bench-"), "r.data")
+    if not args.file:
+        make_recording(path, args.seconds)
+    return args, path
 
 
 def run_once(cmd: list[str], *, stdout=subprocess.DEVNULL) -> tuple[float, int]:

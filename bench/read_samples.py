@@ -11,27 +11,12 @@ Both alternate in the same run; the ratio is perf's time over textrace's, pair b
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import compare  # noqa: E402
-
-BUSY = ("import time\nt = time.time()\n"
-        "while time.time() - t < {s}: sum(range(1000))\n")
-
-
-def make_recording(path: str, seconds: float) -> None:
-    """System-wide cpu-clock at 20 kHz with callchains while both CPUs spin in Python."""
-    busy = BUSY.format(s=seconds)
-    subprocess.run(["perf", "record", "-q", "-o", path, "-e", "cpu-clock", "-F", "20000",
-                    "-g", "-a", "--", "sh", "-c",
-                    f"python3 -c '{busy}' & python3 -c '{busy}'; wait"],
-                   check=True, stdout=subprocess.DEVNULL)
-
+from common import compare, recording_args  # noqa: E402
 
 READ = ("import sys, time, textrace, textrace.perf.bulk\n"
         "t0 = time.perf_counter()\n"
@@ -40,15 +25,7 @@ READ = ("import sys, time, textrace, textrace.perf.bulk\n"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--file", help="existing recording (default: make one)")
-    ap.add_argument("--seconds", type=float, default=6.0)
-    ap.add_argument("--runs", type=int, default=7)
-    args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="textrace-bench-")
-    path = args.file or os.path.join(tmp, "samples.data")
-    if not args.file:
-        make_recording(path, args.seconds)
+    args, path = recording_args(__doc__)
     inside = []
     for _ in range(args.runs):
         out = subprocess.run([sys.executable, "-c", READ, path], check=True,

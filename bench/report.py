@@ -10,25 +10,15 @@ Both alternate in the same run; the ratio is perf's time over textrace's, pair b
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import compare  # noqa: E402
-from read_samples import make_recording  # noqa: E402
+from common import compare, recording_args  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--file", help="existing recording (default: make one)")
-    ap.add_argument("--seconds", type=float, default=6.0)
-    ap.add_argument("--runs", type=int, default=7)
-    args = ap.parse_args()
-    path = args.file or os.path.join(tempfile.mkdtemp(prefix="textrace-bench-"), "r.data")
-    if not args.file:
-        make_recording(path, args.seconds)
+    args, path = recording_args(__doc__)
     r = compare([sys.executable, "-m", "textrace", "report", "-i", path, "--json"],
                 ["perf", "report", "--stdio", "--sort", "sym", "-i", path], runs=args.runs)
     print(f"workload: {os.path.getsize(path) / 2**20:.1f} MiB recording ({path})")
