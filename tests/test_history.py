@@ -131,3 +131,27 @@ def test_python_api_reaches_programs_and_history(reuse):
     assert str(rec.history.symbol(addr, t)).endswith("_tr_hist_a")
     insns = rec.history.at(t).disassemble(addr, size)
     assert insns and insns[-1].mnemonic in ("jmp", "ret")  # a return thunk or ret ends it
+
+
+def test_a_program_both_synthesized_and_loaded_live_is_one_program():
+    from textrace.history.programs import programs_from_records
+    from textrace.perf.abi import BpfEventType, KsymbolType
+    from textrace.perf.records import BpfEventRecord, KsymbolRecord
+    from textrace.perf.sampleid import SampleId
+
+    def at(t):
+        return SampleId(pid=1, tid=1, time=t, cpu=0)
+
+    tag = bytes(range(8))
+    name = f"bpf_prog_{tag.hex()}_raced"
+    recs = [KsymbolRecord(addr=0x1000, len=16, ksym_type=KsymbolType.BPF, name=name,
+                          sample_id=at(0)),
+            BpfEventRecord(event_type=BpfEventType.PROG_LOAD, prog_id=7, tag=tag,
+                           sample_id=at(0)),
+            KsymbolRecord(addr=0x1000, len=16, ksym_type=KsymbolType.BPF, name=name,
+                          sample_id=at(500)),
+            BpfEventRecord(event_type=BpfEventType.PROG_LOAD, prog_id=7, tag=tag,
+                           sample_id=at(500))]
+    programs, _ = programs_from_records(recs)
+    assert len(programs) == 1
+    assert programs[0].loaded_ns == 500 and programs[0].name == "raced"

@@ -88,6 +88,12 @@ def programs_from_records(records: Iterable[Record]) -> tuple[list[Program], lis
         elif rec.type == RecordType.BPF_EVENT:
             ksyms = pending.pop((rec.cpu, rec.tid), [])
             if rec.event_type == BpfEventType.PROG_LOAD:
+                earlier = live.get(rec.prog_id)
+                if earlier is not None and earlier.synthesized and rec.time:
+                    # enumerated at start and announced live too (a load racing the
+                    # recorder's start): one program, loaded at the live record's time
+                    earlier.loaded_ns, earlier.synthesized = rec.time, False
+                    continue
                 prog = Program(rec.prog_id, rec.tag,
                                [JitFunc(k.addr, k.len, k.name) for k in ksyms
                                 if not k.unregister],
