@@ -109,6 +109,30 @@ def cmd_progs(args) -> int:
     return 0
 
 
+def cmd_annotate(args) -> int:
+    from .views.annotate import annotate
+    rows, total = annotate(_open(args), args.prog)
+    if args.json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
+        return 0
+    func = None
+    for r in rows:
+        if r.func != func:
+            func = r.func
+            print(f"\n{'main program' if func == 0 else f'subprogram {func}'}:")
+        if r.source:
+            print(f"    ; {r.source}  {r.line}")
+        for text in r.insns:
+            print(f"    ;   {text}")
+        hits = f"{r.samples:6d} {r.percent:6.2f}%" if r.samples else " " * 14
+        extra = f"  <{r.target}>" if r.target else ""
+        marks = "  [" + ",".join(r.marks) + "]" if r.marks else ""
+        print(f"{hits}  {r.addr:#x}: {r.asm}{extra}{marks}")
+    print(f"\n{total} samples in the program")
+    return 0
+
+
 def cmd_callsites(args) -> int:
     from .views.callsites import callsites
     rows = callsites(_open(args), args.prog)
@@ -224,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per row")
     p.add_argument("--limit", type=int, default=0, help="show only the first N rows")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("annotate", help="a BPF program's JIT code with BPF insns, source "
+                                        "lines and sample counts")
+    _add_input(p)
+    p.add_argument("prog", metavar="PROG", help="program id, name or tag")
+    p.add_argument("--json", action="store_true", help="one JSON object per x86 instruction")
+    p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("callsites", help="every call in a BPF program's JIT image")
     _add_input(p)
