@@ -111,3 +111,31 @@ def test_calls_are_named(recorded):
     helper = next(t for t in targets if not t.startswith("bpf_prog_"))
     assert kallsyms.address_of(helper) is not None
     assert any(t.startswith("bpf_prog_") and t.endswith("_fold") for t in targets)
+
+
+TAIL_WORKLOAD = r"""
+import sys, time
+sys.path.insert(0, {tests!r})
+from bpfobj import LoadedObject
+obj = LoadedObject({obj!r})
+time.sleep(0.2)
+obj.close()
+"""
+
+
+@pytest.mark.parametrize("capture", ["kernel", "user"])
+def test_tail_call_site_is_marked(tmp_path, capture):
+    """Both encodings: the kernel's own (kernel capture) and its user-space dump (user)."""
+    obj = build("tail", str(tmp_path))
+    out = tmp_path / "tail.data"
+    r = subprocess.run([sys.executable, "-m", "textrace", "record", "-a", "--capture", capture,
+                        "-o", str(out), "--", sys.executable, "-c",
+                        TAIL_WORKLOAD.format(tests=TESTS, obj=obj)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    a = subprocess.run([sys.executable, "-m", "textrace", "annotate", "-i", str(out),
+                        "tr_tail", "--json"], capture_output=True, text=True, timeout=120)
+    assert a.returncode == 0, a.stderr
+    rows = [json.loads(l) for l in a.stdout.splitlines()]
+    marked = [r for r in rows if "tail_call" in r["marks"]]
+    assert marked and all("bpf_tail_call(" in r["line"] for r in marked)
