@@ -130,6 +130,12 @@ def cmd_annotate(args) -> int:
         marks = "  [" + ",".join(r.marks) + "]" if r.marks else ""
         print(f"{hits}  {r.addr:#x}: {r.asm}{extra}{marks}")
     print(f"\n{total} samples in the program")
+    if total:
+        from .views.annotate import line_totals
+        print("samples by source line:")
+        for src, text, n in sorted(line_totals(rows), key=lambda x: -x[2]):
+            if n:
+                print(f"{n:6d} {100 * n / total:6.2f}%  {src}  {text}")
     return 0
 
 
