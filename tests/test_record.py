@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
 
-import pytest
 
 from bpfprogs import load_trivial, load_with_subprograms
 from oracle import run_perf, script_bpf_records

@@ -35,7 +35,7 @@ from .bpf.syscall import IdPoller, NoSuchObject, next_ids, prog_fd_by_id
 from .capture import ProgCapture
 from .errors import TextraceError
 from .perf import live
-from .perf.abi import (BpfEventType, Feature, KsymbolType, MISC_KERNEL, RecordType,
+from .perf.abi import (BpfEventType, KsymbolType, MISC_KERNEL, RecordType,
                        SampleType as S)
 from .perf.attr import EventAttr, flag_mask
 from .perf.features import (Arch, BpfBtf, BpfProgInfo, BpfProgInfoEntry, BtfEntry,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..perf.abi import BpfEventType, KsymbolType, RecordType
-from ..perf.records import BpfEventRecord, KsymbolRecord, Record
+from ..perf.records import KsymbolRecord, Record
 
 
 @dataclass

@@ -9,7 +9,6 @@ zstd stream across records, as perf writes them, and a record may straddle two o
 from __future__ import annotations
 
 import heapq
-import io
 import mmap
 import os
 import struct
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from ..errors import FormatError, TruncatedError
-from .abi import Feature, RecordType, SampleType, USER_RECORD_START
+from .abi import Feature, RecordType, USER_RECORD_START
 from .attr import EventAttr
 from .header import (PIPE_HEADER, RECORD_HEADER as HEADER, SECTION, FileHeader, Section,
                      feature_sections, parse_file_header, sniff)

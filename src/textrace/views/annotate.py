@@ -10,7 +10,6 @@ the same address does not inflate it.
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 
