@@ -75,6 +75,11 @@ class CodeHistory:
     def __post_init__(self):
         self.pokes.sort(key=lambda p: p.time)
         self._poke_times = [p.time for p in self.pokes]
+        self.add_images([])
+
+    def add_images(self, images: list[Image]) -> None:
+        """More code images (e.g. captured programs, known once the regions are built)."""
+        self.images.extend(images)
         self.images.sort(key=lambda im: im.addr)
         self._image_starts = [im.addr for im in self.images]
 

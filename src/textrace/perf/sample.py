@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from .abi import BRANCH_SAMPLE_HW_INDEX, ReadFormat, RecordType, SampleType as S
 from .attr import EventAttr
-from .records import ParseContext, Record, kind
+from .records import ParseContext, Record, _jsonable, kind
 
 from .sampleid import I32x2, U32x2, U64
 
@@ -87,7 +87,7 @@ class SampleRecord(Record):
         for name in _DICT_ORDER:
             v = getattr(self, name)
             if v is not None:
-                d[name] = _plain(v)
+                d[name] = _jsonable(v)
         d["misc"] = self.misc
         return d
 
@@ -96,16 +96,6 @@ _DICT_ORDER = ("time", "cpu", "pid", "tid", "ip", "addr", "id", "stream_id", "pe
                "callchain", "raw", "branch_hw_idx", "branch_stack", "regs_user", "stack_user",
                "stack_user_dyn_size", "weight", "data_src", "transaction", "regs_intr",
                "phys_addr", "cgroup", "data_page_size", "code_page_size", "aux")
-
-
-def _plain(v):
-    if isinstance(v, bytes):
-        return v.hex()
-    if hasattr(v, "_asdict"):
-        return {k: _plain(x) for k, x in v._asdict().items()}
-    if isinstance(v, tuple):
-        return [_plain(x) for x in v]
-    return v
 
 
 class _Cursor:

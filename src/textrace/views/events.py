@@ -6,7 +6,6 @@ import json
 from typing import Iterator
 
 from ..perf.reader import PerfData
-from ..perf.records import Record
 
 _HEX_FIELDS = {"ip", "addr", "callchain", "pgoff", "len", "from_ip", "to_ip", "phys_addr",
                "aux_offset"}
@@ -17,11 +16,7 @@ def event_rows(data: PerfData, *, order: str = "time") -> Iterator[dict]:
     """One dict per record: `type`, `time` (ns, the record's clock) where known, fields."""
     recs = data.records_by_time() if order == "time" else data.records()
     for rec in recs:
-        yield _row(rec)
-
-
-def _row(rec: Record) -> dict:
-    return rec.to_dict()
+        yield rec.to_dict()
 
 
 def format_time(ns: int | None) -> str:

@@ -55,10 +55,9 @@ def program_images(data: PerfData, programs) -> list[Image]:
 
 
 def load_history(data: PerfData) -> tuple[CodeHistory, list]:
-    records = list(data.records_by_time(CODE_RECORDS))
-    _, programs = build_history(iter(records))
-    history, programs = build_history(iter(records), kernel=kernel_symbols_for(data),
-                                      images=program_images(data, programs))
+    history, programs = build_history(data.records_by_time(CODE_RECORDS),
+                                      kernel=kernel_symbols_for(data))
+    history.add_images(program_images(data, programs))
     return history, programs
 
 
