@@ -9,9 +9,11 @@ Records are drained in rounds, sorted by time within the round, written with a
 FINISHED_ROUND after each (perf's ordering contract), and the header is patched after every
 round so a killed recorder leaves a readable file.
 
-A BPF_EVENT(PROG_LOAD) is acted on as soon as it is read: BPF_PROG_GET_FD_BY_ID first (an
-fd keeps the program alive), the full info after.  Programs that were gone before that are
-listed with the reason.
+Programs are captured in the kernel when the capture program loads (bpf/capture: a copy of
+each program taken synchronously at BPF_PROG_LOAD), else in user space: the id scanner
+takes an fd on each new program id at once, and each BPF_EVENT(PROG_LOAD) is acted on as
+soon as it is read (BPF_PROG_GET_FD_BY_ID first: an fd keeps the program alive; the info
+after).  Programs that were gone before that are listed with the reason.
 """
 
 from __future__ import annotations
