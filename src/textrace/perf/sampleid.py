@@ -27,60 +27,41 @@ class SampleId(NamedTuple):
     cpu: int | None = None
 
 
-_ID_FIELDS = (S.TID, S.TIME, S.ID, S.STREAM_ID, S.CPU, S.IDENTIFIER)
+# The trailer, declared once for reading and writing: the sample_type bit, the SampleId
+# fields it fills (None: the cpu word's reserved half), and its layout, in kernel order.
+# IDENTIFIER repeats the id at a fixed place from the end.
+_TRAILER = ((S.TID, ("pid", "tid"), I32x2), (S.TIME, ("time",), U64), (S.ID, ("id",), U64),
+            (S.STREAM_ID, ("stream_id",), U64), (S.CPU, ("cpu", None), U32x2),
+            (S.IDENTIFIER, ("id",), U64))
 
 
 def id_trailer_size(attr: EventAttr) -> int:
     """Bytes of sample_id trailer a kernel record of this attr ends with."""
     if not attr.sample_id_all:
         return 0
-    return 8 * sum(1 for f in _ID_FIELDS if attr.sample_type & f)
+    return 8 * sum(1 for bit, _names, _layout in _TRAILER if attr.sample_type & bit)
 
 
 def parse_sample_id(buf, end: int, attr: EventAttr) -> SampleId:
     """Read the trailer that ends at `end` (caller checked it fits)."""
     st = attr.sample_type
     pos = end - id_trailer_size(attr)
-    pid = tid = time = sid = stream = cpu = None
-    if st & S.TID:
-        pid, tid = I32x2.unpack_from(buf, pos)
-        pos += 8
-    if st & S.TIME:
-        time = U64.unpack_from(buf, pos)[0]
-        pos += 8
-    if st & S.ID:
-        sid = U64.unpack_from(buf, pos)[0]
-        pos += 8
-    if st & S.STREAM_ID:
-        stream = U64.unpack_from(buf, pos)[0]
-        pos += 8
-    if st & S.CPU:
-        cpu = U32x2.unpack_from(buf, pos)[0]
-        pos += 8
-    if st & S.IDENTIFIER:
-        sid = U64.unpack_from(buf, pos)[0]
-    return SampleId(pid, tid, time, sid, stream, cpu)
+    fields: dict[str, int] = {}
+    for bit, names, layout in _TRAILER:
+        if st & bit:
+            for name, value in zip(names, layout.unpack_from(buf, pos)):
+                if name is not None:
+                    fields[name] = value
+            pos += 8
+    return SampleId(**fields)
 
 
 def pack_sample_id(sid: SampleId | None, attr: EventAttr) -> bytes:
     if not attr.sample_id_all:
         return b""
     sid = sid or SampleId()
-    st = attr.sample_type
-    out = b""
-    if st & S.TID:
-        out += I32x2.pack(sid.pid or 0, sid.tid or 0)
-    if st & S.TIME:
-        out += U64.pack(sid.time or 0)
-    if st & S.ID:
-        out += U64.pack(sid.id or 0)
-    if st & S.STREAM_ID:
-        out += U64.pack(sid.stream_id or 0)
-    if st & S.CPU:
-        out += U32x2.pack(sid.cpu or 0, 0)
-    if st & S.IDENTIFIER:
-        out += U64.pack(sid.id or 0)
-    return out
+    return b"".join(layout.pack(*((getattr(sid, n) or 0) if n else 0 for n in names))
+                    for bit, names, layout in _TRAILER if attr.sample_type & bit)
 
 
 def sample_id_position(attr: EventAttr) -> int | None:
