@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
+import sys
 
 from textrace.bpf.capture.loader import _libbpf
 
@@ -37,3 +39,13 @@ class LoadedObject:
 
     def close(self) -> None:
         self.lib.bpf_object__close(self.obj)
+
+
+def record_workload(out, code: str, *options: str, timeout: int = 300) -> dict:
+    """Run Python `code` under `textrace record -a OPTIONS -o out`; the workload prints
+    what it learnt about its programs as JSON on its last line, which is returned."""
+    r = subprocess.run([sys.executable, "-m", "textrace", "record", "-a", *options,
+                        "-o", str(out), "--", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from bpfobj import build
+from bpfobj import build, record_workload
 from textrace.history.kallsyms import KernelSymbols
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -42,12 +42,8 @@ def recorded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("annotate")
     obj = build("spin", str(tmp))
     out = tmp / "spin.data"
-    r = subprocess.run([sys.executable, "-m", "textrace", "record", "-a", "-e", "cpu-clock",
-                        "-F", "999", "-o", str(out), "--", sys.executable, "-c",
-                        WORKLOAD.format(tests=TESTS, obj=obj)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    facts = json.loads(r.stdout.strip().splitlines()[-1])
+    facts = record_workload(out, WORKLOAD.format(tests=TESTS, obj=obj), "-e", "cpu-clock",
+                            "-F", "999")
     a = subprocess.run([sys.executable, "-m", "textrace", "annotate", "-i", str(out),
                         str(facts["id"]), "--json"], capture_output=True, text=True,
                        timeout=120)
@@ -119,6 +115,7 @@ sys.path.insert(0, {tests!r})
 from bpfobj import LoadedObject
 obj = LoadedObject({obj!r})
 time.sleep(0.2)
+print("{{}}")
 obj.close()
 """
 
@@ -128,11 +125,7 @@ def test_tail_call_site_is_marked(tmp_path, capture):
     """Both encodings: the kernel's own (kernel capture) and its user-space dump (user)."""
     obj = build("tail", str(tmp_path))
     out = tmp_path / "tail.data"
-    r = subprocess.run([sys.executable, "-m", "textrace", "record", "-a", "--capture", capture,
-                        "-o", str(out), "--", sys.executable, "-c",
-                        TAIL_WORKLOAD.format(tests=TESTS, obj=obj)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    record_workload(out, TAIL_WORKLOAD.format(tests=TESTS, obj=obj), "--capture", capture)
     a = subprocess.run([sys.executable, "-m", "textrace", "annotate", "-i", str(out),
                         "tr_tail", "--json"], capture_output=True, text=True, timeout=120)
     assert a.returncode == 0, a.stderr

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from bpfobj import build
+from bpfobj import build, record_workload
 from textrace.history.kallsyms import KernelSymbols
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -35,11 +35,7 @@ def recorded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("calls")
     obj = build("calls", str(tmp))
     out = tmp / "calls.data"
-    r = subprocess.run([sys.executable, "-m", "textrace", "record", "-a", "-o", str(out), "--",
-                        sys.executable, "-c", WORKLOAD.format(tests=TESTS, obj=obj)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return out, json.loads(r.stdout.strip().splitlines()[-1])
+    return out, record_workload(out, WORKLOAD.format(tests=TESTS, obj=obj))
 
 
 def bpftool_calls(dump: str) -> list[tuple[int, str, str]]:

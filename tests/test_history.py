@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from bpfobj import record_workload
 from oracle import run_perf
 from textrace.perf.bulk import sample_arrays
 from textrace.perf.reader import PerfData
@@ -55,13 +56,8 @@ print(json.dumps({{"a": [ia.id, ia.jited_ksyms[0], ia.jited_func_lens[0]],
 @pytest.fixture(scope="module")
 def reuse(tmp_path_factory):
     out = tmp_path_factory.mktemp("history") / "reuse.data"
-    code = WORKLOAD.format(tests=TESTS)
-    r = subprocess.run([sys.executable, "-m", "textrace", "record", "-o", str(out), "-a",
-                        "-e", "cpu-clock", "-F", "999", "--", sys.executable, "-c", code],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    facts = json.loads(r.stdout.strip().splitlines()[-1])
-    return out, facts
+    return out, record_workload(out, WORKLOAD.format(tests=TESTS), "-e", "cpu-clock",
+                                "-F", "999")
 
 
 def test_b_was_loaded_at_as_very_address(reuse):
