@@ -5,11 +5,11 @@ program copies each program at load), `textrace record -a --capture user` (the i
 races the loader from user space) and `perf record -a -e dummy`, in turn, in the same run:
   - `bpftool feature probe kernel` (hundreds of probe programs, each alive microseconds),
     5 times each;
-  - a storm of 2000 programs loaded and closed at once (bench/storm.py).
+  - a storm of 5000 programs loaded and closed at once (bench/storm.py).
 Both files are read the same way: loaded = BPF_EVENT(PROG_LOAD) records during the
 recording, captured = those whose JIT image and info the file holds (HEADER_BPF_PROG_INFO).
 
-    python3 bench/capture.py [--probe-runs 5] [--storm 2000]
+    python3 bench/capture.py [--probe-runs 5] [--storm 5000]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def run(recorder: list[str], workload: list[str], tmp: str) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--probe-runs", type=int, default=5)
-    ap.add_argument("--storm", type=int, default=2000)
+    ap.add_argument("--storm", type=int, default=5000)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="textrace-bench-")
     ours, theirs = os.path.join(tmp, "textrace.data"), os.path.join(tmp, "perf.data")

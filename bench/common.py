@@ -8,6 +8,7 @@ import os
 import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -37,6 +38,22 @@ def recording_args(doc: str) -> tuple[argparse.Namespace, str]:
     if not args.file:
         make_recording(path, args.seconds)
     return args, path
+
+
+def compile_bytecode() -> str:
+    """Compile textrace's modules to bytecode, as installing it does; a run then loads
+    them instead of compiling them again (every run does where PYTHONDONTWRITEBYTECODE is
+    set).  Checked against a hash of the source at each import, not its mtime, so that an
+    edit in the same second cannot leave stale bytecode in a checkout being worked on.
+    Says what was done."""
+    import importlib.util
+    spec = importlib.util.find_spec("textrace")
+    if spec is None or not spec.origin:
+        return "textrace not found"
+    package = os.path.dirname(spec.origin)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-f", "--invalidation-mode",
+                    "checked-hash", package], check=True, stdout=subprocess.DEVNULL)
+    return f"compiled, checked-hash ({package})"
 
 
 def run_once(cmd: list[str], *, stdout=subprocess.DEVNULL) -> tuple[float, int]:

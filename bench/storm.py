@@ -16,7 +16,7 @@ RET0 = bytes.fromhex("b700000000000000" "9500000000000000")  # r0 = 0; exit
 
 
 def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     t0 = time.perf_counter()
     for _ in range(n):
         os.close(prog_load(RET0, name="storm"))

@@ -66,5 +66,9 @@ fi
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 # the in-kernel capture program: a CO-RE object built once with clang (cached)
 echo "setup: capture program $(python3 -m textrace.bpf.capture.build)"
+# the qemu testbed's kernel: Debian's linux-image-6.1.0-NN-amd64-unsigned, downloaded and
+# extracted once into ~/.cache/textrace/testbed (tests boot it; a cached one is kept)
+testbed=$(python3 -m testbed --prepare)
+echo "setup: $testbed"
 echo "setup: done ($(perf --version), bpftool $(bpftool version | head -1 | cut -d' ' -f2)," \
      "$(python3 --version))"

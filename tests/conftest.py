@@ -164,3 +164,31 @@ def recording(corpus, request) -> Recording:
     """One corpus entry, named by indirect parametrization:
     @pytest.mark.parametrize("recording", ["cpu-clock"], indirect=True)."""
     return corpus.entry(request.param)
+
+
+# --- the real-kernel testbed (testbed/ at the repository root) -------------------------------
+
+ROOT = os.path.dirname(SRC)
+if ROOT not in __import__("sys").path:
+    __import__("sys").path.insert(0, ROOT)
+
+
+class Guest:
+    """Boots the testbed once per run() call; each call gets a fresh shared directory."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        self._tmp = tmp_path_factory
+
+    def run(self, argv: list[str], *, shared=None, **kw):
+        import testbed
+        return testbed.run(argv, shared=shared or self._tmp.mktemp("guest"), **kw)
+
+
+@pytest.fixture(scope="session")
+def guest(tmp_path_factory) -> Guest:
+    """Debian 12's stock 6.1 kernel in qemu, running commands from this host's root
+    (read-only) as root: guest.run(argv, cwd=, env=, timeout=) -> testbed.GuestRun.
+    Preparing it fails (never skips) when qemu or the kernel package is missing."""
+    import testbed
+    testbed.prepare()
+    return Guest(tmp_path_factory)

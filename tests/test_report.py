@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from oracle import run_perf
@@ -33,7 +36,8 @@ def textrace_report(path, *extra) -> list[dict]:
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
-@pytest.mark.parametrize("name", ["callchain", "system-wide"])
+# compressed: records inflated, so the sideband is decoded record by record
+@pytest.mark.parametrize("name", ["callchain", "system-wide", "compressed"])
 def test_overheads_match_perf_report(corpus, name):
     path = corpus.path(name)
     theirs = perf_report(path)
@@ -55,3 +59,175 @@ def test_sort_by_dso_sums_symbols(corpus):
     for r in by_sym:
         totals[r["dso"]] = totals.get(r["dso"], 0) + r["samples"]
     assert {r["dso"]: r["samples"] for r in by_dso} == totals
+
+
+# --- the bulk paths the report takes, against the general ones ------------------------
+
+def test_records_located_in_bulk_are_the_records_walked(corpus):
+    """Record headers found by vectorised search are exactly the walk's, also when a
+    callchain entry looks like a header (0xf00000000000000f does, as a real kernel
+    address can): the search steps over such false candidates."""
+    from textrace.perf.bulk import locate_records_aligned
+    from textrace.perf.reader import PerfData
+    raw = bytearray(corpus.path("callchain").read_bytes())
+    data = PerfData(bytes(raw), path="f")
+    walked = [(r.offset, r.type) for r in data._walk()]
+    size = {r.offset: r.size for r in data._walk()}
+    # plant false headers (type SAMPLE, size 8; type MMAP, size 64) in callchains
+    chains = [r for r in data.records() if r.type_name == "SAMPLE" and r.callchain]
+    assert len(chains) > 10
+    for rec, word in ((chains[1], 0x0008_0000_0000_0009),
+                      (chains[5], 0x0040_0000_0000_0001), (chains[-1], 0xF000_0000_0000_000F)):
+        # the chain ends the record (frame pointers: no registers or stack after it)
+        at = rec.offset + size[rec.offset] - 8 * len(rec.callchain)
+        struct.pack_into("<Q", raw, at, word)
+    data = PerfData(bytes(raw), path="f")
+    found = locate_records_aligned(data._buf, data._data.offset, data._data.end)
+    assert found is not None
+    assert list(zip(found[0].tolist(), found[1].tolist())) == walked
+
+
+@pytest.mark.parametrize("name", ["system-wide", "callchain", "multi-event"])
+def test_sample_columns_in_one_gather_match_the_general_path(corpus, name, monkeypatch):
+    from textrace.perf import bulk
+    from textrace.perf.reader import PerfData
+    path = corpus.path(name)
+    fast = bulk.sample_arrays(PerfData.open(path))
+    some = bulk.sample_arrays(PerfData.open(path), callchains=False, fields={"ip", "pid"})
+    monkeypatch.setattr(bulk, "_one_layout", lambda *a, **k: None)
+    general = bulk.sample_arrays(PerfData.open(path))
+    assert len(fast) > 100
+    for f in ("attr", "misc", "ip", "pid", "tid", "time", "addr", "id", "stream_id", "cpu",
+              "period", "chain_start", "callchain"):
+        a, b = getattr(fast, f), getattr(general, f)
+        assert a.dtype == b.dtype and np.array_equal(a, b), f
+    assert np.array_equal(some.ip, general.ip) and np.array_equal(some.pid, general.pid)
+    assert not some.time.any() and not some.tid.any() and len(some.callchain) == 0
+
+
+@pytest.mark.parametrize("name", ["system-wide", "callchain"])
+def test_map_records_read_in_bulk_match_the_record_decoder(corpus, name):
+    from textrace.perf.abi import RecordType
+    from textrace.perf.bulk import located, map_events
+    from textrace.perf.reader import PerfData
+    data = PerfData.open(corpus.path(name))
+    types = frozenset({RecordType.MMAP, RecordType.MMAP2, RecordType.FORK})
+    offsets, kinds = located(data)
+    ours = map_events(data, offsets[np.isin(kinds, sorted(types))], ordered=False)
+    theirs = list(data.records(types))
+    assert len(ours) == len(theirs) > 10
+    for ev, rec in zip(ours, theirs):
+        assert ev.time == (rec.time or 0) and ev.pid == rec.pid
+        if rec.type == RecordType.FORK:
+            assert ev.kind == "fork" and ev.ppid == rec.ppid
+        else:
+            assert (ev.addr, ev.len, ev.pgoff, ev.filename) == \
+                (rec.addr, rec.len, rec.pgoff, rec.filename)
+            assert ev.prot == (rec.prot if rec.type == RecordType.MMAP2 else 0)
+    in_time = map_events(data, offsets[np.isin(kinds, sorted(types))])
+    assert [e.time for e in in_time] == sorted(e.time for e in ours)
+
+
+def test_mappings_of_every_process_resolve_as_one_at_a_time():
+    """lookup_all (one search for every process) against the definition: the last mapping
+    of the process covering the address, made at or before the sample."""
+    from textrace.history.userspace import Mapping, ProcessMaps
+    rng = np.random.default_rng(7)
+    for trial in range(100):
+        maps = ProcessMaps()
+        for pid in rng.integers(1, 20, 8).tolist():
+            for _ in range(int(rng.integers(0, 12))):
+                lo = int(rng.integers(0, 40)) << 12
+                maps.mmap(pid, Mapping(int(rng.integers(0, 100)), lo,
+                                       lo + (int(rng.integers(0, 8)) << 12), 0, "f"))
+            if trial % 3 == 0:   # [vsyscall]: above 2**48
+                maps.mmap(pid, Mapping(0, 0xFFFFFFFFFF600000, 0xFFFFFFFFFF601000, 0, "v"))
+            if rng.random() < 0.4:
+                maps.fork(pid, int(rng.integers(1, 20)))
+        n = 500
+        pids = rng.integers(0, 22, n).astype(np.int32)
+        addrs = rng.integers(0, 48 << 12, n).astype(np.uint64)
+        addrs[::9] = 0xFFFFFFFFFF600010
+        times = rng.integers(0, 120, n).astype(np.int64)
+        got, every = maps.lookup_all(pids, addrs, times)
+        for i in range(n):
+            plist = maps.maps.get(int(pids[i]), [])
+            want = None
+            for m in plist:
+                if m.start <= int(addrs[i]) < m.end and m.time <= int(times[i]):
+                    want = m
+            assert (every[got[i]] if got[i] >= 0 else None) == want, (trial, i)
+            single = maps.lookup(int(pids[i]), addrs[i:i + 1], times[i:i + 1])[0]
+            assert (plist[single] if single >= 0 else None) == want
+
+
+def test_json_lines_are_json_dumps():
+    import json
+    from textrace.views.report import ReportRow
+    rows = [ReportRow("_PyObject_Free", "libpython3.11.so.1.0", "user", 44501, 2225050000,
+                      np.round(np.float64(18.3951), 2)),
+            ReportRow('odd "name"\\\t\u00e9\u2603', "[kernel.kallsyms]", "kernel", 1, 1, 0.0),
+            ReportRow("x", "[unknown]", "unknown", 3, 7, 100.0)]
+    for row in rows:
+        assert row.to_json() == json.dumps(row.to_dict(), separators=(",", ":"))
+
+
+def test_kallsyms_parse_takes_the_lines_the_format_allows():
+    """The vectorised parse against the line format as a regular expression, on the live
+    /proc/kallsyms and on lines it must skip."""
+    import re
+    from textrace.history.kallsyms import KernelSymbols
+    line = re.compile(r"^([0-9a-f]{16}) [tTwW] (\S+)(?:\t\[(\S+)\])?$", re.M)
+    with open("/proc/kallsyms") as f:
+        live = f.read()
+    odd = ("ffffffff81000000 T two words\nffffffff81000001 t tabbed\tx\n"
+           "ffffffff81000002 t m\t[mod]\nffffffff81000003 d data\nffffffff8100000g T hex\n"
+           "ffffffff81000004 T e\t[]\n0000000000000000 T hidden\nffffffff81000005 W w\t[a b]\n"
+           "FFFFFFFF81000006 T upper\nffffffff81000007 w last")
+    for text in (live, live + odd, odd):
+        rows = line.findall(text)
+        addrs = np.array([int(r[0], 16) for r in rows], dtype=np.uint64)
+        keep = np.flatnonzero(addrs != 0)
+        order = keep[np.argsort(addrs[keep], kind="stable")].tolist()
+        k = KernelSymbols.parse(text)
+        assert np.array_equal(k.addrs, addrs[order])
+        assert k.names == [rows[i][1] for i in order]
+        assert k.modules == [rows[i][2] or None for i in order]
+        fresh = KernelSymbols.parse(text)
+        for name in ("_text", "m", "last", "nope", rows[order[len(order) // 2]][1]):
+            assert fresh.address_of(name) == k.address_of(name)
+
+
+def test_kallsyms_read_in_the_background_is_the_file():
+    from textrace.history.kallsyms import KernelSymbols
+    ahead = KernelSymbols.from_proc_later().result()
+    now = KernelSymbols.from_proc()
+    text = now.addrs[now.lookup([now.address_of("_text")])[0]]
+    assert ahead.address_of("_text") == int(text)
+    assert abs(len(ahead) - len(now)) < 100   # BPF programs come and go in between
+
+
+@pytest.mark.parametrize("path", ["/usr/bin/perf", "/usr/lib/x86_64-linux-gnu/libc.so.6"])
+def test_elf_headers_read_as_pyelftools_reads_them(path):
+    """The section and segment tables textrace reads with numpy, against pyelftools."""
+    from elftools.elf.elffile import ELFFile
+    from textrace.history.userspace import _Elf
+    if not os.path.exists(path):
+        pytest.skip(f"no {path}")
+    raw = open(path, "rb").read()
+    ours = _Elf(raw)
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        sections = [(s.name, s["sh_type"], s["sh_offset"], s["sh_size"], s["sh_link"],
+                     s["sh_entsize"], s["sh_addr"]) for s in elf.iter_sections()]
+        segments = [(s["p_type"], s["p_offset"], s["p_vaddr"], s["p_filesz"])
+                    for s in elf.iter_segments()]
+    assert len(ours.shdrs) == len(sections)
+    for i, (name, _type, off, size, link, entsize, addr) in enumerate(sections):
+        sh = ours.shdrs[i]
+        assert ours.names.get(name, i) <= i
+        assert (int(sh["sh_offset"]), int(sh["sh_size"]), int(sh["sh_link"]),
+                int(sh["sh_entsize"]), int(sh["sh_addr"])) == (off, size, link, entsize, addr)
+    load = [(int(p["p_offset"]), int(p["p_vaddr"]), int(p["p_filesz"]))
+            for p in ours.phdrs if p["p_type"] == 1]
+    assert load == [(o, v, n) for t, o, v, n in segments if t == "PT_LOAD"]

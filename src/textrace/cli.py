@@ -56,14 +56,17 @@ def cmd_events(args) -> int:
 
 
 def cmd_report(args) -> int:
+    # No BLAS in a report: without this, numpy's OpenBLAS starts a thread per CPU at import
+    # that spins on the other CPUs (~100 ms of CPU in a report on 2 CPUs, ~25 ms of its
+    # wall time, competing with the kallsyms reader).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .views.report import report_rows
     data = _open(args)
     rows = report_rows(data, sort=args.sort)
     if args.limit:
         rows = rows[:args.limit]
     if args.json:
-        for row in rows:
-            sys.stdout.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
+        sys.stdout.write("".join(row.to_json() + "\n" for row in rows))
     else:
         from rich.table import Table
         table = Table(box=None, pad_edge=False, show_edge=False)
@@ -78,6 +81,10 @@ def cmd_report(args) -> int:
                           f"{tag} {row.symbol}")
         _console().print(table)
     _warn_damage(data)
+    # What is left lives until exit: spare the exit's collection of numpy's ~100k objects
+    # (~10 ms).
+    import gc
+    gc.freeze()
     return 0
 
 
@@ -178,8 +185,46 @@ def cmd_show(args) -> int:
               f"alive {life}")
         if v.bytes is None:
             print("    (no captured image covers it)")
+        elif v.at_ns is not None:
+            print(f"    at {format_time(v.at_ns)}" + (
+                "  AMBIGUOUS: mid-way through a text poke (INT3 protocol); the bytes may be "
+                "the old ones, 0xcc and a tail, or the new ones" if v.ambiguous else ""))
+        for p in v.pokes:
+            print(f"    poke at {format_time(p['time'])} {p['addr']:#x}: {p['old']} -> "
+                  f"{p['new']}, window {format_time(p['window'][0])} .. "
+                  f"{format_time(p['window'][1])}")
         for line in v.insns:
             print(f"    {line}")
+    return 0
+
+
+def cmd_pokes(args) -> int:
+    from .views.events import format_time
+    from .views.pokes import kind_counts, poke_rows
+    data = _open(args)
+    rows = poke_rows(data, kind=args.kind, window_ns=args.window)
+    if args.json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
+        _warn_damage(data)
+        return 0
+    from rich.table import Table
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for col in ("time", "addr", "symbol", "kind", "old -> new"):
+        table.add_column(col)
+    for r in rows:
+        old = "; ".join(r.old_insn) or "(none)"
+        new = "; ".join(r.new_insn) or "(none)"
+        batch = f"  [batch of {r.batch}]" if r.batch > 1 else ""
+        kind = r.kind if r.reported else f"{r.kind} (unreported)"
+        table.add_row(format_time(r.time), f"{r.addr:#x}", r.symbol or "?", kind,
+                      f"{old} -> {new}{batch}")
+    console = _console()
+    console.print(table)
+    counts = kind_counts(rows)
+    console.print(f"{len(rows)} pokes" + (": " + ", ".join(f"{k} {n}" for k, n in
+                                                            counts.items()) if rows else ""))
+    _warn_damage(data)
     return 0
 
 
@@ -195,7 +240,7 @@ def cmd_record(args) -> int:
     opts = RecordOptions(output=args.output, system_wide=args.all_cpus,
                          duration=args.duration, event=args.event, freq=args.freq,
                          callgraph=args.call_graph, clockid=clockid, command=command,
-                         capture=args.capture)
+                         capture=args.capture, kernel_text=args.kernel_text)
     progress = _progress_line if sys.stderr.isatty() else None
     summary = Recorder(opts, progress=progress).run()
     if progress:
@@ -208,6 +253,17 @@ def cmd_record(args) -> int:
     if summary.kernel_lost:
         print(f"textrace: warning: the capture program's ring refused {summary.kernel_lost} "
               f"chunks", file=sys.stderr)
+    code = summary.code
+    if code.get("images") or code.get("failures"):
+        failed = sum(code["failures"].values())
+        print(f"textrace: kernel code: {code['images']} ranges, {code['bytes']} bytes read "
+              f"({code['source']})" + (f"; {failed} reads failed: "
+                                       + ", ".join(f"{n} {why}" for why, n in
+                                                   code["failures"].items())
+                                       if failed else ""), file=sys.stderr)
+    if summary.unreported:
+        print(f"textrace: {summary.unreported} code changes the kernel did not report "
+              f"(JIT images re-read; written as TEXT_POKE records)", file=sys.stderr)
     if summary.failures:
         print(f"textrace: {len(summary.failures)} programs not captured (textrace progs "
               f"-i {summary.output} lists them with the reason)", file=sys.stderr)
@@ -274,6 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per version")
     p.set_defaults(func=cmd_show)
 
+    p = sub.add_parser("pokes", help="every text poke: what patched the kernel text, old -> "
+                                     "new disassembled")
+    _add_input(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per poke")
+    p.add_argument("--kind", metavar="K", help="only pokes of this kind: jump_label, ftrace, "
+                   "static_call, bpf_trampoline, bpf_dispatcher, tail_call, kprobe, unknown")
+    p.add_argument("--window", type=int, metavar="NS",
+                   help="how long before and after a poke's time its bytes may be mid-change "
+                        "(the INT3 protocol; default 10000 ns)")
+    p.set_defaults(func=cmd_pokes)
+
     p = sub.add_parser("progs", help="BPF programs seen: lifetimes, captures, failures")
     _add_input(p)
     p.add_argument("--json", action="store_true", help="one JSON object per program")
@@ -291,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture", choices=("auto", "kernel", "user"), default="auto",
                    help="capture BPF programs in the kernel at load (a small BPF program), "
                         "in user space, or kernel when it loads (default)")
+    p.add_argument("--kernel-text", action="store_true",
+                   help="snapshot the kernel's whole text at the start (~20 MiB, kept "
+                        "compressed): the base every later TEXT_POKE replays forwards from")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_record)
     return parser

@@ -14,11 +14,19 @@ each program taken synchronously at BPF_PROG_LOAD), else in user space: the id s
 takes an fd on each new program id at once, and each BPF_EVENT(PROG_LOAD) is acted on as
 soon as it is read (BPF_PROG_GET_FD_BY_ID first: an fd keeps the program alive; the info
 after).  Programs that were gone before that are listed with the reason.
+
+Kernel code that no record carries is read while recording (kernel_code.py): the image of
+every out-of-line code symbol (BPF trampolines and dispatchers, ftrace and kprobe code) when
+its KSYMBOL arrives, and at the end the functions that were poked or sampled.  JIT images
+patched without a TEXT_POKE (tail-call sites) are re-read and the changes recorded
+(unreported.py).
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import json
 import os
 import platform
 import select
@@ -36,6 +44,7 @@ from .bpf.btf import Btf, read_btf
 from .bpf.syscall import IdPoller, NoSuchObject, next_ids, prog_fd_by_id
 from .capture import ProgCapture
 from .errors import TextraceError
+from .kernel_code import MAX_READ, CodeReads, function_extent, open_kernel_memory
 from .perf import live
 from .perf.abi import (BpfEventType, KsymbolType, MISC_KERNEL, RecordType,
                        SampleType as S)
@@ -46,9 +55,10 @@ from .perf.features import (Arch, BpfBtf, BpfProgInfo, BpfProgInfoEntry, BtfEntr
 from .perf.private import FEATURE_BIT, Kind, PrivateSection
 from .perf.reader import Attr
 from .perf.records import (BpfEventRecord, FinishedInitRecord, FinishedRoundRecord,
-                           KsymbolRecord, MmapRecord)
+                           KsymbolRecord, MmapRecord, TextPokeRecord)
 from .perf.sampleid import SampleId, id_trailer_size
-from .perf.writer import PerfDataWriter
+from .perf.writer import PerfDataWriter, pack_record
+from .unreported import ImageWatch, UnreportedChange
 
 PR_SET_PDEATHSIG = 1
 HOT_SECONDS = 0.25         # the id scanner spins this long after the last new program
@@ -57,6 +67,7 @@ CLOCKS = {"realtime": 0, "monotonic": 1, "monotonic_raw": 4, "boottime": 7, "tai
 SIDEBAND_TYPE = S.TID | S.TIME | S.CPU | S.IDENTIFIER
 _TRIMMED = (RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE)
 SAMPLE_TYPE = S.IDENTIFIER | S.IP | S.TID | S.TIME | S.CPU | S.PERIOD
+KERNEL_SPACE = 0xffff800000000000
 EVENTS = {"cpu-clock": (live.PERF_TYPE_SOFTWARE, live.SW_CPU_CLOCK),
           "task-clock": (live.PERF_TYPE_SOFTWARE, live.SW_TASK_CLOCK),
           "cycles": (live.PERF_TYPE_HARDWARE, 0), "instructions": (live.PERF_TYPE_HARDWARE, 1)}
@@ -75,6 +86,7 @@ class RecordOptions:
     ring_pages: int = 128
     round_ms: float = 100.0
     capture: str = "auto"   # "kernel", "user", or "auto": kernel when it loads, else user
+    kernel_text: bool = False  # snapshot _text.._etext at the start
 
 
 @dataclass
@@ -88,6 +100,9 @@ class RecordSummary:
     exit_code: int | None = None
     capture: str = "user"            # how programs were captured in this recording
     capture_note: str | None = None  # why auto fell back to user space
+    code_note: str = ""              # how kernel code was read (kcore, capture program)
+    code: dict = field(default_factory=dict)  # CodeReads.summary()
+    unreported: int = 0              # code changes no TEXT_POKE reported
     kernel_lost: int = 0             # capture chunks the kernel's ring could not take
 
 
@@ -226,6 +241,15 @@ class Recorder:
         self.child: int | None = None
         self.scanner: IdScanner | None = None
         self.kernel = None  # the capture program, when it captures
+        self.code: CodeReads | None = None   # kernel code read while recording
+        self.poked: set[int] = set()          # addresses TEXT_POKE records named
+        self.sampled: set[int] = set()        # kernel ips of samples
+        self.watch = ImageWatch()             # tail-calling programs' images
+        self.unreported: list[UnreportedChange] = []
+        self.recheck_due: int | None = None   # a prog-array update's time, not yet checked
+
+    def now(self) -> int:
+        return clock_ns(self.opts.clockid)
 
     # --- events -------------------------------------------------------------------------
     def _sideband_attr(self) -> EventAttr:
@@ -290,6 +314,8 @@ class Recorder:
     def on_bpf_event(self, raw: bytes) -> None:
         """A program was loaded or unloaded: grab it now, before its loader lets go."""
         event_type, _flags, prog_id, tag = struct.unpack_from("<HHI8s", raw, 8)
+        if event_type == BpfEventType.PROG_UNLOAD:
+            self.watch.forget(prog_id)
         if event_type != BpfEventType.PROG_LOAD or prog_id in self.captures:
             if prog_id in self.captures and not self.captures[prog_id].tag:
                 self.captures[prog_id].tag = tag
@@ -314,6 +340,7 @@ class Recorder:
                 cap.tag = cap.info.tag
                 cap.method = "user"
                 cap.time = clock_ns(self.opts.clockid)
+                self.watch.watch(cap.info, cap.time)
                 if cap.info.info["btf_id"]:
                     try:
                         cap.btf = read_btf(cap.info.info["btf_id"])
@@ -426,20 +453,76 @@ class Recorder:
                     raw = live.trim_inflated(raw, self.sideband_id_size)
                 if rtype == RecordType.BPF_EVENT:
                     self.on_bpf_event(raw)
+                elif rtype == RecordType.SAMPLE:
+                    ip = struct.unpack_from("<Q", raw, 16)[0]
+                    if ip >= KERNEL_SPACE:
+                        self.sampled.add(ip)
                 elif rtype == RecordType.LOST:
                     self.summary.lost += struct.unpack_from("<Q", raw, 16)[0]
                 batch.append(raw)
+        self._read_out_of_line_code(batch)
         self._read_held()
         if self.kernel is not None:
             for kc in self.kernel.poll():
                 self._take_kernel_capture(kc)
+            # a prog-array update: the JIT patched its callers inside the update syscall,
+            # whose exit time (CLOCK_MONOTONIC, the capture program's clock) bounds the
+            # change.  They are re-read in the first round without a newer update: any
+            # TEXT_POKE the kernel did make for it is in the rings read by then, and is
+            # applied to the watched images instead of being reported again.
+            updates = self.kernel.take_prog_array_updates()
+            if updates:
+                last = (max(t for t, _map in updates)
+                        if self.opts.clockid == CLOCKS["monotonic"] else self.now())
+                self.recheck_due = max(self.recheck_due or 0, last)
+            elif self.recheck_due is not None:
+                batch += self.recheck_images(self.recheck_due)
+                self.recheck_due = None
+        elif self.watch.known:  # no word from the kernel: look every round
+            batch += self.recheck_images()
         return batch
+
+    def _read_out_of_line_code(self, batch: list[bytes]) -> None:
+        """The bytes of out-of-line code registered in this batch (BPF trampolines and
+        dispatchers, ftrace and kprobe trampolines): no record carries them.  Programs
+        are captured on their own; code unregistered in the same batch is gone."""
+        registered: dict[int, int] = {}
+        for raw in batch:
+            rtype = struct.unpack_from("<I", raw, 0)[0]
+            if rtype == RecordType.TEXT_POKE:
+                addr, old_len, new_len = struct.unpack_from("<QHH", raw, 8)
+                self.poked.add(addr)
+                self.watch.apply(self._time_of(raw), addr,
+                                 raw[20 + old_len:20 + old_len + new_len])
+            if rtype != RecordType.KSYMBOL:
+                continue
+            addr, n, _ktype, flags = struct.unpack_from("<QIHH", raw, 8)
+            if flags & 1:  # PERF_RECORD_KSYMBOL_FLAGS_UNREGISTER
+                registered.pop(addr, None)
+            elif not raw[24:33] == b"bpf_prog_":
+                registered[addr] = n
+        for addr, n in registered.items():
+            self.code.read(addr, n, "ksymbol")
+
+    def recheck_images(self, by: int | None = None) -> list[bytes]:
+        """Re-read the images of tail-calling programs: each change no TEXT_POKE reported
+        becomes one, for the round being written, stamped `by` (when the change is known
+        to have happened by) or else when it was seen."""
+        changes = self.watch.recheck(self.now)
+        if by is not None:
+            changes = [dataclasses.replace(c, seen=min(c.seen, by)) for c in changes]
+        self.unreported += changes
+        sid = SampleId(pid=0, tid=0, time=0, cpu=0, id=self.attrs[0].ids[0])
+        return [pack_record(TextPokeRecord(addr=c.addr, old_bytes=c.old, new_bytes=c.new,
+                                           sample_id=sid._replace(time=c.seen)), self.attrs)
+                for c in changes]
 
     def _take_kernel_capture(self, kc) -> None:
         info = kc.prog_info()
         cap = self.captures.setdefault(kc.prog_id, ProgCapture(kc.prog_id, info.tag))
         cap.info, cap.tag, cap.method, cap.reason = info, info.tag, "kernel", None
         cap.time, cap.btf = kc.time, kc.btf
+        self.watch.watch(info, kc.time)
 
     def _start_kernel_capture(self) -> None:
         """Load the capture program (kernel or auto mode); auto falls back to user space
@@ -472,6 +555,8 @@ class Recorder:
         with open("/proc/kallsyms") as f:
             kallsyms = f.read()
         self._start_kernel_capture()  # before the events: its calibration load is not ours
+        memory, self.summary.code_note = open_kernel_memory(self.kernel)
+        self.code = CodeReads(memory, self.now)
         self.open_events()
         writer = PerfDataWriter(opts.output, self.attrs)
         t_start_wall = time.time_ns()
@@ -480,6 +565,8 @@ class Recorder:
             live.enable(fd)
         self.synthesize(writer, kallsyms)
         writer.flush()
+        if opts.kernel_text:
+            self._read_kernel_text(kallsyms)
         if self.kernel is None:  # user space races the loaders; the kernel needs no race
             self.scanner = IdScanner(max(self.captures, default=0))
         started = self._start_command()  # after enabling: the command is recorded whole
@@ -517,10 +604,12 @@ class Recorder:
                 self._hold(self.scanner.stop())
                 self.scanner = None
             self.drain(writer)
+            self._write_round(writer, self.recheck_images(self.recheck_due))
             for fd in self.fds:
                 live.disable(fd)
             self.drain(writer)
             poller.close()
+            self._read_kernel_functions(kallsyms)
             if self.kernel is not None:
                 self.summary.kernel_lost = self.kernel.lost
                 self.kernel.close()
@@ -530,6 +619,30 @@ class Recorder:
             for fd in self.fds:
                 os.close(fd)
         return self.summary
+
+    def _read_kernel_text(self, kallsyms: str) -> None:
+        """All of _text.._etext now, in MAX_READ pieces: the base for every address."""
+        bounds = {}
+        for line in kallsyms.splitlines():
+            parts = line.split(maxsplit=3)
+            if len(parts) >= 3 and parts[2] in ("_text", "_etext"):
+                bounds[parts[2]] = int(parts[0], 16)
+        if len(bounds) < 2:
+            self.code.fail("kallsyms has no _text/_etext")
+            return
+        for addr in range(bounds["_text"], bounds["_etext"], MAX_READ):
+            self.code.read(addr, min(MAX_READ, bounds["_etext"] - addr), "kernel text")
+
+    def _read_kernel_functions(self, kallsyms: str) -> None:
+        """The kernel functions that were poked or sampled, as they are now: the base the
+        code history replays TEXT_POKE records back from."""
+        if not (self.poked or self.sampled) or self.code.memory is None:
+            return
+        from .history.kallsyms import KernelSymbols
+        kernel = KernelSymbols.parse(kallsyms)
+        extents = {function_extent(kernel, a) for a in sorted(self.poked | self.sampled)}
+        for start, end in sorted(e for e in extents if e):
+            self.code.read(start, end - start, "function")
 
     def _on_signal(self, signum, frame) -> None:
         self.stop = True
@@ -570,5 +683,15 @@ class Recorder:
         import zstandard
         private.add(Kind.KALLSYMS, zstandard.ZstdCompressor(level=3).compress(
             kallsyms.encode()))
+        self.code.add_to(private)
+        if self.unreported:
+            private.add(Kind.UNREPORTED, b"\n".join(c.to_json() for c in self.unreported))
+        self.summary.code = self.code.summary()
+        self.summary.unreported = len(self.unreported)
+        private.add(Kind.RECORD_INFO, json.dumps({
+            "capture": self.summary.capture, "clockid": self.opts.clockid,
+            "lost_records": self.summary.lost, "capture_lost_chunks": self.summary.kernel_lost,
+            "kernel_code": self.summary.code, "unreported_changes": len(self.unreported),
+        }).encode())
         writer.add_feature(FEATURE_BIT, private.pack())
         writer.close()

@@ -40,6 +40,8 @@ _JMP_OPS = {0x00: "jmp", 0x10: "jeq", 0x20: "jgt", 0x30: "jge", 0x40: "jset", 0x
             0x60: "jsgt", 0x70: "jsge", 0xA0: "jlt", 0xB0: "jle", 0xC0: "jslt", 0xD0: "jsle"}
 _ATOMIC_OPS = {0x00: "add", 0x40: "or", 0x50: "and", 0xA0: "xor"}
 BPF_FETCH, BPF_XCHG, BPF_CMPXCHG = 0x01, 0xE1, 0xF1
+BPF_TAIL_CALL = 0xF0      # the verifier rewrites bpf_tail_call into BPF_JMP | BPF_TAIL_CALL
+BPF_FUNC_TAIL_CALL = 12
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,13 @@ class Insn:
     @property
     def is_exit(self) -> bool:
         return self.cls == BPF_JMP and self.code & 0xF0 == BPF_EXIT
+
+    @property
+    def is_tail_call(self) -> bool:
+        """The kernel holds a tail call as BPF_JMP|BPF_TAIL_CALL (what the capture program
+        copies); its xlated dump to user space shows it back as a call to helper 12."""
+        return self.code == (BPF_JMP | BPF_TAIL_CALL) or (
+            self.is_call and self.src == 0 and self.imm == BPF_FUNC_TAIL_CALL)
 
     def call_target(self, *, xlated: bool = True) -> int | None:
         """Index of the subprogram a bpf-to-bpf call enters.  Before loading, imm is the

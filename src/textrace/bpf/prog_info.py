@@ -74,6 +74,9 @@ _ARRAY_BIT = {a.ptr: bit for bit, a in enumerate(BPIL_ARRAYS)}
 # xlated instructions and the map ids.
 PERF_ARRAYS = ALL_ARRAYS & ~(1 << _ARRAY_BIT["xlated_prog_insns"]) \
     & ~(1 << _ARRAY_BIT["map_ids"])
+# The JIT images alone, with where each function sits.
+JIT_ARRAYS = sum(1 << _ARRAY_BIT[a] for a in ("jited_prog_insns", "jited_ksyms",
+                                             "jited_func_lens"))
 
 
 # enum bpf_prog_type (include/uapi/linux/bpf.h)

@@ -4,7 +4,15 @@ Symbols come from two layers: dynamic regions with lifetimes (BPF programs and o
 code announced by KSYMBOL) over the static kernel symbols (kallsyms).  Bytes come from
 images, each read at a known time (a captured JIT image, a kernel code snapshot), and are
 moved to any other time by replaying the TEXT_POKE records in between: forwards with their
-new bytes, backwards with their old bytes.
+new bytes, backwards with their old bytes.  A TEXT_POKE is itself an image of the bytes it
+covers (old just before its time, new from it), so poked kernel text reads without a vmlinux.
+
+A TEXT_POKE's time is not the instant the bytes changed.  x86's INT3 protocol
+(arch/x86/kernel/alternative.c, text_poke_bp_batch, since 5.9) writes INT3 over the first
+byte, syncs every CPU, writes the tail, emits the record, syncs, writes the first byte and
+syncs again; kprobes emit theirs just after (arm) or just before (disarm) their write.  So
+near a poke's time the address held the old bytes, INT3 plus a tail, or the new bytes, and
+no record says which: `ambiguity()` and `read_exact()` say when a read falls in that window.
 """
 
 from __future__ import annotations
@@ -23,6 +31,15 @@ class UnknownCode(TextraceError):
     """No image covers the bytes asked for at that time."""
 
 
+# How long before and after its record's time a poke's bytes may be mid-change (ns).  One
+# side of the INT3 protocol is two text_poke() calls (each maps the page in the poking mm,
+# copies and flushes the local TLB: about 1 us) and one or two text_poke_sync() calls (a
+# synchronous IPI to every online CPU, on_each_cpu(do_sync_core): 1-3 us on bare metal with
+# tens of CPUs).  That makes ~5 us; doubled for larger machines and virtualized IPIs.  A
+# qemu guest without KVM is far slower: pass a larger window there.
+INT3_WINDOW_NS = 10_000
+
+
 @dataclass(frozen=True)
 class Poke:
     """Kernel text at `addr` changed from `old` to `new` at `time` (ns; for the INT3
@@ -32,10 +49,50 @@ class Poke:
     addr: int
     old: bytes
     new: bytes
+    # for a change textrace inferred rather than the kernel reported: the interval (ns) it
+    # is known to have happened in, which replaces the INT3 window
+    window: tuple[int, int] | None = None
 
     @property
     def end(self) -> int:
         return self.addr + max(len(self.old), len(self.new))
+
+
+@dataclass(frozen=True)
+class PokeWindow:
+    """When the bytes of `pokes` (one text_poke_bp batch, or one poke) could not be told
+    apart: [start, end] in ns.  A batch writes every INT3 before its first record and every
+    first byte after its last, so its pokes share one window."""
+
+    start: int
+    end: int
+    pokes: tuple[Poke, ...]
+
+    def __contains__(self, t: int) -> bool:
+        return self.start <= t <= self.end
+
+
+@dataclass(frozen=True)
+class Read:
+    """Bytes at [addr, addr + len(data)) at `time` (ns), and the pokes whose INT3 window
+    holds that time: when there are any, the address may have held their old bytes, an
+    INT3 (0xcc) with either tail, or their new bytes, and `data` is only the best guess
+    (the state the records' order gives)."""
+
+    addr: int
+    time: int
+    data: bytes
+    windows: tuple[PokeWindow, ...] = ()
+
+    @property
+    def ambiguous(self) -> bool:
+        return bool(self.windows)
+
+    @property
+    def pokes(self) -> list[Poke]:
+        """The pokes of these bytes making the read ambiguous (a batch's others left out)."""
+        end = self.addr + len(self.data)
+        return [p for w in self.windows for p in w.pokes if p.addr < end and self.addr < p.end]
 
 
 @dataclass(frozen=True)
@@ -75,6 +132,7 @@ class CodeHistory:
     def __post_init__(self):
         self.pokes.sort(key=lambda p: p.time)
         self._poke_times = [p.time for p in self.pokes]
+        self._windows: dict[int, tuple] = {}
         self.add_images([])
 
     def add_images(self, images: list[Image]) -> None:
@@ -133,15 +191,113 @@ class CodeHistory:
             return im
         return None
 
+    def _poke_image(self, addr: int, n: int, t: int) -> Image | None:
+        """The bytes a TEXT_POKE carries, as an image of [addr, addr+n): its new bytes from
+        its time on (its old bytes just before it, when it removed code), taken from the
+        poke nearest to t while the same code (region, or static text) held the address."""
+        region = self.table.at(addr, t)
+        best = None
+        for p in self.pokes_at(addr, n):
+            if self.table.at(addr, p.time) is not region:
+                continue
+            if p.addr <= addr and addr + n <= p.addr + len(p.new):
+                im = Image(p.addr, p.new, p.time, "text_poke")
+            elif p.addr <= addr and addr + n <= p.addr + len(p.old):
+                im = Image(p.addr, p.old, p.time - 1, "text_poke")
+            else:
+                continue
+            if best is None or abs(im.time - t) < abs(best.time - t):
+                best = im
+        return best
+
     def read(self, addr: int, n: int, t: int) -> bytes:
-        """The n bytes at `addr` as they were at time t (ns)."""
-        im = self._image_for(addr, n, t)
+        """The n bytes at `addr` as they were at time t (ns): from a captured image, or from
+        the TEXT_POKE records themselves, moved to t through the pokes in between.  Near a
+        poke the result is the records' order, not necessarily the truth: see read_exact."""
+        im = self._image_for(addr, n, t) or self._poke_image(addr, n, t)
         if im is None:
             raise UnknownCode(f"no code image covers {addr:#x}+{n} at {t}")
         buf = bytearray(im.data[addr - im.addr:addr - im.addr + n])
         if im.time is not None:
             self._replay(buf, addr, im.time, t)
         return bytes(buf)
+
+    def read_exact(self, addr: int, n: int, t: int,
+                   window_ns: int = INT3_WINDOW_NS) -> Read:
+        """read(), and whether t falls in the INT3 window of a poke touching the bytes."""
+        return Read(addr, t, self.read(addr, n, t),
+                    tuple(self.ambiguity_windows(addr, n, t, window_ns)))
+
+    # --- the INT3 window ----------------------------------------------------------------
+    def poke_windows(self, window_ns: int = INT3_WINDOW_NS) -> list[PokeWindow]:
+        """Every poke's window, in the order of the pokes' times.  Pokes emitted back to
+        back (each within window_ns of the previous) are taken as one text_poke_bp batch:
+        text_mutex serializes all text poking, so no other poke falls between a batch's
+        records.  A batch's records are one text_poke() apart (the tail writes), and the
+        batch wrote as many INT3s before its first record and as many first bytes after its
+        last, so its window is widened by its span on each side."""
+        return self._window_table(window_ns)[0]
+
+    def _window_table(self, window_ns: int):
+        """(windows, their first records' times, how far any window reaches before and
+        after its first record) for one window size."""
+        got = self._windows.get(window_ns)
+        if got is None:
+            windows: list[PokeWindow] = []
+            group: list[Poke] = []
+
+            def close():
+                span = group[-1].time - group[0].time
+                windows.append(PokeWindow(group[0].time - window_ns - span,
+                                          group[-1].time + window_ns + span, tuple(group)))
+                group.clear()
+
+            for p in self.pokes:
+                if group and p.time - group[-1].time > window_ns:
+                    close()
+                if p.window is not None:  # inferred: its own interval, no batch
+                    if group:
+                        close()
+                    windows.append(PokeWindow(min(p.window[0], p.time),
+                                              max(p.window[1], p.time), (p,)))
+                    continue
+                group.append(p)
+            if group:
+                close()
+            firsts = [w.pokes[0].time for w in windows]
+            before = max((f - w.start for f, w in zip(firsts, windows)), default=0)
+            after = max((w.end - f for f, w in zip(firsts, windows)), default=0)
+            got = self._windows[window_ns] = (windows, firsts, before, after)
+        return got
+
+    def window_of(self, poke: Poke, window_ns: int = INT3_WINDOW_NS) -> PokeWindow:
+        """The window of one of this history's pokes."""
+        windows, firsts, _, _ = self._window_table(window_ns)
+        i = bisect.bisect_right(firsts, poke.time) - 1
+        while i >= 0 and poke not in windows[i].pokes and firsts[i] == poke.time:
+            i -= 1  # an inferred poke's own window and a batch may start at one time
+        if i < 0 or poke not in windows[i].pokes:
+            raise ValueError(f"not a poke of this history: {poke}")
+        return windows[i]
+
+    def ambiguity_windows(self, addr: int, n: int, t: int,
+                          window_ns: int = INT3_WINDOW_NS) -> list[PokeWindow]:
+        """The windows holding t (ns) whose pokes touch [addr, addr+n)."""
+        windows, firsts, before, after = self._window_table(window_ns)
+        lo = bisect.bisect_left(firsts, t - after)
+        hi = bisect.bisect_right(firsts, t + before)
+        return [w for w in windows[lo:hi]
+                if t in w and any(p.addr < addr + n and addr < p.end for p in w.pokes)]
+
+    def ambiguity(self, addr: int, n: int, t: int,
+                  window_ns: int = INT3_WINDOW_NS) -> list[Poke]:
+        """The pokes touching [addr, addr+n) whose INT3 window holds t (ns): when any are
+        returned, a read there at t cannot say whether the old bytes, an INT3 or the new
+        bytes were in place.  `window_ns` is how long before and after a record's time the
+        protocol may still be under way (INT3_WINDOW_NS); an inferred poke's own `window`
+        replaces it."""
+        return [p for w in self.ambiguity_windows(addr, n, t, window_ns) for p in w.pokes
+                if p.addr < addr + n and addr < p.end]
 
     def _replay(self, buf: bytearray, addr: int, t_from: int, t_to: int) -> None:
         """Move `buf` (bytes at addr) from time t_from to t_to through the pokes between."""
@@ -165,8 +321,8 @@ class CodeHistory:
     def pokes_at(self, addr: int, n: int = 1) -> list[Poke]:
         return [p for p in self.pokes if p.addr < addr + n and addr < p.end]
 
-    def at(self, t: int) -> "CodeView":
-        return CodeView(self, t)
+    def at(self, t: int, window_ns: int = INT3_WINDOW_NS) -> "CodeView":
+        return CodeView(self, t, window_ns)
 
 
 @dataclass(frozen=True)
@@ -175,12 +331,20 @@ class CodeView:
 
     history: CodeHistory
     time: int
+    window_ns: int = INT3_WINDOW_NS
 
     def symbol(self, addr: int) -> Symbol | None:
         return self.history.symbol(addr, self.time)
 
     def read(self, addr: int, n: int) -> bytes:
         return self.history.read(addr, n, self.time)
+
+    def read_exact(self, addr: int, n: int) -> Read:
+        """read(), flagged when this time falls in a poke's INT3 window."""
+        return self.history.read_exact(addr, n, self.time, self.window_ns)
+
+    def ambiguity(self, addr: int, n: int) -> list[Poke]:
+        return self.history.ambiguity(addr, n, self.time, self.window_ns)
 
     def disassemble(self, addr: int, n: int):
         """x86-64 instructions in [addr, addr+n) at this time, as capstone decodes them."""

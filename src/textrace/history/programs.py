@@ -4,16 +4,21 @@ The kernel announces a program load as one KSYMBOL per JIT'd function (main prog
 subprograms) followed by BPF_EVENT(PROG_LOAD) with the id and tag, all from the loading task
 on one CPU; an unload is the same sequence with KSYMBOL's UNREGISTER flag and PROG_UNLOAD
 (kernel/events/core.c, perf_event_bpf_event).  So a program's functions are the KSYMBOLs
-that its BPF_EVENT closes, on the same CPU and thread.
+that its BPF_EVENT closes, on the same CPU and thread.  BPF trampolines and dispatchers are
+announced as BPF KSYMBOLs too, with no BPF_EVENT: they are out-of-line code, not programs
+(their names are bpf_trampoline_<key> and bpf_dispatcher_<name>; a program's always start
+with bpf_prog_).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from ..perf.abi import BpfEventType, KsymbolType, RecordType
-from ..perf.records import KsymbolRecord, Record
+
+if TYPE_CHECKING:  # records arrive decoded; the module is not needed to handle them
+    from ..perf.records import KsymbolRecord, Record
 
 
 @dataclass
@@ -74,7 +79,7 @@ def programs_from_records(records: Iterable[Record]) -> tuple[list[Program], lis
     ools: list[OolSymbol] = []
     for rec in records:
         if rec.type == RecordType.KSYMBOL:
-            if rec.ksym_type == KsymbolType.BPF:
+            if rec.ksym_type == KsymbolType.BPF and rec.name.startswith("bpf_prog_"):
                 pending.setdefault((rec.cpu, rec.tid), []).append(rec)
             else:
                 key = (rec.addr, rec.name)

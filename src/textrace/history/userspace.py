@@ -7,13 +7,15 @@ resolves to the newest mapping covering it that was made at or before the sample
 
 from __future__ import annotations
 
-import io
 import mmap
 import os
+import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+
+from .regions import sorted_unique
 
 PROT_EXEC = 4
 
@@ -39,12 +41,118 @@ class ProcessMaps:
             self.maps.setdefault(child, [])[:0] = self.maps[parent]
 
     def lookup(self, pid: int, addrs: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """Index into self.maps[pid] per address, -1 where unmapped."""
-        out = np.full(len(addrs), -1, dtype=np.int64)
-        for i, m in enumerate(self.maps.get(pid, ())):
-            hit = (addrs >= m.start) & (addrs < m.end) & (times >= m.time)
-            out[hit] = i
+        """Index into self.maps[pid] per address, -1 where unmapped: the last mapping in
+        the list that covers the address and was made at or before the time."""
+        plist = self.maps.get(pid, ())
+        if not plist or not len(addrs):
+            return np.full(len(addrs), -1, dtype=np.int64)
+        start, end, made = _extents(plist)
+        return _last_covering(start, end, made, np.asarray(addrs, dtype=np.uint64),
+                              np.asarray(times, dtype=np.int64))
+
+    def lookup_all(self, pids: np.ndarray, addrs: np.ndarray,
+                   times: np.ndarray) -> tuple[np.ndarray, list[Mapping]]:
+        """`lookup` for samples of every process at once: an index per sample into the
+        returned list (every process's mappings end to end, by pid), -1 where unmapped.
+        A process's addresses are keyed by its rank among the pids in the top 16 bits, so
+        that one search serves all: user addresses have 47 bits.  Mappings and samples
+        above 2**48 ([vsyscall]; 5-level paging's upper user range) are looked up process
+        by process."""
+        n = len(addrs)
+        out = np.full(n, -1, dtype=np.int64)
+        # the processes that have mappings and samples, by pid
+        owner = np.array(sorted(pid for pid, plist in self.maps.items() if plist),
+                         dtype=np.int64)
+        rank = np.searchsorted(owner, pids)
+        known = rank < len(owner)
+        known[known] &= owner[rank[known]] == pids[known]
+        used = np.flatnonzero(np.bincount(rank[known], minlength=len(owner)))
+        renumber = np.zeros(len(owner), dtype=np.int64)
+        renumber[used] = np.arange(len(used))
+        owner, rank = owner[used], renumber[np.where(known, rank, 0)]
+        owners = owner.tolist()
+        every = [m for pid in owners for m in self.maps[pid]]
+        if not every or not n:
+            return out, every
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        times = np.asarray(times, dtype=np.int64)
+        counts = [len(self.maps[pid]) for pid in owners]
+        start, end, made = _extents(every)
+        first = np.concatenate([[0], np.cumsum(counts)])
+        limit = np.uint64(1 << 48)
+        low = end <= limit
+        if len(owner) <= 1 << 16 and not (~low & (start < limit)).any():
+            # mappings below 2**48 (all but [vsyscall]) with the samples there, in one go
+            shift = np.uint64(48)
+            lows = np.flatnonzero(low)
+            map_rank = np.repeat(np.arange(len(owner), dtype=np.uint64), counts)[lows]
+            sel = np.flatnonzero(known & (addrs < limit))
+            keys = (rank[sel].astype(np.uint64) << shift) | addrs[sel]
+            got = _last_covering((map_rank << shift) | start[lows],
+                                 (map_rank << shift) | end[lows], made[lows], keys,
+                                 times[sel])
+            out[sel] = np.where(got >= 0, lows[np.maximum(got, 0)], -1)
+            known &= addrs >= limit
+        for r in np.flatnonzero(np.bincount(rank[known], minlength=len(owner))).tolist():
+            sel = np.flatnonzero(known & (rank == r))
+            lo, hi = int(first[r]), int(first[r + 1])
+            got = _last_covering(start[lo:hi], end[lo:hi], made[lo:hi], addrs[sel],
+                                 times[sel])
+            out[sel] = np.where(got >= 0, got + lo, -1)
+        return out, every
+
+
+_U64_MAX = (1 << 64) - 1
+
+
+def _extents(maps: list[Mapping]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Starts, ends (clipped to 64 bits) and times of mappings, as arrays."""
+    return (np.array([m.start for m in maps], dtype=np.uint64),
+            np.array([min(m.end, _U64_MAX) for m in maps], dtype=np.uint64),
+            np.array([m.time for m in maps], dtype=np.int64))
+
+
+def _last_covering(start: np.ndarray, end: np.ndarray, made: np.ndarray, keys: np.ndarray,
+                   times: np.ndarray) -> np.ndarray:
+    """Per (key, time): the last interval [start, end) that holds the key and was made at
+    or before the time, -1 if none.
+
+    The starts and ends cut the keys into pieces each covered by the same intervals
+    throughout; a piece most often has one, and then a sample needs only its time
+    compared.  Where several overlap (a process re-mapping a range, a child's own mappings
+    over those it inherited), the last one made by the sample's time is found by a binary
+    search over the suffix minima of their times."""
+    out = np.full(len(keys), -1, dtype=np.int64)
+    bounds = sorted_unique(np.concatenate([start, end]))
+    pieces = len(bounds) - 1
+    if pieces < 1 or not len(keys):
         return out
+    first = np.searchsorted(bounds, start)
+    last = np.searchsorted(bounds, end)
+    # how many intervals cover each piece, and (where one does) which: running sums of
+    # +1/-1 (and +i/-i) at each interval's first and past its last piece
+    index = np.arange(len(start), dtype=np.float64)
+    cover = np.cumsum(np.bincount(first, minlength=pieces + 1)
+                      - np.bincount(last, minlength=pieces + 1))[:pieces]
+    only = np.rint(np.cumsum(np.bincount(first, weights=index, minlength=pieces + 1)
+                             - np.bincount(last, weights=index, minlength=pieces + 1))
+                   [:pieces]).astype(np.int64)
+    piece = np.searchsorted(bounds, keys, side="right") - 1
+    inside = (piece >= 0) & (piece < pieces)
+    piece = np.where(inside, piece, 0)
+    count = np.where(inside, cover[piece], 0)
+    m = np.where(count == 1, only[piece], 0)
+    ok = (count == 1) & (times >= made[m])
+    out[ok] = m[ok]
+    several = np.flatnonzero(count > 1)
+    if len(several):
+        for j in sorted_unique(piece[several]).tolist():
+            sel = several[piece[several] == j]
+            idx = np.flatnonzero((start <= bounds[j]) & (end >= bounds[j + 1]))
+            suffix_min = np.minimum.accumulate(made[idx][::-1])[::-1]
+            k = np.searchsorted(suffix_min, times[sel], side="right") - 1
+            out[sel] = np.where(k >= 0, idx[np.maximum(k, 0)], -1)
+    return out
 
 
 @dataclass
@@ -57,12 +165,14 @@ class ElfSymbols:
     name_offs: np.ndarray
     strtab: bytes
     segments: list[tuple[int, int, int]]  # (p_offset, p_vaddr, p_filesz)
+    plt: np.ndarray | None = None         # True for the synthesized name@plt entries
 
     def name(self, i: int) -> str:
         off = int(self.name_offs[i])
         end = self.strtab.find(b"\0", off)
-        return self.strtab[off:end if end >= 0 else len(self.strtab)].decode("utf-8",
+        name = self.strtab[off:end if end >= 0 else len(self.strtab)].decode("utf-8",
                                                                               "replace")
+        return name + "@plt" if self.plt is not None and self.plt[i] else name
 
     def offset_to_vaddr(self, offs: np.ndarray) -> np.ndarray:
         out = offs.copy()
@@ -83,17 +193,93 @@ class ElfSymbols:
 
 ELF64_SYM = np.dtype([("st_name", "<u4"), ("st_info", "u1"), ("st_other", "u1"),
                       ("st_shndx", "<u2"), ("st_value", "<u8"), ("st_size", "<u8")])
+ELF64_RELA = np.dtype([("r_offset", "<u8"), ("r_info", "<u8"), ("r_addend", "<i8")])
+# Elf64_Ehdr after e_ident, Elf64_Shdr and Elf64_Phdr (include/uapi/linux/elf.h)
+ELF64_EHDR = struct.Struct("<HHIQQQIHHHHHH")
+ELF64_SHDR = np.dtype([("sh_name", "<u4"), ("sh_type", "<u4"), ("sh_flags", "<u8"),
+                       ("sh_addr", "<u8"), ("sh_offset", "<u8"), ("sh_size", "<u8"),
+                       ("sh_link", "<u4"), ("sh_info", "<u4"), ("sh_addralign", "<u8"),
+                       ("sh_entsize", "<u8")])
+ELF64_PHDR = np.dtype([("p_type", "<u4"), ("p_flags", "<u4"), ("p_offset", "<u8"),
+                       ("p_vaddr", "<u8"), ("p_paddr", "<u8"), ("p_filesz", "<u8"),
+                       ("p_memsz", "<u8"), ("p_align", "<u8")])
+PT_LOAD = 1
+SHT_NOBITS = 8
+SHN_XINDEX = 0xFFFF
 STT_FUNC = 2
 STB_GLOBAL = 1
+PLT_ENTRY = 16
+
+
+class _BadElf(Exception):
+    pass
+
+
+class _Elf:
+    """The section and program headers of a little-endian ELF64 file, read as numpy
+    records straight from its bytes (pyelftools parses each header through construct,
+    which costs more than the symbol tables themselves)."""
+
+    def __init__(self, raw):
+        if len(raw) < 64 or raw[:4] != b"\x7fELF":
+            raise _BadElf("not ELF")
+        if raw[4] != 2 or raw[5] != 1:   # ELFCLASS64, ELFDATA2LSB
+            raise _BadElf("not little-endian ELF64")
+        self.raw = raw
+        (_type, _machine, _version, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum,
+         shentsize, shnum, shstrndx) = ELF64_EHDR.unpack_from(raw, 16)
+        self.phdrs = self._table(phoff, phnum, phentsize, ELF64_PHDR)
+        self.shdrs = np.zeros(0, dtype=ELF64_SHDR)
+        if shoff:
+            first = self._table(shoff, 1, shentsize, ELF64_SHDR)
+            if shnum == 0:          # SHN_LORESERVE sections or more: the count is here
+                shnum = int(first["sh_size"][0])
+            if shstrndx == SHN_XINDEX:
+                shstrndx = int(first["sh_link"][0])
+            self.shdrs = self._table(shoff, shnum, shentsize, ELF64_SHDR)
+        self.names: dict[str, int] = {}
+        if len(self.shdrs) and shstrndx < len(self.shdrs):
+            strtab = self.data(shstrndx)
+            for i, off in enumerate(self.shdrs["sh_name"].tolist()):
+                end = strtab.find(b"\0", off)
+                name = bytes(strtab[off:end if end >= 0 else len(strtab)])
+                self.names.setdefault(name.decode("latin-1"), i)
+
+    def _table(self, offset: int, count: int, entsize: int, dtype) -> np.ndarray:
+        if not count:
+            return np.zeros(0, dtype=dtype)
+        if entsize != dtype.itemsize or offset + count * entsize > len(self.raw):
+            raise _BadElf("header table outside the file")
+        return np.frombuffer(self.raw, dtype, count=count, offset=offset)
+
+    def section(self, name: str) -> int | None:
+        return self.names.get(name)
+
+    def _extent(self, i: int) -> tuple[int, int]:
+        sh = self.shdrs[i]
+        if int(sh["sh_type"]) == SHT_NOBITS:
+            return 0, 0
+        off, size = int(sh["sh_offset"]), int(sh["sh_size"])
+        if off + size > len(self.raw):
+            raise _BadElf("section outside the file")
+        return off, size
+
+    def data(self, i: int):
+        """Section i's bytes (empty for NOBITS)."""
+        off, size = self._extent(i)
+        return self.raw[off:off + size]
+
+    def array(self, i: int, dtype) -> np.ndarray:
+        """Section i as records of `dtype` (a trailing partial record left out)."""
+        off, size = self._extent(i)
+        return np.frombuffer(self.raw, dtype, count=size // dtype.itemsize, offset=off)
 
 
 @lru_cache(maxsize=256)
 def elf_symbols(path: str) -> ElfSymbols | None:
     """FUNC symbols of the file at `path` as it is now (a rebuilt binary gives other names;
-    build ids would tell, which perf records in HEADER_BUILD_ID).  pyelftools finds the
-    sections; the symbol tables are read whole as numpy records, names only when asked."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
+    build ids would tell, which perf records in HEADER_BUILD_ID).  The symbol tables are
+    read whole as numpy records, names only when asked."""
     try:
         if path == "[vdso]":
             raw = _own_vdso()
@@ -103,105 +289,75 @@ def elf_symbols(path: str) -> ElfSymbols | None:
     except (OSError, ValueError):
         return None
     try:
-        elf = ELFFile(io.BytesIO(raw) if isinstance(raw, bytes) else _MmapStream(raw))
-        if elf.elfclass != 64 or not elf.little_endian:
-            return None
-        segments = [(s["p_offset"], s["p_vaddr"], s["p_filesz"]) for s in elf.iter_segments()
-                    if s["p_type"] == "PT_LOAD"]
+        elf = _Elf(raw)
+        load = elf.phdrs[elf.phdrs["p_type"] == PT_LOAD]
+        segments = list(zip(load["p_offset"].tolist(), load["p_vaddr"].tolist(),
+                            load["p_filesz"].tolist()))
         tables = []
         for secname in (".dynsym", ".symtab"):
-            sec = elf.get_section_by_name(secname)
-            if sec is None or sec["sh_entsize"] != ELF64_SYM.itemsize:
+            sec = elf.section(secname)
+            if sec is None or int(elf.shdrs["sh_entsize"][sec]) != ELF64_SYM.itemsize:
                 continue
-            syms = np.frombuffer(raw, ELF64_SYM, count=sec["sh_size"] // ELF64_SYM.itemsize,
-                                 offset=sec["sh_offset"])
+            syms = elf.array(sec, ELF64_SYM)
             syms = syms[((syms["st_info"] & 0xF) == STT_FUNC) & (syms["st_value"] != 0)]
             # aliases share an address: a GLOBAL name beats a WEAK or LOCAL one, as in perf
             syms = syms[np.argsort((syms["st_info"] >> 4) != STB_GLOBAL, kind="stable")]
-            strtab = elf.get_section(sec["sh_link"])
-            tables.append((syms, raw[strtab["sh_offset"]:strtab["sh_offset"] +
-                                     strtab["sh_size"]]))
-        plt = _plt_symbols(elf, raw)
-    except (ELFError, ValueError, OSError, IndexError):
+            tables.append((syms["st_value"], syms["st_size"], syms["st_name"],
+                           elf.data(_link(elf, sec))))
+        plt = _plt_symbols(elf)
+    except (_BadElf, ValueError, IndexError, struct.error):
         return None
+    n_plt = 0
     if plt is not None:
         tables.append(plt)
+        n_plt = len(plt[0])
     if not tables:
         return ElfSymbols(np.zeros(0, np.uint64), np.zeros(0, np.uint64),
                           np.zeros(0, np.int64), b"", segments)
     # one string table for all: each table's name offsets are rebased into the join
     strtab, rebased, base = [], [], 0
-    for syms, names_blob in tables:
+    for _values, _sizes, name_offs, names_blob in tables:
         strtab.append(bytes(names_blob))
-        rebased.append(np.where(syms["st_name"] < len(names_blob), syms["st_name"], 0) + base)
+        rebased.append(np.where(name_offs < len(names_blob), name_offs, 0) + base)
         base += len(names_blob)
-    values = np.concatenate([t[0]["st_value"] for t in tables])
-    sizes = np.concatenate([t[0]["st_size"] for t in tables])
+    values = np.concatenate([t[0] for t in tables])
+    sizes = np.concatenate([t[1] for t in tables])
     names = np.concatenate(rebased).astype(np.int64)
     # first occurrence of each address wins (.dynsym, GLOBAL first); then sort by address
     _, first = np.unique(values, return_index=True)
     first.sort()
     order = first[np.argsort(values[first], kind="stable")]
     return ElfSymbols(values[order], values[order] + np.maximum(sizes[order], 1),
-                      names[order], b"".join(strtab), segments)
+                      names[order], b"".join(strtab), segments,
+                      plt=order >= len(values) - n_plt if n_plt else None)
 
 
-ELF64_RELA = np.dtype([("r_offset", "<u8"), ("r_info", "<u8"), ("r_addend", "<i8")])
-PLT_ENTRY = 16
+def _link(elf: _Elf, sec: int) -> int:
+    link = int(elf.shdrs["sh_link"][sec])
+    if link >= len(elf.shdrs):
+        raise _BadElf("sh_link names no section")
+    return link
 
 
-def _plt_symbols(elf, raw):
+def _plt_symbols(elf: _Elf):
     """`name@plt` symbols, one per .rela.plt relocation, as perf synthesizes them: entry i
-    sits in .plt.sec, or in .plt after its first (resolver) entry."""
-    rela = elf.get_section_by_name(".rela.plt")
-    dynsym = elf.get_section_by_name(".dynsym")
-    plt = elf.get_section_by_name(".plt.sec") or elf.get_section_by_name(".plt")
+    sits in .plt.sec, or in .plt after its first (resolver) entry.  As (values, sizes,
+    name offsets into .dynstr, .dynstr); the names get "@plt" when asked for."""
+    rela, dynsym = elf.section(".rela.plt"), elf.section(".dynsym")
+    plt = elf.section(".plt.sec")
+    in_sec = plt is not None
+    if plt is None:
+        plt = elf.section(".plt")
     if rela is None or dynsym is None or plt is None:
         return None
-    relocs = np.frombuffer(raw, ELF64_RELA, count=rela["sh_size"] // ELF64_RELA.itemsize,
-                           offset=rela["sh_offset"])
-    syms = np.frombuffer(raw, ELF64_SYM, count=dynsym["sh_size"] // ELF64_SYM.itemsize,
-                         offset=dynsym["sh_offset"])
-    strtab = elf.get_section(dynsym["sh_link"])
-    first = plt["sh_addr"] + (0 if plt.name == ".plt.sec" else PLT_ENTRY)
-    names = bytearray()
-    table = np.zeros(len(relocs), dtype=ELF64_SYM)
-    for i, idx in enumerate((relocs["r_info"] >> np.uint64(32)).tolist()):
-        if idx >= len(syms):
-            continue
-        off = strtab["sh_offset"] + int(syms[idx]["st_name"])
-        end = raw.find(b"\0", off, strtab["sh_offset"] + strtab["sh_size"])
-        table[i] = (len(names), STT_FUNC | STB_GLOBAL << 4, 0, 0, first + PLT_ENTRY * i,
-                    PLT_ENTRY)
-        names += raw[off:end] + b"@plt\0"
-    return table, names
-
-
-class _MmapStream(io.RawIOBase):
-    """A read-only stream over a mapping, for pyelftools' header parsing."""
-
-    def __init__(self, m: mmap.mmap):
-        self.m = m
-        self.pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self.pos = (pos, self.pos + pos, len(self.m) + pos)[whence]
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self.m) if n is None or n < 0 else self.pos + n
-        data = self.m[self.pos:end]
-        self.pos += len(data)
-        return data
+    relocs = elf.array(rela, ELF64_RELA)
+    syms = elf.array(dynsym, ELF64_SYM)
+    first = int(elf.shdrs["sh_addr"][plt]) + (0 if in_sec else PLT_ENTRY)
+    idx = (relocs["r_info"] >> np.uint64(32)).astype(np.int64)
+    entry = np.flatnonzero(idx < len(syms))
+    values = (first + PLT_ENTRY * entry).astype(np.uint64)
+    sizes = np.full(len(entry), PLT_ENTRY, dtype=np.uint64)
+    return values, sizes, syms["st_name"][idx[entry]], elf.data(_link(elf, dynsym))
 
 
 def _own_vdso() -> bytes:

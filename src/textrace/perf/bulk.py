@@ -8,7 +8,9 @@ stack, registers, ...) are left to the per-record decoder.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -75,33 +77,60 @@ class _Gather:
 
 _KNOWN_TYPES = np.zeros(1 << 16, dtype=bool)
 _KNOWN_TYPES[[int(t) for t in RecordType]] = True
+_PAYLOAD_OR_PACKED_TYPES = np.zeros(1 << 16, dtype=bool)
+_PAYLOAD_OR_PACKED_TYPES[_PAYLOAD_OR_PACKED] = True
 
 
 def locate_records_aligned(buf, start: int, end: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Offsets and types of every record in [start, end), found without a Python loop.
 
     Every 8-aligned position whose would-be header has a known type and a size that is a
-    non-zero multiple of 8 is a candidate.  The candidates are exactly the records when
-    each one's size leads to the next candidate and the last to `end`; that is checked,
-    and None returned when it does not hold (misaligned data, a false candidate inside a
-    record, a damaged file), so the caller walks record by record instead.
+    non-zero multiple of 8 is a candidate: every record is one, and so is the odd word
+    inside a record that happens to look like a header (a callchain entry such as
+    0xf00000000000000f does).  The records are the chain of candidates that starts at
+    `start`, each size leading to the next: it runs through consecutive candidates except
+    where a record's size steps over false ones, so only those few steps are taken one by
+    one.  None when the chain breaks off before `end` (misaligned data, a damaged file),
+    so the caller walks record by record instead.
     """
     if start % 8 or (end - start) % 8 or end <= start:
         return None
-    # Headers seen as four u16s per 8-byte word: type low/high, misc, size.
+    # Headers seen as four u16s per 8-byte word: type low/high, misc, size.  The size test
+    # comes first: it rules out nearly every word that is not a header (addresses, times).
     half = np.frombuffer(buf, dtype="<u2", count=(end - start) // 2, offset=start)
-    rtype, rtype_high, size = half[0::4], half[1::4], half[3::4]
-    ok = size >= 8
-    ok &= (size & 7) == 0
-    ok &= rtype_high == 0
-    ok &= _KNOWN_TYPES[rtype]
+    nwords = len(half) // 4
+    size = half[3::4]
+    ok = (size & 7) == 0
+    ok &= size != 0
     cand = np.flatnonzero(ok)
+    del ok
+    words = np.frombuffer(buf, dtype="<u8", count=nwords, offset=start)[cand]
+    cand = cand[((words & np.uint64(0xFFFF0000)) == 0)
+                & _KNOWN_TYPES[(words & np.uint64(0xFFFF)).astype(np.intp)]]
     if not len(cand) or cand[0] != 0:
         return None
-    nxt = cand + size[cand] // 8
-    if not (np.array_equal(nxt[:-1], cand[1:]) and nxt[-1] == len(size)):
-        return None
-    return start + 8 * cand, rtype[cand].astype(np.int64)
+    nxt = cand + (size[cand] >> 3)
+    # steps that do not land on the very next candidate: records holding false ones
+    jumps = np.flatnonzero(nxt[:-1] != cand[1:])
+    if len(jumps) or nxt[-1] != nwords:
+        keep = np.ones(len(cand), dtype=bool)
+        at = 0
+        for j in jumps.tolist() + [len(cand) - 1]:
+            if j < at:         # a false candidate's own step: never reached
+                continue
+            target = int(nxt[j])
+            if target == nwords:
+                keep[j + 1:] = False
+                break
+            k = int(np.searchsorted(cand, target))
+            if k == len(cand) or cand[k] != target:
+                return None    # the chain leads off the candidates: not this fast path
+            keep[j + 1:k] = False
+            at = k
+        else:
+            return None
+        cand = cand[keep]
+    return start + 8 * cand, half[4 * cand].astype(np.int64)
 
 
 def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int, int]]]:
@@ -129,12 +158,37 @@ def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int
     return offs, others
 
 
-def sample_arrays(data) -> SampleArrays:
-    """All SAMPLE records of `data` (a PerfData) as arrays."""
+def located(data) -> tuple[np.ndarray, np.ndarray] | None:
+    """(offsets, types) of every record of a file-mode PerfData, found once and kept on it
+    (the reader's record walk uses the same); None when they cannot be found without a
+    Python loop or some record carries more than its header says (COMPRESSED, AUXTRACE,
+    HEADER_TRACING_DATA)."""
+    if data.mode != "file":
+        return None
+    found = data._located
+    if found is None:
+        found = data._located = locate_records_aligned(data._buf, data._data.offset,
+                                                       data._data.end) or False
+    if not found or _PAYLOAD_OR_PACKED_TYPES[found[1]].any():
+        return None
+    return found
+
+
+SAMPLE_FIELDS = frozenset({"attr", "misc", "ip", "pid", "tid", "time", "addr", "id",
+                           "stream_id", "cpu", "period"})
+
+
+def sample_arrays(data, *, callchains: bool = True,
+                  fields: frozenset[str] | set[str] = SAMPLE_FIELDS) -> SampleArrays:
+    """All SAMPLE records of `data` (a PerfData) as arrays.  With callchains=False the
+    chains are checked but not gathered (`callchain` is empty, `chain_start` all zero);
+    columns not in `fields` are left zero (read-only, taking no memory).  Records are
+    checked whatever is asked for."""
+    fields = frozenset(fields)
     mv = data._buf
     start, end = data._data.offset, data._data.end
-    found = locate_records_aligned(mv, start, end) if data.mode == "file" else None
-    if found is not None and not np.isin(found[1], _PAYLOAD_OR_PACKED).any():
+    found = located(data)
+    if found is not None:
         offs, others = found[0][found[1] == RecordType.SAMPLE], []
     elif data.mode == "file":
         offs, others = locate_samples(mv, start, end)
@@ -154,6 +208,11 @@ def sample_arrays(data) -> SampleArrays:
     o = np.asarray(offs, dtype=np.int64)
     n = len(o)
     aligned = not (o & 7).any()
+    if aligned and n and len({(a.attr.sample_type, a.attr.read_format)
+                              for a in data.attrs}) == 1:
+        got = _one_layout(data, g, o, callchains, fields)
+        if got is not None:
+            return got
     attr_idx = _attr_of_samples(data, g, o, aligned)
     cols: dict[str, np.ndarray] = {}
     nr_all = np.zeros(n, dtype=np.int64)
@@ -194,10 +253,21 @@ def sample_arrays(data) -> SampleArrays:
             _check(data, rec, nr > (1 << 13), "callchain.nr")  # 64 KiB records
             nr = nr.astype(np.int64)
             _check(data, rec, pos + 8 + 8 * nr > end, "callchain.nr")
+            if not callchains:
+                continue
             if sel is None:
                 nr_all, chain_pos = nr, pos + 8
             else:
                 nr_all[sel], chain_pos[sel] = nr, pos + 8
+    return _arrays(g, aligned, attr_idx, g.u16_at(o + 4), cols, nr_all, chain_pos, fields)
+
+
+def _arrays(g: _Gather, aligned: bool, attr_idx: np.ndarray, misc: np.ndarray,
+            cols: dict[str, np.ndarray], nr_all: np.ndarray,
+            chain_pos: np.ndarray, fields: frozenset[str]) -> SampleArrays:
+    """SampleArrays from the gathered fixed fields (zeros for those not in `fields`); the
+    callchains gathered here."""
+    n = len(misc)
     chain_start = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(nr_all, out=chain_start[1:])
     total = int(chain_start[-1])
@@ -209,19 +279,80 @@ def sample_arrays(data) -> SampleArrays:
     else:
         callchain = np.zeros(0, dtype=np.uint64)
 
-    absent = np.broadcast_to(np.uint64(0), (n,))  # read-only zeros that take no memory
+    def zeros(dtype) -> np.ndarray:
+        return np.broadcast_to(np.zeros(1, dtype=dtype), (n,))  # read-only, no memory
+
+    absent = zeros(np.uint64)
 
     def col(name: str) -> np.ndarray:
-        return cols.get(name, absent)
+        return cols.get(name, absent) if name in fields else absent
 
-    pid_tid = col("pid_tid")
+    pid_tid = cols.get("pid_tid", absent)
     return SampleArrays(
-        attr=attr_idx, misc=g.u16_at(o + 4), ip=col("ip"),
-        pid=(pid_tid & 0xFFFFFFFF).astype(np.uint32).view(np.int32),
-        tid=(pid_tid >> np.uint64(32)).astype(np.uint32).view(np.int32),
+        attr=attr_idx if "attr" in fields else zeros(np.int32),
+        misc=misc if "misc" in fields else zeros(np.uint16), ip=col("ip"),
+        pid=(pid_tid & 0xFFFFFFFF).astype(np.uint32).view(np.int32) if "pid" in fields
+        else zeros(np.int32),
+        tid=(pid_tid >> np.uint64(32)).astype(np.uint32).view(np.int32) if "tid" in fields
+        else zeros(np.int32),
         time=col("time"), addr=col("addr"), id=col("id"), stream_id=col("stream_id"),
-        cpu=(col("cpu") & 0xFFFFFFFF).astype(np.uint32), period=col("period"),
+        cpu=(col("cpu") & 0xFFFFFFFF).astype(np.uint32) if "cpu" in fields
+        else zeros(np.uint32), period=col("period"),
         chain_start=chain_start, callchain=callchain)
+
+
+def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
+                fields: frozenset[str]) -> SampleArrays | None:
+    """The common case, every attr with one sample layout and every record 8-aligned: each
+    fixed field asked for is one gather of a u64 at the same place in every record.  The
+    checks are the general path's, in its order.  None when a field would be read past
+    the buffer (a damaged file: the general path names the field)."""
+    from .sampleid import sample_id_position
+    attr = data.attrs[0].attr
+    st = attr.sample_type
+    names = [name for bit, name in _FIXED if st & bit]
+    chain = bool(st & S.CALLCHAIN) and not st & S.READ
+    if st & S.CALLCHAIN and not chain:
+        return None     # READ values come first, of varying length: the general path
+    width = 1 + len(names) + chain
+    base = o >> 3
+    if int(base.max()) + width > len(g.u64):
+        return None
+    words = g.u64
+    header = words[base]
+    size = (header >> np.uint64(48)).astype(np.int64)
+    if int(size.min()) < 8 * width:
+        # some record is too short for the fixed part: find the field, as the general
+        # path would (the id of several attrs first, then the fields in order)
+        pos = sample_id_position(attr) if len(data.attrs) > 1 else None
+        if pos is not None:
+            _check(data, o, 16 + pos > size, "id")
+        for k, name in enumerate(names):
+            _check(data, o, 16 + 8 * k > size, name)
+        if chain:
+            _check(data, o, 8 * width > size, "callchain.nr")
+    n = len(o)
+    raw = set(fields) - {"pid", "tid", "attr", "misc"}
+    if fields & {"pid", "tid"}:
+        raw.add("pid_tid")
+    cols = {name: words[base + 1 + k] for k, name in enumerate(names) if name in raw}
+    attr_idx = np.zeros(n, dtype=np.int32)
+    if len(data.attrs) > 1 and "attr" in fields:
+        pos = sample_id_position(attr)
+        if pos is not None:
+            attr_idx = _attr_from_ids(data, words[base + 1 + pos // 8])
+    nr_all = np.zeros(n, dtype=np.int64)
+    chain_pos = np.zeros(n, dtype=np.int64)
+    if chain:
+        nr = words[base + width - 1]
+        _check(data, o, nr > (1 << 13), "callchain.nr")  # 64 KiB records
+        nr = nr.astype(np.int64)
+        _check(data, o, 8 * width + 8 * nr > size, "callchain.nr")
+        if callchains:
+            nr_all, chain_pos = nr, o + 8 * width
+    del size
+    misc = ((header >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.uint16)
+    return _arrays(g, True, attr_idx, misc, cols, nr_all, chain_pos, fields)
 
 
 def _check(data, rec: np.ndarray, bad: np.ndarray, field: str) -> None:
@@ -243,9 +374,127 @@ def _attr_of_samples(data, g: _Gather, o: np.ndarray, aligned: bool) -> np.ndarr
     if pos is None:
         return np.zeros(n, dtype=np.int32)
     _check(data, o, o + 16 + pos > o + g.u16_at(o + 6), "id")
-    ids = g.u64_at(o + 8 + pos, aligned)
+    return _attr_from_ids(data, g.u64_at(o + 8 + pos, aligned))
+
+
+def _attr_from_ids(data, ids: np.ndarray) -> np.ndarray:
+    """Attr index per sample id (0 for an id no attr has)."""
+    n = len(ids)
     known = np.array(sorted(data._id_to_attr), dtype=np.uint64)
     which = np.array([data._id_to_attr[int(k)] for k in known], dtype=np.int32)
     at = np.clip(np.searchsorted(known, ids), 0, max(len(known) - 1, 0))
     return np.where(known[at] == ids, which[at], 0).astype(np.int32) if len(known) else \
         np.zeros(n, dtype=np.int32)
+
+
+# The task and map records the report follows, in the kernel's layout (perf_event.h):
+# PERF_RECORD_MMAP {pid, tid, addr, len, pgoff, filename}, PERF_RECORD_MMAP2 {pid, tid,
+# addr, len, pgoff, maj/min/ino/ino_generation or build id, prot, flags, filename},
+# PERF_RECORD_FORK {pid, ppid, tid, ptid, time}.  records.py declares the same layouts for
+# full decoding; tests/test_report.py checks that both read the same.
+_MMAP = struct.Struct("<iiQQQ")
+_MMAP2 = struct.Struct("<iiQQQ24sII")
+_FORK = struct.Struct("<iiii")
+_U64 = struct.Struct("<Q")
+_HEADER = struct.Struct("<IHH")
+
+
+class MapEvent(NamedTuple):
+    """An MMAP or MMAP2 record (`kind` "mmap" or "mmap2": pid, addr, len, pgoff, prot (MMAP2
+    only), filename) or a FORK (`kind` "fork": pid, ppid); `time` from its sample_id
+    trailer (ns, 0 without one)."""
+
+    kind: str
+    time: int
+    pid: int
+    addr: int = 0
+    len: int = 0
+    pgoff: int = 0
+    prot: int = 0
+    filename: str = ""
+    ppid: int = 0
+
+
+def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEvent]:
+    """The MMAP, MMAP2 and FORK records at `offsets` (from `located`; other kinds are
+    skipped) in time order: sorted by their sample_id time, file order among equal times,
+    as perf's ordered delivery gives them (ordered=False: file order).  Records too short
+    for their layout raise FormatError."""
+    from .sampleid import id_trailer_size, trailer_id_position
+    buf = data._buf
+    attrs = [a.attr for a in data.attrs]
+
+    def time_back(attr) -> int:
+        """Bytes from a record's end back to its trailer's time field, 0 for none."""
+        if attr is None or not attr.sample_id_all or not attr.sample_type & S.TIME:
+            return 0
+        return id_trailer_size(attr) - (8 if attr.sample_type & S.TID else 0)
+
+    layouts = {(id_trailer_size(a), time_back(a)) for a in attrs}
+    per_attr = [(id_trailer_size(a), time_back(a)) for a in attrs]
+    id_back = trailer_id_position(attrs[0]) if len(layouts) > 1 else None
+    trailer, back = layouts.pop() if len(layouts) == 1 else (0, 0)
+    events: list[tuple[int, int, MapEvent]] = []
+    for seq, off in enumerate(offsets.tolist()):
+        rtype, _misc, size = _HEADER.unpack_from(buf, off)
+        if rtype not in (RecordType.FORK, RecordType.MMAP, RecordType.MMAP2):
+            continue
+        end = off + size
+        if id_back is not None:   # attrs differ: the record's id says which it is
+            rid = _U64.unpack_from(buf, end - id_back)[0] if id_back + 8 <= size else None
+            trailer, back = per_attr[data._id_to_attr.get(rid, 0)]
+        _need(data, off, size >= 8 + trailer, RecordType(rtype).name)
+        time = _U64.unpack_from(buf, end - back)[0] if back else 0
+        body, body_end = off + 8, end - trailer
+        if rtype == RecordType.FORK:
+            _need(data, off, body + _FORK.size <= body_end, "FORK")
+            pid, ppid, _tid, _ptid = _FORK.unpack_from(buf, body)
+            ev = MapEvent("fork", time, pid, ppid=ppid)
+        else:
+            layout = _MMAP2 if rtype == RecordType.MMAP2 else _MMAP
+            _need(data, off, body + layout.size <= body_end, RecordType(rtype).name)
+            fields = layout.unpack_from(buf, body)
+            raw = bytes(buf[body + layout.size:body_end])
+            nul = raw.find(b"\0")
+            name = (raw if nul < 0 else raw[:nul]).decode("utf-8", "surrogateescape")
+            if rtype == RecordType.MMAP2:
+                ev = MapEvent("mmap2", time, fields[0], fields[2], fields[3], fields[4],
+                              fields[6], name)
+            else:
+                ev = MapEvent("mmap", time, fields[0], fields[2], fields[3], fields[4], 0,
+                              name)
+        events.append((time, seq, ev))
+    if ordered:
+        events.sort(key=lambda e: (e[0], e[1]))
+    return [e[2] for e in events]
+
+
+def release_pages(data) -> None:
+    """Take a mapped file's pages out of this process's memory (they stay in the page
+    cache, and a later read maps them back), as perf's reader does by unmapping each
+    window of the file it is done with: once its samples and sideband are read, a report
+    needs none of them."""
+    import mmap
+    m = getattr(data._buf, "obj", None)
+    if isinstance(m, mmap.mmap) and hasattr(m, "madvise"):
+        m.madvise(mmap.MADV_DONTNEED)
+
+
+def records_at(data, offsets: np.ndarray) -> list:
+    """The records at `offsets` (from `located`), decoded, in time order as
+    PerfData.records_by_time() delivers them: by sample_id time, file order among equal
+    times (records with no time count as 0)."""
+    from .reader import _RawRec
+    buf = data._buf
+    recs = []
+    for off in offsets.tolist():
+        rtype, misc, size = _HEADER.unpack_from(buf, off)
+        recs.append(data._decode(_RawRec(off, rtype, misc, size, buf, off)))
+    return sorted(recs, key=lambda r: r.time or 0)
+
+
+def _need(data, offset: int, ok: bool, kind: str) -> None:
+    if not ok:
+        from ..errors import FormatError
+        raise FormatError(f"{kind} record too short for its layout", file=data.path,
+                          offset=offset, field=kind)

@@ -6,7 +6,8 @@ read on demand.  These go in feature bit 255 of adds_features, which perf (6.1 c
 skips like any bit it does not know, so perf still reads the file.
 
 Layout: magic "TXTRACE1", then entries {u32 kind; u32 flags; u64 size; data[size]; pad to 8}.
-Unknown kinds are kept, so older readers skip what newer writers add.
+Unknown kinds are kept, so older readers skip what newer writers add.  Flag ZSTD: the data
+is one zstd frame (kernel code is large and compresses ~3:1).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ..errors import FormatError
 FEATURE_BIT = 255
 MAGIC = b"TXTRACE1"
 ENTRY = struct.Struct("<IIQ")
+ZSTD = 1                    # entry flag: data is zstd-compressed
+MAX_INFLATED = 1 << 30      # no entry inflates beyond this (a corrupt frame must not)
 
 
 class Kind(enum.IntEnum):
@@ -27,6 +30,10 @@ class Kind(enum.IntEnum):
     KALLSYMS = 2      # /proc/kallsyms text at record start (zstd-compressed)
     KERNEL_CODE = 3   # code read from the kernel: {u64 addr; u64 time; u32 len; u32 0; bytes}
     RECORD_INFO = 4   # JSON: how the recording was made (capture mode, clock, losses)
+    UNREPORTED = 5    # JSON lines: code changes no TEXT_POKE reported (unreported.py)
+
+
+COMPRESSED = frozenset({Kind.KERNEL_CODE})
 
 
 @dataclass
@@ -40,9 +47,13 @@ class PrivateSection:
         self.entries.append((int(kind), bytes(data)))
 
     def pack(self) -> bytes:
+        import zstandard
         out = [MAGIC]
         for kind, data in self.entries:
-            out.append(ENTRY.pack(kind, 0, len(data)))
+            flags = 0
+            if kind in COMPRESSED:
+                data, flags = zstandard.ZstdCompressor(level=3).compress(data), ZSTD
+            out.append(ENTRY.pack(kind, flags, len(data)))
             out.append(data + b"\0" * (-len(data) % 8))
         return b"".join(out)
 
@@ -57,14 +68,26 @@ class PrivateSection:
             if pos + ENTRY.size > len(buf):
                 raise FormatError("textrace section ends inside an entry header", file=file,
                                   offset=offset + pos, field="textrace.entry")
-            kind, _flags, size = ENTRY.unpack_from(buf, pos)
+            kind, flags, size = ENTRY.unpack_from(buf, pos)
             pos += ENTRY.size
             if size > len(buf) - pos:
                 raise FormatError(f"entry of {size} bytes overruns the section", file=file,
                                   offset=offset + pos - 8, field="textrace.entry.size")
-            entries.append((kind, bytes(buf[pos:pos + size])))
+            data = bytes(buf[pos:pos + size])
+            if flags & ZSTD:
+                data = _inflate(data, file, offset + pos)
+            entries.append((kind, data))
             pos += size + (-size % 8)
         return cls(entries)
+
+
+def _inflate(data: bytes, file: str | None, offset: int) -> bytes:
+    import zstandard
+    try:
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_INFLATED)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"compressed entry does not inflate: {e}", file=file,
+                          offset=offset, field="textrace.entry.data") from None
 
 
 KERNEL_CODE = struct.Struct("<QQII")
@@ -77,3 +100,11 @@ def pack_kernel_code(addr: int, time: int, code: bytes) -> bytes:
 def unpack_kernel_code(data: bytes) -> tuple[int, int, bytes]:
     addr, time, n, _ = KERNEL_CODE.unpack_from(data, 0)
     return addr, time, data[KERNEL_CODE.size:KERNEL_CODE.size + n]
+
+
+def private_section(data) -> PrivateSection | None:
+    """textrace's section of a PerfData, or None in a file textrace did not record."""
+    raw = data.feature_bytes(FEATURE_BIT)
+    if raw is None:
+        return None
+    return PrivateSection.parse(raw, file=data.path, offset=data.feature_offset(FEATURE_BIT))

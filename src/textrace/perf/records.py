@@ -444,7 +444,8 @@ class CgroupRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class TextPokeRecord(Record):
-    """Kernel text at `addr` changed from `old_bytes` to `new_bytes` at `time`."""
+    """Kernel text at `addr` changed from `old_bytes` to `new_bytes` at `time`.  The
+    lengths always follow the bytes."""
 
     TYPE = RecordType.TEXT_POKE
     BODY, FIELDS = _layout("QHH", "addr old_len new_len")
@@ -453,6 +454,10 @@ class TextPokeRecord(Record):
     addr: int = 0
     old_bytes: bytes = b""
     new_bytes: bytes = b""
+
+    def __post_init__(self):
+        object.__setattr__(self, "old_len", len(self.old_bytes))
+        object.__setattr__(self, "new_len", len(self.new_bytes))
 
     @classmethod
     def _parse_body(cls, body, ctx):

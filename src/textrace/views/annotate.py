@@ -21,17 +21,6 @@ from ..perf.bulk import sample_arrays
 from ..perf.reader import PerfData
 from .callsites import _btf_of, find_program
 
-BPF_TAIL_CALL = 0xF0  # the verifier rewrites bpf_tail_call into BPF_JMP | BPF_TAIL_CALL
-BPF_FUNC_TAIL_CALL = 12
-
-
-def is_tail_call(insn) -> bool:
-    """The kernel holds a tail call as BPF_JMP|BPF_TAIL_CALL (what the capture program
-    copies); its xlated dump to user space shows it back as a call to helper 12."""
-    return insn.code == (0x05 | BPF_TAIL_CALL) or (
-        insn.is_call and insn.src == 0 and insn.imm == BPF_FUNC_TAIL_CALL)
-
-
 @dataclass
 class AsmRow:
     func: int                 # function index: 0 main program, then subprograms
@@ -61,7 +50,7 @@ def annotate(data: PerfData, spec: str) -> tuple[list[AsmRow], int]:
     jlines = list(info.jited_line_info)
     line_starts = {a: k for k, a in enumerate(jlines)}
     insn_offs = [li.insn_off for li in info.line_info]
-    tail_insns = {i.index for i in insns if is_tail_call(i)}
+    tail_insns = {i.index for i in insns if i.is_tail_call}
     pokes = [r for r in data.records(frozenset({RecordType.TEXT_POKE}))]
     hits = _samples_in(data, history, prog.id)
     total = sum(hits.values())

@@ -8,7 +8,7 @@ from ..bpf.prog_info import ProgInfo, prog_type_name
 from ..capture import outcomes_from_json
 from ..history.programs import programs_from_records
 from ..perf.abi import Feature, RecordType
-from ..perf.private import FEATURE_BIT, Kind, PrivateSection
+from ..perf.private import Kind, private_section
 from ..perf.reader import PerfData
 
 BPF_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT})
@@ -46,10 +46,9 @@ def captured_programs(data: PerfData) -> dict[int, ProgInfo]:
 def capture_outcomes(data: PerfData) -> dict[int, dict] | None:
     """textrace's record of how each program was captured or why not; None for files
     textrace did not record."""
-    raw = data.feature_bytes(FEATURE_BIT)
-    if raw is None:
+    section = private_section(data)
+    if section is None:
         return None
-    section = PrivateSection.parse(raw, file=data.path, offset=data.feature_offset(FEATURE_BIT))
     out: dict[int, dict] = {}
     for blob in section.get(Kind.CAPTURES):
         out.update(outcomes_from_json(blob))

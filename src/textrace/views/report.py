@@ -3,25 +3,37 @@
 Kernel samples resolve against the code history (BPF programs and out-of-line code alive at
 that instant, including programs unloaded before the recording ended, over kallsyms); user
 samples against the process's mappings at that instant and the ELF symbols of the file.
-Overhead is by period, as perf report computes it.
+Overhead is by period, as perf report computes it: each sample counts for the symbol its
+own ip is in (perf's "Self"; callchains are not followed, as `perf report --no-children`).
+
+All of it is done on numpy arrays, a symbol code per sample summed with one bincount; names
+are decoded only for the symbols that were hit.  The records are located in bulk and the
+MMAP/MMAP2/FORK ones (thousands in a system-wide recording) read straight from the file;
+only KSYMBOL and BPF_EVENT records, if any, are decoded as record objects, for the code
+history.  /proc/kallsyms is read by a thread meanwhile (KernelSymbols.from_proc_later).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_str
 
 import numpy as np
 
-from ..history.build import build_history
 from ..history.kallsyms import KernelSymbols
+from ..history.regions import RegionTable
 from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name, elf_symbols
 from ..perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL, RecordType
-from ..perf.bulk import sample_arrays
+from ..perf.bulk import located, map_events, records_at, release_pages, sample_arrays
 from ..perf.reader import PerfData
 
-SIDEBAND = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE,
-                      RecordType.MMAP, RecordType.MMAP2, RecordType.FORK})
+MAP_RECORDS = frozenset({RecordType.MMAP, RecordType.MMAP2, RecordType.FORK})
+PROGRAM_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT})
+CODE_RECORDS = PROGRAM_RECORDS | {RecordType.TEXT_POKE}
+SIDEBAND = MAP_RECORDS | CODE_RECORDS
+SAMPLE_FIELDS = frozenset({"misc", "ip", "pid", "time", "period"})
 UNKNOWN = "[unknown]"
+KERNEL_DSO = "[kernel.kallsyms]"
 
 
 @dataclass
@@ -34,98 +46,268 @@ class ReportRow:
     percent: float
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"symbol": self.symbol, "dso": self.dso, "kind": self.kind,
+                "samples": self.samples, "period": self.period, "percent": self.percent}
+
+    def to_json(self) -> str:
+        """json.dumps(self.to_dict(), separators=(",", ":")), at a quarter of the cost
+        (a report can have thousands of rows)."""
+        return (f'{{"symbol":{_json_str(self.symbol)},"dso":{_json_str(self.dso)},'
+                f'"kind":{_json_str(self.kind)},"samples":{int(self.samples)},'
+                f'"period":{int(self.period)},"percent":{float(self.percent)!r}}}')
 
 
-def kernel_symbols_for(data: PerfData) -> KernelSymbols | None:
-    """kallsyms for the recording: the live one when the recording's kernel map starts
-    where the running kernel's _text is (same boot, same KASLR slide)."""
-    try:
-        live = KernelSymbols.from_proc()
-    except OSError:
+def _of_types(kinds: np.ndarray, types: frozenset) -> np.ndarray:
+    """Which of the record `kinds` are one of `types`."""
+    wanted = np.zeros(1 << 16, dtype=bool)
+    wanted[sorted(types)] = True
+    return wanted[kinds]
+
+
+def _types_present(data: PerfData, types: frozenset) -> np.ndarray | None:
+    """Offsets of the records of `types`, in file order, when the records could be located
+    in bulk; None otherwise."""
+    found = located(data)
+    if found is None:
         return None
-    text = live.address_of("_text")
+    offsets, kinds = found
+    return offsets[_of_types(kinds, types)]
+
+
+def kernel_symbols_for(data: PerfData, live=KernelSymbols.from_proc) -> KernelSymbols | None:
+    """kallsyms for the recording: the live one when the recording's kernel map starts
+    where the running kernel's _text is (same boot, same KASLR slide), as perf uses it;
+    else the snapshot `textrace record` keeps in the file, if that one matches; else None.
+    `live()` reads /proc/kallsyms (KernelSymbols.from_proc_later() gives one that started
+    already)."""
+    pgoff = _kernel_map_pgoff(data)
+    try:
+        kernel = live()
+    except OSError:
+        kernel = None
+    if kernel is not None and (pgoff is None or pgoff == kernel.address_of("_text")):
+        return kernel
+    kernel = _recorded_kallsyms(data)
+    if kernel is not None and (pgoff is None or pgoff == kernel.address_of("_text")):
+        return kernel
+    return None
+
+
+def _recorded_kallsyms(data: PerfData) -> KernelSymbols | None:
+    """The /proc/kallsyms text `textrace record` saved at the start (zstd), parsed; None
+    in a file without it (perf's own)."""
+    from ..perf.private import FEATURE_BIT, Kind, private_section
+    if data.feature_bytes(FEATURE_BIT) is None:
+        return None
+    section = private_section(data)
+    blobs = section.get(Kind.KALLSYMS) if section is not None else []
+    if not blobs:
+        return None
+    import zstandard
+    try:
+        text = zstandard.ZstdDecompressor().decompress(blobs[0], max_output_size=1 << 30)
+    except zstandard.ZstdError:
+        return None
+    return KernelSymbols.parse(text)
+
+
+def _kernel_map_pgoff(data: PerfData) -> int | None:
+    """pgoff of the first [kernel.kallsyms] MMAP record (where perf says _text is), or
+    None without one."""
+    offsets = _types_present(data, frozenset({RecordType.MMAP}))
+    if offsets is not None:
+        for ev in map_events(data, offsets, ordered=False):
+            if ev.filename.startswith(KERNEL_DSO):
+                return ev.pgoff
+        return None
     for rec in data.records(frozenset({RecordType.MMAP})):
-        if rec.filename.startswith("[kernel.kallsyms]"):
-            return live if rec.pgoff == text else None
-    return live
+        if rec.filename.startswith(KERNEL_DSO):
+            return rec.pgoff
+    return None
 
 
-def attribute(data: PerfData, kernel: KernelSymbols | None = None):
-    """Per-sample (symbol name, dso, kind) ids: returns (names, dsos, kinds, ids, samples)."""
+def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
+    """Every process's executable mappings over time, and the dynamic kernel code regions
+    (BPF programs, trampolines) with their lifetimes."""
     maps = ProcessMaps()
+    found = located(data)
+    if found is None or data.salvage:
+        # compressed or pipe-mode data, or a damaged file read up to the damage: one pass
+        # over every sideband record
+        from ..history.build import build_history
 
-    def sideband():
-        for r in data.records_by_time(SIDEBAND):
-            if r.type == RecordType.MMAP2 or r.type == RecordType.MMAP:
-                if r.type == RecordType.MMAP or r.prot & PROT_EXEC:
-                    maps.mmap(r.pid, Mapping(r.time or 0, r.addr, r.addr + r.len, r.pgoff,
-                                             r.filename))
-            elif r.type == RecordType.FORK:
-                maps.fork(r.ppid, r.pid)
-            yield r
+        def follow(records):
+            for r in records:
+                if r.type == RecordType.MMAP2 or r.type == RecordType.MMAP:
+                    if r.type == RecordType.MMAP or r.prot & PROT_EXEC:
+                        maps.mmap(r.pid, Mapping(r.time or 0, r.addr, r.addr + r.len,
+                                                 r.pgoff, r.filename))
+                elif r.type == RecordType.FORK:
+                    maps.fork(r.ppid, r.pid)
+                yield r
 
-    history, _ = build_history(sideband(), kernel=kernel)
-    s = sample_arrays(data)
+        history, _ = build_history(follow(data.records_by_time(SIDEBAND)))
+        return maps, history.table
+    # The map records (a thousand or more in a system-wide recording) read straight from
+    # the file; the few code records, if any, decoded as records for the code history.
+    offsets, kinds = found
+    for ev in map_events(data, offsets[_of_types(kinds, MAP_RECORDS)]):
+        if ev.kind == "fork":
+            maps.fork(ev.ppid, ev.pid)
+        elif ev.kind == "mmap" or ev.prot & PROT_EXEC:
+            maps.mmap(ev.pid, Mapping(ev.time, ev.addr, ev.addr + ev.len, ev.pgoff,
+                                      ev.filename))
+    if not _of_types(kinds, CODE_RECORDS).any():
+        return maps, RegionTable([])
+    from ..history.build import build_history
+    history, _ = build_history(records_at(data, offsets[_of_types(kinds, PROGRAM_RECORDS)]))
+    return maps, history.table
+
+
+class _Symbols:
+    """Symbol codes: each source of symbols (kernel regions, kallsyms, one ELF file) gets a
+    block of consecutive codes, a sample one code; names are made only for codes hit."""
+
+    def __init__(self):
+        self.blocks: list[tuple[int, int, object]] = []   # (first code, count, namer)
+        self.size = 0
+
+    def block(self, count: int, namer) -> int:
+        """Reserve `count` codes; namer(i) gives (symbol, dso, kind) of the i-th."""
+        first = self.size
+        self.blocks.append((first, count, namer))
+        self.size += count
+        return first
+
+    def key(self, code: int) -> tuple[str, str, str]:
+        lo = 0
+        hi = len(self.blocks)
+        while hi - lo > 1:             # the last block starting at or before code
+            mid = (lo + hi) // 2
+            if self.blocks[mid][0] <= code:
+                lo = mid
+            else:
+                hi = mid
+        first, _count, namer = self.blocks[lo]
+        return namer(code - first)
+
+
+def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None):
+    """Per-sample symbol keys: (keys, ids, samples), keys[ids[i]] = (symbol name, dso,
+    kind) of sample i; `samples` holds the columns SAMPLE_FIELDS only.  `kernel_later()`,
+    if given, returns the kernel symbols once they are needed (after the user-space
+    samples are done)."""
+    maps, table = _sideband(data)
+    s = sample_arrays(data, callchains=False, fields=SAMPLE_FIELDS)
+    release_pages(data)
     n = len(s)
-    table: dict[tuple[str, str, str], int] = {}
-    ids = np.full(n, -1, dtype=np.int64)
-
-    def intern(key) -> int:
-        return table.setdefault(key, len(table))
-
+    syms = _Symbols()
+    codes = np.empty(n, dtype=np.int64)
     mode = s.misc & MISC_CPUMODE_MASK
     is_kernel = (mode == MISC_KERNEL) | (mode == MISC_GUEST_KERNEL)
-    times = s.time.astype(np.int64)
+    uidx = np.flatnonzero(~is_kernel)
+    if len(uidx):
+        codes[uidx] = _user_codes(syms, maps, s.pid[uidx], s.ip[uidx],
+                                  s.time[uidx].astype(np.int64))
+    if kernel_later is not None:
+        kernel = kernel_later()
     kidx = np.flatnonzero(is_kernel)
     if len(kidx):
-        sym, names = history.symbolize(s.ip[kidx], times[kidx])
-        nreg = len(history.table.regions)
-        uniq, inv = np.unique(sym, return_inverse=True)
-        keys = []
-        for u in uniq:
-            if u < 0:
-                keys.append(intern((UNKNOWN, "[kernel.kallsyms]", "unknown")))
-            elif u < nreg:
-                reg = history.table.regions[u]
-                keys.append(intern((reg.name, reg.name, reg.kind)))
-            else:
-                mod = kernel.modules[u - nreg]
-                keys.append(intern((names[u], f"[{mod}]" if mod else "[kernel.kallsyms]",
-                                    "module" if mod else "kernel")))
-        ids[kidx] = np.array(keys, dtype=np.int64)[inv]
-    uidx = np.flatnonzero(~is_kernel)
-    pids = s.pid[uidx]
-    for pid in np.unique(pids):
-        sel = uidx[pids == pid]
-        mi = maps.lookup(int(pid), s.ip[sel], times[sel])
-        plist = maps.maps.get(int(pid), [])
-        for m in np.unique(mi):
-            group = sel[mi == m]
-            if m < 0:
-                ids[group] = intern((UNKNOWN, UNKNOWN, "unknown"))
-                continue
-            mp = plist[m]
-            dso = dso_name(mp.filename)
-            elf = elf_symbols(mp.filename)
-            if elf is None:
-                ids[group] = intern((UNKNOWN, dso, "user"))
-                continue
-            offs = s.ip[group] - np.uint64(mp.start) + np.uint64(mp.pgoff)
-            si = elf.lookup(elf.offset_to_vaddr(offs))
-            for u in np.unique(si):
-                name = elf.name(u) if u >= 0 else UNKNOWN
-                ids[group[si == u]] = intern((name, dso, "user"))
-    keys = [None] * len(table)
-    for k, v in table.items():
-        keys[v] = k
-    return keys, ids, s
+        codes[kidx] = _kernel_codes(syms, table, kernel, s.ip[kidx],
+                                    s.time[kidx].astype(np.int64))
+    # one id per distinct key (two codes can name the same symbol: the same file mapped
+    # under two paths with one basename)
+    hit = np.flatnonzero(np.bincount(codes, minlength=syms.size))
+    table_ids: dict[tuple[str, str, str], int] = {}
+    remap = np.zeros(syms.size, dtype=np.int64)
+    for code in hit.tolist():
+        remap[code] = table_ids.setdefault(syms.key(code), len(table_ids))
+    return list(table_ids), remap[codes], s
+
+
+def _kernel_codes(syms: _Symbols, table: RegionTable, kernel: KernelSymbols | None,
+                  ips: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Kernel samples: the dynamic region alive there at the sample's time, else kallsyms."""
+    regions = table.regions
+    unknown = syms.block(1, lambda _i: (UNKNOWN, KERNEL_DSO, "unknown"))
+    out = np.full(len(ips), unknown, dtype=np.int64)
+    if regions:
+        dyn = table.lookup(ips, times)
+        first = syms.block(len(regions), lambda i: (regions[i].name, regions[i].name,
+                                                    regions[i].kind))
+        hit = dyn >= 0
+        out[hit] = first + dyn[hit]
+        miss = np.flatnonzero(~hit)
+    else:
+        miss = None
+    if kernel is not None and len(kernel):
+        def name(i):
+            mod = kernel.module(i)
+            return (kernel.name(i), f"[{mod}]" if mod else KERNEL_DSO,
+                    "module" if mod else "kernel")
+        first = syms.block(len(kernel), name)
+        k = kernel.lookup(ips if miss is None else ips[miss])
+        k = np.where(k >= 0, first + k, unknown)
+        if miss is None:
+            out = k
+        else:
+            out[miss] = k
+    return out
+
+
+def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.ndarray,
+                times: np.ndarray) -> np.ndarray:
+    """User samples: the mapping of the sample's process at its time, the file's ELF
+    symbol at the file offset."""
+    unknown = syms.block(1, lambda _i: (UNKNOWN, UNKNOWN, "unknown"))
+    out = np.full(len(ips), unknown, dtype=np.int64)
+    mapping, every = maps.lookup_all(pids, ips, times)
+    mapped = np.flatnonzero(mapping >= 0)
+    if not len(mapped):
+        return out
+    # the file behind each mapping that was hit, and each sample's offset in that file
+    mapping = mapping[mapped]
+    hit = np.flatnonzero(np.bincount(mapping, minlength=len(every)))
+    files: dict[str, int] = {}
+    file_of = np.zeros(len(every), dtype=np.int64)
+    file_of[hit] = [files.setdefault(every[i].filename, len(files)) for i in hit.tolist()]
+    start = np.zeros(len(every), dtype=np.uint64)
+    start[hit] = [every[i].start for i in hit.tolist()]
+    pgoff = np.zeros(len(every), dtype=np.uint64)
+    pgoff[hit] = [every[i].pgoff for i in hit.tolist()]
+    fid = file_of[mapping]
+    offs = ips[mapped] - start[mapping] + pgoff[mapping]
+    # samples grouped by file (a stable sort of small integers is a radix sort)
+    by_file = np.argsort(fid.astype(np.uint16) if len(files) <= 1 << 16 else fid,
+                         kind="stable")
+    ends = np.cumsum(np.bincount(fid, minlength=len(files)))
+    begin = 0
+    for filename, f in files.items():
+        sel = by_file[begin:ends[f]]
+        begin = ends[f]
+        dso = dso_name(filename)
+        elf = elf_symbols(filename)
+        if elf is None:
+            out[mapped[sel]] = syms.block(1, lambda _i, d=dso: (UNKNOWN, d, "user"))
+            continue
+        si = elf.lookup(elf.offset_to_vaddr(offs[sel]))
+        first = syms.block(len(elf.addrs) + 1, lambda i, e=elf, d=dso: (
+            e.name(i - 1) if i else UNKNOWN, d, "user"))
+        out[mapped[sel]] = first + 1 + si
+    return out
 
 
 def report_rows(data: PerfData, *, sort: str = "symbol",
                 kernel: KernelSymbols | None = None) -> list[ReportRow]:
-    kernel = kernel if kernel is not None else kernel_symbols_for(data)
-    keys, ids, s = attribute(data, kernel)
+    if kernel is None:
+        live = KernelSymbols.from_proc_later()   # read while the samples are attributed
+        try:
+            keys, ids, s = attribute(data,
+                                     kernel_later=lambda: kernel_symbols_for(data, live))
+        finally:
+            live.close()
+    else:
+        keys, ids, s = attribute(data, kernel)
     if not len(ids):
         return []
     group_of = {"symbol": lambda k: k, "dso": lambda k: (k[1], k[1], k[2]),
@@ -140,5 +322,5 @@ def report_rows(data: PerfData, *, sort: str = "symbol",
     rows = [ReportRow(k[0], k[1], k[2], int(counts[i]), int(periods[i]),
                       round(100.0 * periods[i] / total, 2))
             for k, i in gkeys.items() if counts[i]]
-    rows.sort(key=lambda r: (-r.period, r.symbol))
+    rows.sort(key=lambda r: (-r.period, r.symbol, r.dso, r.kind))
     return rows

@@ -2,16 +2,20 @@
 
 Every version of the address (each program or symbol that held it, with its lifetime) is
 listed with its bytes and x86-64 disassembly, read from the captured images and moved to
-the chosen instant through the recording's TEXT_POKE records.
+the chosen instant through the recording's TEXT_POKE records.  Poked kernel text with no
+region of its own has a version per state between its pokes, read from the pokes' bytes.
+A version whose instant falls in a poke's INT3 window is flagged `ambiguous`: the kernel
+was mid-way through that poke, and the bytes shown are only the records' order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..history.build import build_history
-from ..history.code_history import CodeHistory, Image, UnknownCode
+from ..history.build import build_history, kernel_code_images, unreported_windows
+from ..history.code_history import INT3_WINDOW_NS, CodeHistory, Image, UnknownCode
 from ..perf.abi import RecordType
+from ..perf.private import private_section
 from ..perf.reader import PerfData
 from .progs import capture_outcomes, captured_programs
 from .report import kernel_symbols_for
@@ -31,6 +35,9 @@ class Version:
     at_ns: int | None          # the instant the bytes below describe
     bytes: str | None          # hex, or None when no image covers it
     insns: list[str] = field(default_factory=list)
+    ambiguous: bool = False    # at_ns is inside the INT3 window of a poke of these bytes
+    pokes: list[dict] = field(default_factory=list)  # those pokes: time, addr, old, new,
+                                                     # window [start, end]
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -55,9 +62,13 @@ def program_images(data: PerfData, programs) -> list[Image]:
 
 
 def load_history(data: PerfData) -> tuple[CodeHistory, list]:
+    """The recording's code history: its records, the captured programs' images, the
+    kernel code the recorder read, and its inferred changes with their intervals."""
+    section = private_section(data)
     history, programs = build_history(data.records_by_time(CODE_RECORDS),
-                                      kernel=kernel_symbols_for(data))
-    history.add_images(program_images(data, programs))
+                                      kernel=kernel_symbols_for(data),
+                                      inferred=unreported_windows(section))
+    history.add_images(program_images(data, programs) + kernel_code_images(section))
     return history, programs
 
 
@@ -75,7 +86,28 @@ def _line(history: CodeHistory, insn, t: int) -> str:
     return text
 
 
-def show(data: PerfData, addr: int, at: int | None = None, length: int = 32) -> list[Version]:
+def _read(history: CodeHistory, addr: int, n: int, t: int, window_ns: int):
+    """(hex bytes or None, instruction lines, ambiguous, the pokes making it so).  With no
+    image of all n bytes, those a poke of the address carries."""
+    poked = [p.end - addr for p in history.pokes_at(addr)]
+    for k in [n, *sorted((m for m in poked if m < n), reverse=True)]:
+        try:
+            got = history.read_exact(addr, k, t, window_ns)
+            insns = [_line(history, i, t) for i in history.at(t).disassemble(addr, k)]
+            break
+        except UnknownCode:
+            continue
+    else:
+        return None, [], False, []
+    n = k
+    pokes = [{"time": p.time, "addr": p.addr, "old": p.old.hex(), "new": p.new.hex(),
+              "window": [w.start, w.end]}
+             for w in got.windows for p in w.pokes if p.addr < addr + n and addr < p.end]
+    return got.data.hex(), insns, got.ambiguous, pokes
+
+
+def show(data: PerfData, addr: int, at: int | None = None, length: int = 32,
+         window_ns: int = INT3_WINDOW_NS) -> list[Version]:
     history, _programs = load_history(data)
     regions = history.versions(addr)
     if at is not None:
@@ -84,16 +116,43 @@ def show(data: PerfData, addr: int, at: int | None = None, length: int = 32) -> 
     for r in regions:
         t = at if at is not None else (r.born if r.born is not None else 0)
         n = min(length, r.end - addr)
-        try:
-            code = history.read(addr, n, t)
-            insns = [_line(history, i, t) for i in history.at(t).disassemble(addr, n)]
-        except UnknownCode:
-            code, insns = None, []
+        code, insns, ambiguous, pokes = _read(history, addr, n, t, window_ns)
         out.append(Version(r.name, r.kind, r.start, r.end, r.born, r.died, r.prog_id, t,
-                           code.hex() if code is not None else None, insns))
+                           code, insns, ambiguous, pokes))
     if not out:
-        sym = history.symbol(addr, at if at is not None else 0)
-        if sym is not None:
-            out.append(Version(sym.name, sym.kind, addr - sym.offset, addr - sym.offset, None,
-                               None, None, at, None, []))
+        out = _static_versions(history, addr, at, length, window_ns)
+    return out
+
+
+def _static_versions(history: CodeHistory, addr: int, at: int | None, length: int,
+                     window_ns: int) -> list[Version]:
+    """Kernel or module text (no region of its own): with --at, the bytes then; without,
+    one version per state its pokes left, each shown at an instant outside every INT3
+    window (the bytes are known there whatever the kernel's timing)."""
+    sym = history.symbol(addr, at if at is not None else 0)
+    if sym is None:
+        return []
+    start = addr - sym.offset
+    n = length
+    pokes = history.pokes_at(addr)
+    if at is not None:
+        code, insns, ambiguous, hits = _read(history, addr, n, at, window_ns)
+        return [Version(sym.name, sym.kind, start, start, None, None, None, at, code, insns,
+                        ambiguous, hits)]
+    if not pokes:
+        return [Version(sym.name, sym.kind, start, start, None, None, None, None, None, [])]
+    out = []
+    times = [p.time for p in pokes]
+    bounds = [None, *times, None]
+    for i, (born, died) in enumerate(zip(bounds, bounds[1:])):
+        if i == 0:
+            t = history.window_of(pokes[0], window_ns).start - 1
+        else:
+            w = history.window_of(pokes[i - 1], window_ns)
+            t = w.end + 1
+            if died is not None:
+                t = min(t, died - 1)
+        code, insns, ambiguous, hits = _read(history, addr, n, t, window_ns)
+        out.append(Version(sym.name, sym.kind, start, start, born, died, None, t, code, insns,
+                           ambiguous, hits))
     return out

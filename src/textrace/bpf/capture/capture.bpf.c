@@ -11,6 +11,17 @@
  * STEP bytes (bpf_loop), each with the program id, blob kind, function index and sequence
  * number; a chunk that finds the ring full is counted in `lost`.
  *
+ * Two more services ride on the same tracepoints:
+ * - kernel code on demand: when the recorder writes a request {addr, len, seq} into
+ *   `code_request` (a BPF_MAP_UPDATE_ELEM of its own), the exit of that syscall copies
+ *   [addr, addr + len) of kernel memory into the ring, so the read is done when the
+ *   update returns.  This host has no /proc/kcore; this is how textrace reads kernel text
+ *   and the images of BPF trampolines and dispatchers.  Reads are bounded by MAX_CODE.
+ * - prog-array updates: a successful update or delete of a BPF_MAP_TYPE_PROG_ARRAY map by
+ *   anyone is reported (map id, time).  The x86 JIT patches direct tail-call sites of the
+ *   programs using that map in place, and no kernel reports it as a TEXT_POKE; the
+ *   recorder re-reads those images and records the change.
+ *
  * Kernel types are declared here with only the fields read, under preserve_access_index:
  * libbpf relocates every access against the running kernel's BTF (CO-RE), so the same
  * object works on Debian's 6.1 and on 6.18.
@@ -34,6 +45,7 @@ struct files_struct { struct fdtable *fdt; } PRESERVE;
 struct task_struct { struct files_struct *files; int tgid; } PRESERVE;
 struct file { const void *f_op; void *private_data; } PRESERVE;
 struct btf { void *data; u32 data_size; u32 id; } PRESERVE;
+struct bpf_map { enum bpf_map_type map_type; u32 id; } PRESERVE;
 struct bpf_prog;
 struct bpf_prog_aux {
 	u32 id;
@@ -59,13 +71,20 @@ struct bpf_prog {
 struct sys_enter_bpf_ctx { u64 common; s32 nr; s32 pad; u64 cmd; u64 uattr; u64 size; };
 struct sys_exit_bpf_ctx { u64 common; s32 nr; s32 pad; s64 ret; };
 
+#define BPF_MAP_UPDATE_ELEM_CMD 2
+#define BPF_MAP_DELETE_ELEM_CMD 3
 #define BPF_PROG_LOAD_CMD 5
+#define PROG_ARRAY_UPDATE 1      /* `loading` values other than BPF_PROG_LOAD_CMD */
+#define CODE_REQUEST 2
 #define CHUNK 2048
 #define STEP 2040        /* bytes per chunk: below CHUNK so that `n & (CHUNK - 1)` keeps it */
 #define MAX_FUNCS 256
 #define MAX_CHUNKS 4096  /* ~8 MiB of one blob */
+#define MAX_CODE (1 << 20) /* bytes of kernel code one request may read */
 
-enum kind { META = 1, JIT = 2, XLATED = 3, LINFO = 4, JLINFO = 5, BTF = 6 };
+enum kind { META = 1, JIT = 2, XLATED = 3, LINFO = 4, JLINFO = 5, BTF = 6,
+	    CODE = 7,         /* kernel code read on request: prog_id = the request's seq */
+	    PROG_ARRAY = 8 }; /* a prog-array map changed: prog_id = the map's id */
 
 struct chunk {
 	u32 kind;
@@ -97,17 +116,31 @@ struct {
 	__uint(max_entries, 16 << 20);
 } chunks SEC(".maps");
 
+/* per thread inside a bpf() call of interest: low 32 bits what it is (BPF_PROG_LOAD_CMD,
+ * PROG_ARRAY_UPDATE or CODE_REQUEST), high 32 bits the prog-array map's id */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, u32);
-	__type(value, u32);
+	__type(value, u64);
 } loading SEC(".maps");
+
+struct code_request { u64 addr; u32 len; u32 seq; };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct code_request);
+} code_request SEC(".maps");
 
 const volatile u32 self_tgid = 0;   /* the recorder: its own loads calibrate, never captured */
 u64 prog_fops = 0;                   /* learned from the recorder's calibration load */
 u64 lost = 0;                        /* chunks the full ring refused */
 u64 captured = 0;
+u64 code_reads = 0;                  /* requests served */
+u64 code_failed = 0;                 /* requests refused: too long, or unreadable memory */
+u64 prog_array_updates = 0;
 
 struct copy_ctx {
 	u32 kind, prog_id, index, total;
@@ -140,8 +173,11 @@ static long copy_chunk(u32 seq, struct copy_ctx *c)
 	__builtin_memcpy(out->tag, c->tag, 8);
 	out->total = c->total;
 	out->len = n;
-	if (bpf_probe_read_kernel(out->data, n, c->src + off))
-		out->len = 0;
+	if (bpf_probe_read_kernel(out->data, n, c->src + off)) {
+		out->len = 0;   /* the reader sees a short blob and reports the range */
+		if (c->kind == CODE)
+			__sync_fetch_and_add(&code_failed, 1);
+	}
 	bpf_ringbuf_submit(out, 0);
 	return 0;
 }
@@ -174,15 +210,84 @@ static long copy_func(u32 i, struct func_ctx *f)
 	return 0;
 }
 
+/* The map a bpf() map command names (attr->map_fd, the first field of its attr). */
+static struct bpf_map *map_of_fd(u64 uattr)
+{
+	u32 map_fd;
+	if (bpf_probe_read_user(&map_fd, sizeof(map_fd), (void *)uattr))
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || map_fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[map_fd]) || !file)
+		return 0;
+	return BPF_CORE_READ(file, private_data);
+}
+
 SEC("tp/syscalls/sys_enter_bpf")
 int on_enter(struct sys_enter_bpf_ctx *ctx)
 {
-	if (ctx->cmd != BPF_PROG_LOAD_CMD)
+	u64 what;
+	if (ctx->cmd == BPF_PROG_LOAD_CMD) {
+		what = BPF_PROG_LOAD_CMD;
+	} else if (ctx->cmd == BPF_MAP_UPDATE_ELEM_CMD || ctx->cmd == BPF_MAP_DELETE_ELEM_CMD) {
+		struct bpf_map *map = map_of_fd(ctx->uattr);
+		if (!map)
+			return 0;
+		if ((void *)map == (void *)&code_request) {
+			if ((bpf_get_current_pid_tgid() >> 32) != self_tgid)
+				return 0;
+			what = CODE_REQUEST;
+		} else if (BPF_CORE_READ(map, map_type) == BPF_MAP_TYPE_PROG_ARRAY) {
+			what = PROG_ARRAY_UPDATE | ((u64)BPF_CORE_READ(map, id) << 32);
+		} else {
+			return 0;
+		}
+	} else {
 		return 0;
+	}
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	u32 cmd = ctx->cmd;
-	bpf_map_update_elem(&loading, &tid, &cmd, BPF_ANY);
+	bpf_map_update_elem(&loading, &tid, &what, BPF_ANY);
 	return 0;
+}
+
+/* Copy the kernel code the recorder asked for (its request is in code_request now). */
+static void serve_code_request(void)
+{
+	u32 zero = 0;
+	struct code_request *req = bpf_map_lookup_elem(&code_request, &zero);
+	if (!req)
+		return;
+	if (req->len > MAX_CODE || req->len == 0) {
+		__sync_fetch_and_add(&code_failed, 1);
+		return;
+	}
+	struct copy_ctx c = { .kind = CODE, .prog_id = req->seq, .addr = req->addr,
+			      .time = bpf_ktime_get_ns(), .total = req->len,
+			      .src = (const u8 *)req->addr };
+	copy_blob(&c);
+	__sync_fetch_and_add(&code_reads, 1);
+}
+
+/* A prog-array map changed: say which and when (the JIT may have patched callers). */
+static void report_prog_array(u32 map_id)
+{
+	struct chunk *m = bpf_ringbuf_reserve(&chunks, sizeof(*m), 0);
+	if (!m) {
+		__sync_fetch_and_add(&lost, 1);
+		return;
+	}
+	m->kind = PROG_ARRAY;
+	m->prog_id = map_id;
+	m->index = m->seq = 0;
+	m->addr = 0;
+	m->time = bpf_ktime_get_ns();
+	m->total = m->len = 0;
+	bpf_ringbuf_submit(m, 0);
+	__sync_fetch_and_add(&prog_array_updates, 1);
 }
 
 SEC("tp/syscalls/sys_exit_bpf")
@@ -190,12 +295,22 @@ int on_exit(struct sys_exit_bpf_ctx *ctx)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u32 tid = (u32)pid_tgid;
-	if (!bpf_map_lookup_elem(&loading, &tid))
+	u64 *found = bpf_map_lookup_elem(&loading, &tid);
+	if (!found)
 		return 0;
+	u64 what = *found;
 	bpf_map_delete_elem(&loading, &tid);
 	s64 fd = ctx->ret;
 	if (fd < 0)
 		return 0;
+	if ((u32)what == CODE_REQUEST) {
+		serve_code_request();
+		return 0;
+	}
+	if ((u32)what == PROG_ARRAY_UPDATE) {
+		report_prog_array(what >> 32);
+		return 0;
+	}
 
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);

@@ -3,7 +3,8 @@
 libbpf (libbpf.so.1, Debian's libbpf1) opens the CO-RE object, relocates it against the
 running kernel's BTF, loads and attaches it; textrace reads its ring buffer through
 libbpf's ring_buffer API from the recorder's own loop (the ring's epoll fd joins the
-recorder's), and its counters from its .bss map.
+recorder's), and its counters from its .bss map.  The same object reads kernel code when
+asked (`read_code`) and reports prog-array updates (`prog_array_updates`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from .build import build
 CHUNK = 2048
 _CHUNK_HEADER = struct.Struct("<IIIIQQ8sII")  # kind prog_id index seq addr time tag total len
 _META = struct.Struct("<8sIIIIII16sQ")
-META, JIT, XLATED, LINFO, JLINFO, BTF = range(1, 7)
+META, JIT, XLATED, LINFO, JLINFO, BTF, CODE, PROG_ARRAY = range(1, 9)
+MAX_CODE = 1 << 20  # the capture program's bound on one code read
+_CODE_REQUEST = struct.Struct("<QII")  # addr len seq
 
 _SAMPLE_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
@@ -39,6 +42,7 @@ def _libbpf() -> ctypes.CDLL:
             ("bpf_object__next_map", vp, (vp, vp)), ("bpf_map__name", cp, (vp,)),
             ("bpf_map__fd", ci, (vp,)), ("bpf_map__value_size", ctypes.c_uint32, (vp,)),
             ("bpf_map_lookup_elem", ci, (ci, vp, vp)),
+            ("bpf_map_update_elem", ci, (ci, vp, vp, ctypes.c_uint64)),
             ("bpf_map__initial_value", vp, (vp, ctypes.POINTER(ctypes.c_size_t))),
             ("bpf_program__attach", vp, (vp,)), ("bpf_link__destroy", ci, (vp,)),
             ("ring_buffer__new", vp, (ci, _SAMPLE_CB, vp, vp)),
@@ -51,12 +55,28 @@ def _libbpf() -> ctypes.CDLL:
     return lib
 
 
+TRACEFS = "/sys/kernel/tracing"
+
+
+def ensure_tracefs() -> None:
+    """libbpf attaches tracepoints through tracefs, which a fresh machine may not have
+    mounted yet: mount it where the kernel provides its mount point, as perf does."""
+    if os.path.isdir(os.path.join(TRACEFS, "events")):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"nodev", TRACEFS.encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise KernelError(f"tracefs is not mounted and mounting it failed: "
+                          f"{os.strerror(err)}", file=TRACEFS, field="capture")
+
+
 @dataclass
 class _Blob:
     total: int
     chunks: dict[int, bytes] = field(default_factory=dict)
     addr: int = 0
     tag: bytes = b""
+    time: int = 0
 
     def done(self) -> bool:
         return sum(len(c) for c in self.chunks.values()) >= self.total
@@ -118,6 +138,7 @@ class CaptureProgram:
 
     def __init__(self, obj_path: str | None = None):
         self.lib = _libbpf()
+        ensure_tracefs()
         path = obj_path or build()
         self.obj = self.lib.bpf_object__open_file(path.encode(), None)
         if not self.obj:
@@ -126,7 +147,9 @@ class CaptureProgram:
         self.links = []
         self.rb = None
         self.pending: dict[int, KernelCapture] = {}
-        self.done: list[KernelCapture] = []
+        self.code: dict[int, _Blob] = {}         # request seq -> the bytes arriving
+        self.prog_array_updates: list[tuple[int, int]] = []  # (time, map id), until taken
+        self._seq = 0
         self._cb = _SAMPLE_CB(self._on_chunk)  # kept referenced while libbpf may call it
         try:
             self._set_rodata("self_tgid", os.getpid(), path)
@@ -151,6 +174,8 @@ class CaptureProgram:
             if not self.rb:
                 raise KernelError("libbpf cannot open the capture ring", field="capture")
             self._bss = self._map_ending(".bss")
+            self._request_fd = self.lib.bpf_map__fd(
+                self.lib.bpf_object__find_map_by_name(self.obj, b"code_request"))
             self._calibrate()
         except BaseException:
             self.close()
@@ -214,6 +239,14 @@ class CaptureProgram:
         if kind == META:
             self.pending[prog_id] = KernelCapture(prog_id, time, _META.unpack_from(body, 0))
             return 0
+        if kind == CODE:
+            blob = self.code.setdefault(prog_id, _Blob(total, addr=addr, tag=tag))
+            blob.chunks[seq] = body
+            blob.time = time
+            return 0
+        if kind == PROG_ARRAY:
+            self.prog_array_updates.append((time, prog_id))
+            return 0
         cap = self.pending.get(prog_id)
         if cap is None:
             return 0  # its META was lost: counted in `lost`
@@ -227,6 +260,38 @@ class CaptureProgram:
         for c in ready:
             del self.pending[c.prog_id]
         return ready
+
+    # --- kernel code on demand ----------------------------------------------------------
+    def read_code(self, addr: int, n: int) -> tuple[int, bytes]:
+        """The n bytes of kernel memory at addr, read by the capture program inside our
+        own map update (so they are in its ring when the update returns), and the time of
+        the read (CLOCK_MONOTONIC ns).  Raises KernelError if the kernel would not read
+        them (unmapped, or longer than MAX_CODE)."""
+        if not 0 < n <= MAX_CODE:
+            raise KernelError(f"a kernel code read is 1..{MAX_CODE} bytes, not {n}",
+                              field="capture.code")
+        self._seq += 1
+        seq = self._seq
+        failed = self.counter("code_failed")
+        key = ctypes.c_uint32(0)
+        req = ctypes.create_string_buffer(_CODE_REQUEST.pack(addr, n, seq), _CODE_REQUEST.size)
+        if self.lib.bpf_map_update_elem(self._request_fd, ctypes.byref(key), req, 0):
+            raise KernelError(f"code request failed: {os.strerror(ctypes.get_errno())}",
+                              field="capture.code")
+        self.lib.ring_buffer__consume(self.rb)
+        blob = self.code.pop(seq, None)
+        if blob is None or not blob.done() or any(not c for c in blob.chunks.values()):
+            why = ("unreadable" if self.counter("code_failed") > failed
+                   else "its chunks did not arrive (ring full)")
+            raise KernelError(f"kernel code at {addr:#x}+{n} was not read: {why}",
+                              field="capture.code")
+        return blob.time, blob.data()[:n]
+
+    def take_prog_array_updates(self) -> list[tuple[int, int]]:
+        """(time, map id) of every prog-array update or delete since the last call."""
+        self.lib.ring_buffer__consume(self.rb)
+        out, self.prog_array_updates = self.prog_array_updates, []
+        return out
 
     def close(self) -> None:
         if self.rb:
