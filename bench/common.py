@@ -16,13 +16,27 @@ BUSY = ("import time\nt = time.time()\n"
         "while time.time() - t < {s}: sum(range(1000))\n")
 
 
-def make_recording(path: str, seconds: float) -> None:
-    """System-wide cpu-clock at 20 kHz with callchains while both CPUs spin in Python:
-    about 40k samples a second, >= 200k in 6 s."""
-    busy = BUSY.format(s=seconds)
+# Builds, as on a developer's machine: clang compiling textrace's capture program over and
+# over on both CPUs (hundreds of processes, libLLVM and libclang, the kernel's exec, mmap
+# and page-fault paths).
+CAPTURE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src",
+                              "textrace", "bpf", "capture", "capture.bpf.c")
+BUILD = ("end=$(($(date +%s) + {s})); while [ $(date +%s) -lt $end ]; do "
+         "clang -O2 -g -target bpf -I/usr/include/$(uname -m)-linux-gnu -c {src} "
+         "-o /dev/null; done")
+WORKLOADS = ("busy", "build")
+
+
+def make_recording(path: str, seconds: float, workload: str = "busy") -> None:
+    """System-wide cpu-clock at 20 kHz with callchains while both CPUs work: about 40k
+    samples a second, >= 200k in 6 s.  busy: two Python loops (two processes, few DSOs);
+    build: clang compiling in a loop on each CPU (many processes and DSOs)."""
+    if workload == "busy":
+        one = f"python3 -c '{BUSY.format(s=seconds)}'"
+    else:
+        one = BUILD.format(s=max(1, round(seconds)), src=CAPTURE_SOURCE)
     subprocess.run(["perf", "record", "-q", "-o", path, "-e", "cpu-clock", "-F", "20000",
-                    "-g", "-a", "--", "sh", "-c",
-                    f"python3 -c '{busy}' & python3 -c '{busy}'; wait"],
+                    "-g", "-a", "--", "sh", "-c", f"({one}) & ({one}); wait"],
                    check=True, stdout=subprocess.DEVNULL)
 
 
@@ -33,10 +47,12 @@ def recording_args(doc: str) -> tuple[argparse.Namespace, str]:
     ap.add_argument("--file", help="existing recording (default: make one)")
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--workload", choices=WORKLOADS, default="busy",
+                    help="what runs while the recording is made (default busy)")
     args = ap.parse_args()
     path = args.file or os.path.join(tempfile.mkdtemp(prefix="textrace-bench-"), "r.data")
     if not args.file:
-        make_recording(path, args.seconds)
+        make_recording(path, args.seconds, args.workload)
     return args, path
 
 

@@ -13,7 +13,7 @@ All alternate in the same run; each ratio is perf's time over textrace's, pair b
 textrace's bytecode is compiled first, as `pip install` does: where PYTHONDONTWRITEBYTECODE
 is set (this project's sandbox sets it) every run would otherwise compile its modules anew.
 
-    python3 bench/report.py [--file perf.data] [--seconds 6] [--runs 7]
+    python3 bench/report.py [--file perf.data] [--seconds 6] [--runs 7] [--workload busy|build]
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def main() -> int:
                 runs=args.runs)
     flat = compare(ours, ["perf", "report", "--stdio", "--no-children", "-g", "none",
                           "--sort", "sym", "-i", path], runs=args.runs)
-    print(f"workload: {os.path.getsize(path) / 2**20:.1f} MiB recording ({path}); "
+    print(f"workload: {args.workload if not args.file else 'given'}, "
+          f"{os.path.getsize(path) / 2**20:.1f} MiB recording ({path}); "
           f"textrace bytecode: {compiled}")
     print(f"{'':44}{'wall s (median)':>16}{'peak RSS MiB':>14}")
     print(f"{'textrace report':44}{r['ours_s']:>16.3f}{r['ours_kib'] / 1024:>14.1f}")

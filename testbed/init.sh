@@ -30,7 +30,14 @@ mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /host/dev/shm /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t devpts devpts /host/dev/pts
+# the guest writes its own /tmp; what the host keeps under /tmp that the command needs (a
+# checkout being tested, say) stays visible at its path, read-only like the rest
+mkdir -p /hosttmp
+mount -o bind /host/tmp /hosttmp
 mount -t tmpfs tmpfs /host/tmp
+for p in $TB_EXPOSE; do
+    mkdir -p "/host$p" && mount -o bind "/hosttmp${p#/tmp}" "/host$p" || say "cannot expose $p"
+done
 mount -t tmpfs tmpfs /host/run
 mount -t tracefs tracefs /host/sys/kernel/tracing
 mount -t debugfs debugfs /host/sys/kernel/debug

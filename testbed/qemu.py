@@ -59,6 +59,15 @@ def _command_script(argv: list[str], cwd: str, env: dict[str, str]) -> str:
             f"exec /usr/bin/env -i {assigns} {shlex.join(argv)}\n")
 
 
+def _under_tmp(env: dict[str, str]) -> list[str]:
+    """Host directories under /tmp the guest must see although its /tmp is its own: this
+    checkout (CI tests a clone there) and PYTHONPATH entries."""
+    paths = [str(Path(__file__).resolve().parent.parent),
+             *env.get("PYTHONPATH", "").split(":")]
+    return [p for p in dict.fromkeys(paths)
+            if p.startswith("/tmp/") and " " not in p and os.path.isdir(p)]
+
+
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
@@ -89,7 +98,8 @@ def run(argv: list[str], *, shared: Path | None = None, cwd: str | None = None,
 
     with tempfile.TemporaryDirectory(prefix="testbed-ctl-") as ctl_dir:
         ctl = Path(ctl_dir)
-        (ctl / "params").write_text(f"TB_SHARED={shlex.quote(str(shared))}\n")
+        (ctl / "params").write_text(f"TB_SHARED={shlex.quote(str(shared))}\n"
+                                    f"TB_EXPOSE={shlex.quote(' '.join(_under_tmp(full_env)))}\n")
         (ctl / "cmd.sh").write_text(_command_script(argv, cwd or str(shared), full_env))
         console = ctl / "console.log"
 
