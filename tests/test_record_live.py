@@ -541,7 +541,7 @@ def test_lost_records_are_kept_counted_and_warned_about(tmp_path, mmap_storm):
     """A stopped reader and 20000 exec mmaps overflow the rings: the kernel's LOST records
     are in the file as it sent them, and the count is printed at exit."""
     out = tmp_path / "lost.data"
-    p = start_recorder(out)
+    p = start_recorder(out, "-m", "128")
     os.kill(p.pid, signal.SIGSTOP)
     try:
         subprocess.run([str(mmap_storm), "20000"], check=True)

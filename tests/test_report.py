@@ -231,3 +231,49 @@ def test_elf_headers_read_as_pyelftools_reads_them(path):
     load = [(int(p["p_offset"]), int(p["p_vaddr"]), int(p["p_filesz"]))
             for p in ours.phdrs if p["p_type"] == 1]
     assert load == [(o, v, n) for t, o, v, n in segments if t == "PT_LOAD"]
+
+
+def _perf_rows(path) -> dict[tuple[str, str], list[float]]:
+    """perf's rows by (dso, symbol): a list, as symbols of one name (C++ overloads, local
+    functions) are rows of their own."""
+    out = run_perf("report", "--stdio", "--no-children", "-g", "none", "--sort", "dso,sym",
+                   "-i", str(path))
+    rows: dict[tuple[str, str], list[float]] = {}
+    for line in out.splitlines():
+        m = _ROW.match(line)
+        if m:
+            pct, dso, _mode, sym = m.groups()
+            rows.setdefault((dso, sym), []).append(float(pct))
+    return rows
+
+
+def test_build_workload_matches_perf_report(tmp_path):
+    """clang compiling in a loop: C++ names demangled as perf prints them, addresses no
+    symbol covers a row each (0x<offset in the file>), ld.so and libc symbols from their
+    separate debug files (by build-id)."""
+    import shutil
+    clang = shutil.which("clang")
+    if clang is None or shutil.which("perf") is None:
+        pytest.skip("needs clang and perf")
+    src = os.path.join(os.path.dirname(__file__), "bpf", "calls.bpf.c")
+    path = tmp_path / "build.data"
+    loop = (f"end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do {clang} -O2 -g "
+            f"-target bpf -I/usr/include/$(uname -m)-linux-gnu -c {src} -o /dev/null; done")
+    subprocess.run(["perf", "record", "-q", "-o", str(path), "-e", "cpu-clock", "-F", "4000",
+                    "-g", "-a", "--", "sh", "-c", f"({loop}) & ({loop}); wait"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=60)
+    theirs = _perf_rows(path)
+    ours: dict[tuple[str, str], list[float]] = {}
+    for r in textrace_report(path, "--sort", "symbol"):
+        ours.setdefault((r["dso"], r["symbol"]), []).append(r["percent"])
+    assert any(s.startswith("0x") for _d, s in ours), "no per-address rows"
+    assert any("::" in s for _d, s in ours), "no C++ names"
+    significant = {k: v for k, v in theirs.items() if max(v) > 0.1}
+    assert len(significant) > 20, theirs
+    for key, pcts in significant.items():
+        assert key in ours, (key, pcts)
+        got = sorted(ours[key])
+        assert len(got) == len(pcts), (key, pcts, got)
+        for a, b in zip(got, sorted(pcts)):
+            assert a == pytest.approx(b, abs=0.011), (key, pcts, got)

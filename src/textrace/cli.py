@@ -235,12 +235,16 @@ def cmd_record(args) -> int:
         raise TextraceError(f"unknown clock {args.clockid!r}; known: {', '.join(CLOCKS)}",
                             field="--clockid")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.mmap_pages < 1 or args.mmap_pages & (args.mmap_pages - 1):
+        raise TextraceError(f"--mmap-pages {args.mmap_pages} is not a power of 2",
+                            field="--mmap-pages")
     if not command and not args.all_cpus:
         raise TextraceError("give a command after --, or -a to record system-wide")
     opts = RecordOptions(output=args.output, system_wide=args.all_cpus,
                          duration=args.duration, event=args.event, freq=args.freq,
                          callgraph=args.call_graph, clockid=clockid, command=command,
-                         capture=args.capture, kernel_text=args.kernel_text)
+                         capture=args.capture, kernel_text=args.kernel_text,
+                         ring_pages=args.mmap_pages)
     progress = _progress_line if sys.stderr.isatty() else None
     summary = Recorder(opts, progress=progress).run()
     if progress:
@@ -358,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture", choices=("auto", "kernel", "user"), default="auto",
                    help="capture BPF programs in the kernel at load (a small BPF program), "
                         "in user space, or kernel when it loads (default)")
+    p.add_argument("-m", "--mmap-pages", type=int, default=1024,
+                   help="ring pages per CPU, a power of 2 (default 1024: 4 MiB, room for a "
+                        "burst of thousands of program loads)")
     p.add_argument("--kernel-text", action="store_true",
                    help="snapshot the kernel's whole text at the start (~20 MiB, kept "
                         "compressed): the base every later TEXT_POKE replays forwards from")

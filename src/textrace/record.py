@@ -83,7 +83,7 @@ class RecordOptions:
     callgraph: bool = False
     clockid: int = CLOCKS["monotonic"]
     command: list[str] = field(default_factory=list)
-    ring_pages: int = 128
+    ring_pages: int = 1024   # 4 MiB per CPU: a storm of thousands of loads in 0.1 s fits
     round_ms: float = 100.0
     capture: str = "auto"   # "kernel", "user", or "auto": kernel when it loads, else user
     kernel_text: bool = False  # snapshot _text.._etext at the start

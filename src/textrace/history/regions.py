@@ -38,6 +38,11 @@ _NEVER = np.iinfo(np.int64).min
 _FOREVER = np.iinfo(np.int64).max
 
 
+def _ns(t: int) -> int:
+    """A record's time as int64: a u64 beyond it (a damaged record) is the far future."""
+    return min(t, int(_FOREVER))
+
+
 def sorted_unique(values: np.ndarray) -> np.ndarray:
     """np.unique for a plain array, without it: numpy 2.x's unique() checks for masked
     arrays and so imports numpy.ma, ~8 ms of a report's start-up."""
@@ -55,10 +60,10 @@ class RegionTable:
         n = len(self.regions)
         self.start = np.array([r.start for r in self.regions], dtype=np.uint64)
         self.end = np.array([r.end for r in self.regions], dtype=np.uint64)
-        self.born = np.array([_NEVER if r.born is None else r.born for r in self.regions],
+        self.born = np.array([_NEVER if r.born is None else _ns(r.born) for r in self.regions],
                              dtype=np.int64).reshape(n)
-        self.died = np.array([_FOREVER if r.died is None else r.died for r in self.regions],
-                             dtype=np.int64).reshape(n)
+        self.died = np.array([_FOREVER if r.died is None else _ns(r.died)
+                              for r in self.regions], dtype=np.int64).reshape(n)
         self.cuts = sorted_unique(np.concatenate([self.born, self.died, [_NEVER]]))
         self._epochs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -76,7 +81,10 @@ class RegionTable:
     def lookup(self, addrs: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Region index per (addr, time), -1 where no region was there then."""
         addrs = np.asarray(addrs, dtype=np.uint64)
-        times = np.asarray(times, dtype=np.int64)
+        times = np.asarray(times)
+        if times.dtype == np.uint64:  # record times; one beyond int64 is damage: far future
+            times = np.minimum(times, np.uint64(_FOREVER))
+        times = times.astype(np.int64, copy=False)
         out = np.full(len(addrs), -1, dtype=np.int64)
         if not self.regions or not len(addrs):
             return out

@@ -208,6 +208,8 @@ SHT_NOBITS = 8
 SHN_XINDEX = 0xFFFF
 STT_FUNC = 2
 STB_GLOBAL = 1
+STB_WEAK = 2
+STT_GNU_IFUNC = 10
 PLT_ENTRY = 16
 
 
@@ -275,61 +277,156 @@ class _Elf:
         return np.frombuffer(self.raw, dtype, count=size // dtype.itemsize, offset=off)
 
 
-@lru_cache(maxsize=256)
-def elf_symbols(path: str) -> ElfSymbols | None:
-    """FUNC symbols of the file at `path` as it is now (a rebuilt binary gives other names;
-    build ids would tell, which perf records in HEADER_BUILD_ID).  The symbol tables are
-    read whole as numpy records, names only when asked."""
+def _open_elf(path: str) -> _Elf | None:
     try:
         if path == "[vdso]":
             raw = _own_vdso()
         else:
             with open(path, "rb") as f:
                 raw = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):
+        return _Elf(raw)
+    except (OSError, ValueError, _BadElf, struct.error):
+        return None
+
+
+def build_id(elf: _Elf) -> str | None:
+    """The file's GNU build-id (.note.gnu.build-id) in hex, None without one."""
+    sec = elf.section(".note.gnu.build-id")
+    if sec is None:
+        return None
+    note = bytes(elf.data(sec))
+    pos = 0
+    while pos + 12 <= len(note):
+        namesz, descsz, kind = struct.unpack_from("<III", note, pos)
+        name_at = pos + 12
+        desc_at = name_at + ((namesz + 3) & ~3)
+        if kind == 3 and note[name_at:name_at + namesz].rstrip(b"\0") == b"GNU":
+            desc = note[desc_at:desc_at + descsz]
+            return desc.hex() if len(desc) == descsz and descsz else None
+        pos = desc_at + ((descsz + 3) & ~3)
+    return None
+
+
+DEBUG_DIRS = ("/usr/lib/debug",)
+
+
+def debug_candidates(bid: str) -> list[str]:
+    """Where perf looks for a separate debug file by build-id, in its order: its own
+    build-id cache (~/.debug/.build-id/xx/rest/debug), then /usr/lib/debug/.build-id/
+    xx/rest.debug (where Debian's -dbg and -dbgsym packages put them)."""
+    home = os.path.expanduser("~")
+    return [os.path.join(home, ".debug", ".build-id", bid[:2], bid[2:], "debug")] + \
+        [os.path.join(d, ".build-id", bid[:2], bid[2:] + ".debug") for d in DEBUG_DIRS]
+
+
+def _symbol_source(elf: _Elf) -> _Elf:
+    """The ELF whose .symtab perf reads for the file: a separate debug file found by the
+    file's build-id if there is one with a .symtab; else the file itself."""
+    bid = build_id(elf)
+    if bid:
+        for cand in debug_candidates(bid):
+            if os.path.exists(cand):
+                dbg = _open_elf(cand)
+                if dbg is not None and dbg.section(".symtab") is not None:
+                    return dbg
+    return elf
+
+
+@lru_cache(maxsize=256)
+def elf_symbols(path: str) -> ElfSymbols | None:
+    """FUNC symbols of the file at `path` as it is now (a rebuilt binary gives other names;
+    build ids would tell, which perf records in HEADER_BUILD_ID), as perf loads them: the
+    .symtab of the separate debug file (by build-id) or of the file, else its .dynsym;
+    plus name@plt entries.  The symbol tables are read whole as numpy records, names only
+    when asked."""
+    elf = _open_elf(path)
+    if elf is None:
         return None
     try:
-        elf = _Elf(raw)
         load = elf.phdrs[elf.phdrs["p_type"] == PT_LOAD]
         segments = list(zip(load["p_offset"].tolist(), load["p_vaddr"].tolist(),
                             load["p_filesz"].tolist()))
         tables = []
-        for secname in (".dynsym", ".symtab"):
-            sec = elf.section(secname)
-            if sec is None or int(elf.shdrs["sh_entsize"][sec]) != ELF64_SYM.itemsize:
+        src = _symbol_source(elf)
+        for secname in (".symtab", ".dynsym"):
+            sec = src.section(secname)
+            if sec is None or int(src.shdrs["sh_entsize"][sec]) != ELF64_SYM.itemsize:
                 continue
-            syms = elf.array(sec, ELF64_SYM)
-            syms = syms[((syms["st_info"] & 0xF) == STT_FUNC) & (syms["st_value"] != 0)]
-            # aliases share an address: a GLOBAL name beats a WEAK or LOCAL one, as in perf
-            syms = syms[np.argsort((syms["st_info"] >> 4) != STB_GLOBAL, kind="stable")]
-            tables.append((syms["st_value"], syms["st_size"], syms["st_name"],
-                           elf.data(_link(elf, sec))))
+            syms = src.array(sec, ELF64_SYM)
+            kind = syms["st_info"] & 0xF
+            syms = syms[((kind == STT_FUNC) | (kind == STT_GNU_IFUNC))
+                        & (syms["st_value"] != 0) & (syms["st_shndx"] != 0)
+                        & (syms["st_name"] != 0)]
+            names_blob = src.data(_link(src, sec))
+            tables.append((syms["st_value"], syms["st_size"], syms["st_name"], names_blob,
+                           syms["st_info"] >> 4))
+            break
         plt = _plt_symbols(elf)
     except (_BadElf, ValueError, IndexError, struct.error):
         return None
     n_plt = 0
     if plt is not None:
-        tables.append(plt)
-        n_plt = len(plt[0])
+        values, sizes, name_offs, blob = plt
+        tables.append((values, sizes, name_offs, blob,
+                       np.full(len(values), STB_GLOBAL, dtype=np.uint8)))
+        n_plt = len(values)
     if not tables:
         return ElfSymbols(np.zeros(0, np.uint64), np.zeros(0, np.uint64),
                           np.zeros(0, np.int64), b"", segments)
     # one string table for all: each table's name offsets are rebased into the join
     strtab, rebased, base = [], [], 0
-    for _values, _sizes, name_offs, names_blob in tables:
+    for _values, _sizes, name_offs, names_blob, _bind in tables:
         strtab.append(bytes(names_blob))
         rebased.append(np.where(name_offs < len(names_blob), name_offs, 0) + base)
         base += len(names_blob)
+    strtab = b"".join(strtab)
     values = np.concatenate([t[0] for t in tables])
     sizes = np.concatenate([t[1] for t in tables])
+    binds = np.concatenate([t[4] for t in tables])
     names = np.concatenate(rebased).astype(np.int64)
-    # first occurrence of each address wins (.dynsym, GLOBAL first); then sort by address
-    _, first = np.unique(values, return_index=True)
-    first.sort()
-    order = first[np.argsort(values[first], kind="stable")]
-    return ElfSymbols(values[order], values[order] + np.maximum(sizes[order], 1),
-                      names[order], b"".join(strtab), segments,
+    keep = _best_of_aliases(values, sizes, binds, names, strtab)
+    order = keep[np.argsort(values[keep], kind="stable")]
+    addrs, sized = values[order], sizes[order]
+    # a symbol without a size reaches the next one, as perf's symbols__fixup_end has it
+    # (the last one to the end of the page after its own)
+    after = np.append(addrs[1:], (addrs[-1:] | np.uint64(0xFFF)) + np.uint64(1))
+    ends = np.where(sized == 0, np.maximum(after, addrs + np.uint64(1)), addrs + sized)
+    return ElfSymbols(addrs, ends,
+                      names[order], strtab, segments,
                       plt=order >= len(values) - n_plt if n_plt else None)
+
+
+def _best_of_aliases(values, sizes, binds, names, strtab: bytes) -> np.ndarray:
+    """Indices of the symbols kept, one per address: among aliases the one perf's
+    choose_best_symbol keeps (a sized one, then not WEAK, then GLOBAL, then fewer leading
+    underscores, then the longer name, then the first)."""
+    n = len(values)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    dup = counts[inverse] > 1
+    idx = np.flatnonzero(dup)
+    if not len(idx):
+        return np.arange(n)
+    blob = np.frombuffer(strtab, dtype=np.uint8)
+    nuls = np.flatnonzero(blob == 0)
+    start = names[idx]
+    length = nuls[np.minimum(np.searchsorted(nuls, start), len(nuls) - 1)] - start
+    under = np.zeros(len(idx), dtype=np.int64)
+    going = np.ones(len(idx), dtype=bool)
+    for k in range(8):
+        at = np.minimum(start + k, len(blob) - 1)
+        going &= (blob[at] == ord("_")) & (k < length)
+        if not going.any():
+            break
+        under += going
+    keys = (np.arange(len(idx)),                 # last key least significant
+            -length, under, binds[idx] != STB_GLOBAL, binds[idx] == STB_WEAK,
+            sizes[idx] == 0, inverse[idx])
+    order = np.lexsort(keys)
+    grp = inverse[idx][order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = grp[1:] != grp[:-1]
+    best = idx[order[first]]
+    return np.sort(np.concatenate([np.flatnonzero(~dup), best]))
 
 
 def _link(elf: _Elf, sec: int) -> int:

@@ -20,6 +20,7 @@ from json.encoder import encode_basestring_ascii as _json_str
 
 import numpy as np
 
+from ..history.demangle import demangle
 from ..history.kallsyms import KernelSymbols
 from ..history.regions import RegionTable
 from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name, elf_symbols
@@ -194,7 +195,7 @@ class _Symbols:
 
 def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None):
     """Per-sample symbol keys: (keys, ids, samples), keys[ids[i]] = (symbol name, dso,
-    kind) of sample i; `samples` holds the columns SAMPLE_FIELDS only.  `kernel_later()`,
+    kind[, address]) of sample i; `samples` holds the columns SAMPLE_FIELDS only.  `kernel_later()`,
     if given, returns the kernel symbols once they are needed (after the user-space
     samples are done)."""
     maps, table = _sideband(data)
@@ -216,7 +217,9 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
         codes[kidx] = _kernel_codes(syms, table, kernel, s.ip[kidx],
                                     s.time[kidx].astype(np.int64))
     # one id per distinct key (two codes can name the same symbol: the same file mapped
-    # under two paths with one basename)
+    # under two paths with one basename).  A key is (symbol, dso, kind) and, where symbols
+    # of one name can differ (C++ overloads, local functions of one name), the symbol's
+    # address: perf keeps them apart, a row each.
     hit = np.flatnonzero(np.bincount(codes, minlength=syms.size))
     table_ids: dict[tuple[str, str, str], int] = {}
     remap = np.zeros(syms.size, dtype=np.int64)
@@ -244,7 +247,7 @@ def _kernel_codes(syms: _Symbols, table: RegionTable, kernel: KernelSymbols | No
         def name(i):
             mod = kernel.module(i)
             return (kernel.name(i), f"[{mod}]" if mod else KERNEL_DSO,
-                    "module" if mod else "kernel")
+                    "module" if mod else "kernel", int(kernel.addrs[i]))
         first = syms.block(len(kernel), name)
         k = kernel.lookup(ips if miss is None else ips[miss])
         k = np.where(k >= 0, first + k, unknown)
@@ -288,12 +291,21 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
         dso = dso_name(filename)
         elf = elf_symbols(filename)
         if elf is None:
-            out[mapped[sel]] = syms.block(1, lambda _i, d=dso: (UNKNOWN, d, "user"))
-            continue
-        si = elf.lookup(elf.offset_to_vaddr(offs[sel]))
-        first = syms.block(len(elf.addrs) + 1, lambda i, e=elf, d=dso: (
-            e.name(i - 1) if i else UNKNOWN, d, "user"))
-        out[mapped[sel]] = first + 1 + si
+            si = np.full(len(sel), -1, dtype=np.int64)
+            first = syms.block(0, None)
+        else:
+            si = elf.lookup(elf.offset_to_vaddr(offs[sel]))
+            first = syms.block(len(elf.addrs), lambda i, e=elf, d=dso: (
+                demangle(e.name(i)), d, "user", int(e.addrs[i])))
+        out[mapped[sel]] = first + si
+        # as perf: an address no symbol covers is a row of its own, named by its offset
+        # in the mapped file (perf's map-relative address, ip - start + pgoff)
+        miss = np.flatnonzero(si < 0)
+        if len(miss):
+            addrs, which = np.unique(offs[sel[miss]], return_inverse=True)
+            first = syms.block(len(addrs), lambda i, a=addrs, d=dso: (
+                f"0x{int(a[i]):016x}", d, "user"))
+            out[mapped[sel[miss]]] = first + which.reshape(-1)
     return out
 
 

@@ -9,7 +9,9 @@
  * of every subprogram (aux->func[]), the xlated instructions, line info, JIT line info and
  * the program's BTF.  Everything goes through one BPF ring buffer in chunks of at most
  * STEP bytes (bpf_loop), each with the program id, blob kind, function index and sequence
- * number; a chunk that finds the ring full is counted in `lost`.
+ * number, and each only as long as its data: a chunk is assembled in a per-CPU scratch
+ * buffer and copied into the ring with its own length, so a storm of small programs takes
+ * a few hundred bytes of ring each.  A chunk that finds the ring full is counted in `lost`.
  *
  * Two more services ride on the same tracepoints:
  * - kernel code on demand: when the recorder writes a request {addr, len, seq} into
@@ -111,10 +113,28 @@ struct meta {
 	u64 bpf_func;
 };
 
+/* a chunk's header with a META (or, header alone, PROG_ARRAY) body: reserved at its size */
+struct meta_chunk {
+	u32 kind, prog_id, index, seq;
+	u64 addr, time;
+	u8 tag[8];
+	u32 total, len;
+	struct meta meta;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20);
 } chunks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct chunk);
+} scratch SEC(".maps");
+
+#define HEADER_SIZE __builtin_offsetof(struct chunk, data)
 
 /* per thread inside a bpf() call of interest: low 32 bits what it is (BPF_PROG_LOAD_CMD,
  * PROG_ARRAY_UPDATE or CODE_REQUEST), high 32 bits the prog-array map's id */
@@ -154,11 +174,10 @@ static long copy_chunk(u32 seq, struct copy_ctx *c)
 	u32 off = seq * STEP;
 	if (off >= c->total)
 		return 1;
-	struct chunk *out = bpf_ringbuf_reserve(&chunks, sizeof(*out), 0);
-	if (!out) {
-		__sync_fetch_and_add(&lost, 1);
+	u32 zero = 0;
+	struct chunk *out = bpf_map_lookup_elem(&scratch, &zero);
+	if (!out)
 		return 1;
-	}
 	u32 n = c->total - off;
 	if (n > STEP)
 		n = STEP;
@@ -174,11 +193,14 @@ static long copy_chunk(u32 seq, struct copy_ctx *c)
 	out->total = c->total;
 	out->len = n;
 	if (bpf_probe_read_kernel(out->data, n, c->src + off)) {
-		out->len = 0;   /* the reader sees a short blob and reports the range */
+		n = out->len = 0;   /* the reader sees a short blob and reports the range */
 		if (c->kind == CODE)
 			__sync_fetch_and_add(&code_failed, 1);
 	}
-	bpf_ringbuf_submit(out, 0);
+	if (bpf_ringbuf_output(&chunks, out, HEADER_SIZE + n, 0)) {
+		__sync_fetch_and_add(&lost, 1);
+		return 1;
+	}
 	return 0;
 }
 
@@ -275,7 +297,7 @@ static void serve_code_request(void)
 /* A prog-array map changed: say which and when (the JIT may have patched callers). */
 static void report_prog_array(u32 map_id)
 {
-	struct chunk *m = bpf_ringbuf_reserve(&chunks, sizeof(*m), 0);
+	struct meta_chunk *m = bpf_ringbuf_reserve(&chunks, HEADER_SIZE, 0);
 	if (!m) {
 		__sync_fetch_and_add(&lost, 1);
 		return;
@@ -332,12 +354,12 @@ int on_exit(struct sys_exit_bpf_ctx *ctx)
 	u64 now = bpf_ktime_get_ns();
 	u32 prog_id = BPF_CORE_READ(aux, id);
 
-	struct chunk *m = bpf_ringbuf_reserve(&chunks, sizeof(*m), 0);
+	struct meta_chunk *m = bpf_ringbuf_reserve(&chunks, sizeof(*m), 0);
 	if (!m) {
 		__sync_fetch_and_add(&lost, 1);
 		return 0;
 	}
-	struct meta *meta = (struct meta *)m->data;
+	struct meta *meta = &m->meta;
 	m->kind = META;
 	m->prog_id = prog_id;
 	m->index = 0;

@@ -1,0 +1,141 @@
+"""C++ names as perf report prints them: demangled by the system libstdc++'s
+__cxa_demangle, then cut to what perf shows by default (libiberty without DMGL_PARAMS):
+the qualified name only, without the parameter list, the function's cv/ref qualifiers,
+a template function's return type or a clone suffix ([clone .cold]).  Names that do not
+demangle are returned as they are."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from functools import lru_cache
+
+_lib = None
+
+
+def _demangler():
+    global _lib
+    if _lib is None:
+        try:
+            cxx = ctypes.CDLL("libstdc++.so.6")
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            fn = cxx.__cxa_demangle
+            fn.restype = ctypes.c_void_p
+            fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
+                           ctypes.POINTER(ctypes.c_int)]
+            libc.free.argtypes = [ctypes.c_void_p]
+            libc.free.restype = None
+            _lib = (fn, libc.free)
+        except (OSError, AttributeError):
+            _lib = False
+    return _lib
+
+
+def cxa_demangle(name: str) -> str | None:
+    """__cxa_demangle's full text for `name`, None if it does not demangle."""
+    lib = _demangler()
+    if not lib:
+        return None
+    fn, free = lib
+    status = ctypes.c_int(0)
+    out = fn(name.encode("utf-8", "surrogateescape"), None, None, ctypes.byref(status))
+    if not out:
+        return None
+    try:
+        if status.value != 0:
+            return None
+        return ctypes.string_at(out).decode("utf-8", "replace")
+    finally:
+        free(out)
+
+
+_OPEN = {"(": ")", "<": ">", "[": "]", "{": "}"}
+_CLOSE = {")": "(", ">": "<", "]": "[", "}": "{"}
+_OPERATORS = sorted(["()", "[]", "<=>", "<<=", ">>=", "->*", "<<", ">>", "<=", ">=", "->",
+                     "<", ">", "==", "!=", "&&", "||", "++", "--", "+=", "-=", "*=", "/=",
+                     "%=", "&=", "|=", "^=", "+", "-", "*", "/", "%", "^", "&", "|", "~",
+                     "!", "=", ","], key=len, reverse=True)
+
+
+def _depth_map(s: str) -> list[int]:
+    """Nesting depth of each character of `s` (the brackets of operator names such as
+    operator<< or operator() not counted)."""
+    depth, out, i, n = 0, [0] * len(s), 0, len(s)
+    while i < n:
+        if s.startswith("operator", i) and (i == 0 or not (s[i - 1].isalnum()
+                                                            or s[i - 1] == "_")):
+            k = i + 8
+            for tok in _OPERATORS:
+                if s.startswith(tok, k):
+                    k += len(tok)
+                    break
+            for m in range(i, k):
+                out[m] = depth
+            i = k
+            continue
+        c = s[i]
+        if c in _OPEN:
+            out[i] = depth
+            depth += 1
+        elif c in _CLOSE:
+            depth = max(depth - 1, 0)
+            out[i] = depth
+        else:
+            out[i] = depth
+        i += 1
+    return out
+
+
+def perf_name(full: str) -> str:
+    """perf's default (no parameters) form of a __cxa_demangle text."""
+    s = full
+    while s.endswith("]"):                       # [clone .cold], [clone .isra.0] ...
+        at = s.rfind(" [clone ")
+        if at < 0:
+            break
+        s = s[:at]
+    d = _depth_map(s)
+    # the top-level parameter list: the last ")" at depth 0 and its "("
+    end = len(s)
+    close = -1
+    for i in range(end - 1, -1, -1):
+        if s[i] == ")" and d[i] == 0:
+            close = i
+            break
+        if d[i] == 0 and s[i] in "(<>[]{}":
+            break
+    if close >= 0:
+        depth = 0
+        for i in range(close, -1, -1):
+            if d[i] == 0 and s[i] == "(":
+                s = s[:i]
+                break
+    d = _depth_map(s)
+    # a return type (template functions): everything up to the last space at depth 0
+    # that does not belong to an operator name
+    op = -1
+    i = s.find("operator")
+    while i >= 0:
+        if d[i] == 0 and (i == 0 or s[i - 1] in ": "):
+            op = i
+        i = s.find("operator", i + 1)
+    limit = op if op >= 0 else len(s)
+    cut = -1
+    for i in range(limit - 1, -1, -1):
+        if s[i] == " " and d[i] == 0:
+            cut = i
+            break
+    return s[cut + 1:] if cut >= 0 else s
+
+
+@lru_cache(maxsize=65536)
+def demangle(name: str) -> str:
+    """`name` as perf report shows it: C++ (_Z...) names demangled without parameters,
+    a name@plt's name part demangled, others as they are."""
+    base, plt = (name[:-4], "@plt") if name.endswith("@plt") else (name, "")
+    if not base.startswith("_Z"):
+        return name
+    full = cxa_demangle(base)
+    if full is None:
+        return name
+    return perf_name(full) + plt
