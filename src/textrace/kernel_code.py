@@ -84,16 +84,15 @@ class CaptureMemory:
         return self.capture.read_code(addr, n)[1]
 
 
-def open_kernel_memory(capture=None) -> tuple[KernelMemory | None, str]:
-    """The best way to read kernel code here, and a sentence saying which (or why none)."""
+def open_kernel_memory(capture=None) -> tuple[KernelMemory | None, str | None]:
+    """The best way to read kernel code here, or None and why there is none."""
     try:
-        kcore = Kcore()
-        return kcore, "kernel code from /proc/kcore"
+        return Kcore(), None
     except (OSError, TextraceError) as e:
         why = e.strerror if isinstance(e, OSError) else str(e)
     if capture is not None:
-        return CaptureMemory(capture), "kernel code read by the capture program"
-    return None, f"no kernel code read (/proc/kcore: {why}; no capture program)"
+        return CaptureMemory(capture), None
+    return None, f"no way to read kernel memory (/proc/kcore: {why}; no capture program)"
 
 
 @dataclass
@@ -102,27 +101,28 @@ class CodeReads:
     bytes, each read failure counted by its reason."""
 
     memory: KernelMemory | None
+    unavailable: str | None          # why there is no memory to read, when there is none
     clock: Callable[[], int]
     budget: int = DEFAULT_BUDGET
-    images: list[tuple[int, int, bytes, str]] = field(default_factory=list)  # addr time data why
+    images: list[tuple[int, int, bytes]] = field(default_factory=list)  # addr, time, data
     failures: dict[str, int] = field(default_factory=dict)
     done: set[tuple[int, int]] = field(default_factory=set)
     used: int = 0
 
-    def read(self, addr: int, n: int, why: str) -> bytes | None:
+    def read(self, addr: int, n: int) -> bytes | None:
         """Read [addr, addr+n) now; None (and counted) if it could not be read."""
         if (addr, n) in self.done:
             return None
         self.done.add((addr, n))
         if self.memory is None:
-            return self.fail("no way to read kernel memory")
+            return self.fail(self.unavailable or "no way to read kernel memory")
         if self.used + n > self.budget:
             return self.fail(f"over the budget of {self.budget} bytes")
         try:
             data = self.memory.read(addr, n)
         except (OSError, TextraceError) as e:
             return self.fail(f"unreadable ({e.strerror if isinstance(e, OSError) else e})")
-        self.images.append((addr, self.clock(), data, why))
+        self.images.append((addr, self.clock(), data))
         self.used += n
         return data
 
@@ -131,7 +131,7 @@ class CodeReads:
         return None
 
     def add_to(self, private: PrivateSection) -> None:
-        for addr, time, data, _why in self.images:
+        for addr, time, data in self.images:
             private.add(Kind.KERNEL_CODE, pack_kernel_code(addr, time, data))
 
     def summary(self) -> dict:

@@ -100,7 +100,6 @@ class RecordSummary:
     exit_code: int | None = None
     capture: str = "user"            # how programs were captured in this recording
     capture_note: str | None = None  # why auto fell back to user space
-    code_note: str = ""              # how kernel code was read (kcore, capture program)
     code: dict = field(default_factory=dict)  # CodeReads.summary()
     unreported: int = 0              # code changes no TEXT_POKE reported
     kernel_lost: int = 0             # capture chunks the kernel's ring could not take
@@ -247,6 +246,7 @@ class Recorder:
         self.watch = ImageWatch()             # tail-calling programs' images
         self.unreported: list[UnreportedChange] = []
         self.recheck_due: int | None = None   # a prog-array update's time, not yet checked
+        self.text_bounds: tuple[int, int] | None = None  # _text, _etext (from kallsyms)
 
     def now(self) -> int:
         return clock_ns(self.opts.clockid)
@@ -375,6 +375,7 @@ class Recorder:
         sid = SampleId(pid=0, tid=0, time=0, cpu=0, id=self.attrs[0].ids[0])
         synthesized: list[tuple[int, list]] = []  # (prog id, its KSYMBOLs and BPF_EVENT)
         if text and etext:
+            self.text_bounds = (text, etext)
             writer.write(MmapRecord(misc=MISC_KERNEL, pid=-1, tid=0, addr=text,
                                     len=etext - text, pgoff=text,
                                     filename="[kernel.kallsyms]_text", sample_id=sid))
@@ -446,6 +447,7 @@ class Recorder:
         if self.scanner is not None:
             self._hold(self.scanner.take())
         batch = []
+        registered: dict[int, int] = {}  # out-of-line code registered in this batch
         for ring in self.rings:
             for raw in ring.read():
                 rtype = struct.unpack_from("<I", raw, 0)[0]
@@ -453,6 +455,10 @@ class Recorder:
                     raw = live.trim_inflated(raw, self.sideband_id_size)
                 if rtype == RecordType.BPF_EVENT:
                     self.on_bpf_event(raw)
+                elif rtype == RecordType.KSYMBOL:
+                    self.on_ksymbol(raw, registered)
+                elif rtype == RecordType.TEXT_POKE:
+                    self.on_text_poke(raw)
                 elif rtype == RecordType.SAMPLE:
                     ip = struct.unpack_from("<Q", raw, 16)[0]
                     if ip >= KERNEL_SPACE:
@@ -460,7 +466,8 @@ class Recorder:
                 elif rtype == RecordType.LOST:
                     self.summary.lost += struct.unpack_from("<Q", raw, 16)[0]
                 batch.append(raw)
-        self._read_out_of_line_code(batch)
+        for addr, n in registered.items():  # no record carries their bytes
+            self.code.read(addr, n)
         self._read_held()
         if self.kernel is not None:
             for kc in self.kernel.poll():
@@ -482,27 +489,22 @@ class Recorder:
             batch += self.recheck_images()
         return batch
 
-    def _read_out_of_line_code(self, batch: list[bytes]) -> None:
-        """The bytes of out-of-line code registered in this batch (BPF trampolines and
-        dispatchers, ftrace and kprobe trampolines): no record carries them.  Programs
-        are captured on their own; code unregistered in the same batch is gone."""
-        registered: dict[int, int] = {}
-        for raw in batch:
-            rtype = struct.unpack_from("<I", raw, 0)[0]
-            if rtype == RecordType.TEXT_POKE:
-                addr, old_len, new_len = struct.unpack_from("<QHH", raw, 8)
-                self.poked.add(addr)
-                self.watch.apply(self._time_of(raw), addr,
-                                 raw[20 + old_len:20 + old_len + new_len])
-            if rtype != RecordType.KSYMBOL:
-                continue
-            addr, n, _ktype, flags = struct.unpack_from("<QIHH", raw, 8)
-            if flags & 1:  # PERF_RECORD_KSYMBOL_FLAGS_UNREGISTER
-                registered.pop(addr, None)
-            elif not raw[24:33] == b"bpf_prog_":
-                registered[addr] = n
-        for addr, n in registered.items():
-            self.code.read(addr, n, "ksymbol")
+    def on_ksymbol(self, raw: bytes, registered: dict[int, int]) -> None:
+        """Out-of-line code registered (BPF trampolines and dispatchers, ftrace and kprobe
+        trampolines) goes in `registered`, to be read after the batch; code unregistered
+        in the same batch is gone.  Programs are captured on their own."""
+        addr, n, _ktype, flags = struct.unpack_from("<QIHH", raw, 8)
+        if flags & 1:  # PERF_RECORD_KSYMBOL_FLAGS_UNREGISTER
+            registered.pop(addr, None)
+        elif raw[24:33] != b"bpf_prog_":
+            registered[addr] = n
+
+    def on_text_poke(self, raw: bytes) -> None:
+        """A change the kernel reported: its function is read at the end, and the watched
+        images take it (it is not an unreported one)."""
+        addr, old_len, new_len = struct.unpack_from("<QHH", raw, 8)
+        self.poked.add(addr)
+        self.watch.apply(self._time_of(raw), addr, raw[20 + old_len:20 + old_len + new_len])
 
     def recheck_images(self, by: int | None = None) -> list[bytes]:
         """Re-read the images of tail-calling programs: each change no TEXT_POKE reported
@@ -555,8 +557,7 @@ class Recorder:
         with open("/proc/kallsyms") as f:
             kallsyms = f.read()
         self._start_kernel_capture()  # before the events: its calibration load is not ours
-        memory, self.summary.code_note = open_kernel_memory(self.kernel)
-        self.code = CodeReads(memory, self.now)
+        self.code = CodeReads(*open_kernel_memory(self.kernel), clock=self.now)
         self.open_events()
         writer = PerfDataWriter(opts.output, self.attrs)
         t_start_wall = time.time_ns()
@@ -566,7 +567,7 @@ class Recorder:
         self.synthesize(writer, kallsyms)
         writer.flush()
         if opts.kernel_text:
-            self._read_kernel_text(kallsyms)
+            self._read_kernel_text()
         if self.kernel is None:  # user space races the loaders; the kernel needs no race
             self.scanner = IdScanner(max(self.captures, default=0))
         started = self._start_command()  # after enabling: the command is recorded whole
@@ -620,18 +621,14 @@ class Recorder:
                 os.close(fd)
         return self.summary
 
-    def _read_kernel_text(self, kallsyms: str) -> None:
+    def _read_kernel_text(self) -> None:
         """All of _text.._etext now, in MAX_READ pieces: the base for every address."""
-        bounds = {}
-        for line in kallsyms.splitlines():
-            parts = line.split(maxsplit=3)
-            if len(parts) >= 3 and parts[2] in ("_text", "_etext"):
-                bounds[parts[2]] = int(parts[0], 16)
-        if len(bounds) < 2:
+        if self.text_bounds is None:
             self.code.fail("kallsyms has no _text/_etext")
             return
-        for addr in range(bounds["_text"], bounds["_etext"], MAX_READ):
-            self.code.read(addr, min(MAX_READ, bounds["_etext"] - addr), "kernel text")
+        text, etext = self.text_bounds
+        for addr in range(text, etext, MAX_READ):
+            self.code.read(addr, min(MAX_READ, etext - addr))
 
     def _read_kernel_functions(self, kallsyms: str) -> None:
         """The kernel functions that were poked or sampled, as they are now: the base the
@@ -642,7 +639,7 @@ class Recorder:
         kernel = KernelSymbols.parse(kallsyms)
         extents = {function_extent(kernel, a) for a in sorted(self.poked | self.sampled)}
         for start, end in sorted(e for e in extents if e):
-            self.code.read(start, end - start, "function")
+            self.code.read(start, end - start)
 
     def _on_signal(self, signum, frame) -> None:
         self.stop = True
