@@ -128,6 +128,31 @@ def test_map_records_read_in_bulk_match_the_record_decoder(corpus, name):
     assert [e.time for e in in_time] == sorted(e.time for e in ours)
 
 
+@pytest.mark.parametrize("name", ["bpf-probe", "bpf-sideband"])
+def test_code_records_read_in_bulk_match_the_record_decoder(corpus, name):
+    """The KSYMBOL and BPF_EVENT records a report reads without the record classes: the
+    same fields, in the same (time) order, as records_by_time() decodes them."""
+    from textrace.perf.abi import RecordType
+    from textrace.perf.bulk import code_events, located
+    from textrace.perf.reader import PerfData
+    data = PerfData.open(corpus.path(name))
+    types = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT})
+    offsets, kinds = located(data)
+    ours = code_events(data, offsets[np.isin(kinds, sorted(types))])
+    theirs = list(PerfData.open(corpus.path(name)).records_by_time(types))
+    theirs = [r for r in theirs if r.type in types]
+    assert len(ours) == len(theirs) > 100
+    assert {e.type for e in ours} == set(types)
+    for ev, rec in zip(ours, theirs):
+        assert (ev.type, ev.time, ev.cpu, ev.tid) == (rec.type, rec.time, rec.cpu, rec.tid)
+        if rec.type == RecordType.KSYMBOL:
+            assert (ev.addr, ev.len, ev.ksym_type, ev.flags, ev.name, ev.unregister) == \
+                (rec.addr, rec.len, rec.ksym_type, rec.flags, rec.name, rec.unregister)
+        else:
+            assert (ev.event_type, ev.flags, ev.prog_id, ev.tag) == \
+                (rec.event_type, rec.flags, rec.prog_id, rec.tag)
+
+
 def test_mappings_of_every_process_resolve_as_one_at_a_time():
     """lookup_all (one search for every process) against the definition: the last mapping
     of the process covering the address, made at or before the sample."""

@@ -58,11 +58,19 @@ def cmd_events(args) -> int:
 def cmd_report(args) -> int:
     # No BLAS in a report: without this, numpy's OpenBLAS starts a thread per CPU at import
     # that spins on the other CPUs (~100 ms of CPU in a report on 2 CPUs, ~25 ms of its
-    # wall time, competing with the kallsyms reader).
+    # wall time, competing with the kallsyms reader).  Set before the reader forks: the
+    # child imports numpy too.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from .views.report import report_rows
-    data = _open(args)
-    rows = report_rows(data, sort=args.sort)
+    # kallsyms is read from the start, by a child process, while numpy loads and the
+    # samples are attributed
+    from .history.kallsyms_reader import KallsymsReader
+    live = KallsymsReader()
+    try:
+        from .views.report import report_rows
+        data = _open(args)
+        rows = report_rows(data, sort=args.sort, live=live)
+    finally:
+        live.close()
     if args.limit:
         rows = rows[:args.limit]
     if args.json:

@@ -8,16 +8,8 @@ from ..perf.abi import RecordType
 from ..perf.private import Kind, PrivateSection, unpack_kernel_code
 from .code_history import CodeHistory, Image, Poke
 from .kallsyms import KernelSymbols
-from .programs import OolSymbol, Program, programs_from_records
-from .regions import Region, RegionTable
-
-
-def regions_of(programs: list[Program], ool: list[OolSymbol]) -> list[Region]:
-    regions = [Region(f.addr, f.addr + f.len, f.name, "bpf", p.loaded_ns, p.unloaded_ns, p.id)
-               for p in programs for f in p.funcs]
-    regions += [Region(s.addr, s.addr + s.len, s.name, "ool", s.registered_ns,
-                       s.unregistered_ns) for s in ool]
-    return regions
+from .programs import Program, programs_from_records, regions_of
+from .regions import RegionTable
 
 
 def build_history(records, *, kernel: KernelSymbols | None = None,

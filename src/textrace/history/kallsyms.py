@@ -11,8 +11,6 @@ lists, decoded once on first use.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 _IS_TEXT = np.zeros(256, dtype=bool)
@@ -134,11 +132,13 @@ class KernelSymbols:
         with open("/proc/kallsyms", "rb") as f:
             return cls.parse(f.read())
 
-    @classmethod
-    def from_proc_later(cls) -> "ProcReader":
-        """Start reading /proc/kallsyms now; `.result()` on what is returned waits for the
-        text and parses it (raising OSError as from_proc does)."""
-        return ProcReader(cls)
+    @staticmethod
+    def from_proc_later():
+        """Start reading /proc/kallsyms now, in a child process (KallsymsReader);
+        `.result()` on what is returned gives the symbols (raising OSError as from_proc
+        does)."""
+        from .kallsyms_reader import KallsymsReader
+        return KallsymsReader()
 
     # --- names, decoded when asked for ---------------------------------------------------
     def name(self, i: int) -> str:
@@ -200,36 +200,3 @@ class KernelSymbols:
                 break
             idx = idx[blob[first[idx] + k] == byte]
         return int(self.addrs[idx[0]]) if len(idx) else None
-
-
-class ProcReader:
-    """/proc/kallsyms read by a thread while the caller does other work.
-
-    The kernel spends ~25 ms formatting 100k+ lines, a page per read(2), and the GIL is
-    released in each: the thread reads while the main thread works on the samples."""
-
-    def __init__(self, cls=KernelSymbols):
-        self.cls = cls
-        self.chunks: list[bytes] = []
-        self.error: OSError | None = None
-        self.thread = threading.Thread(target=self._read, name="kallsyms", daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            with open("/proc/kallsyms", "rb", buffering=0) as f:
-                while chunk := f.read(1 << 16):
-                    self.chunks.append(chunk)
-        except OSError as e:
-            self.error = e
-
-    def result(self) -> KernelSymbols:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.cls.parse(b"".join(self.chunks))
-
-    __call__ = result
-
-    def close(self) -> None:
-        self.thread.join()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
 from ..perf.abi import BpfEventType, KsymbolType, RecordType
+from .regions import Region
 
 if TYPE_CHECKING:  # records arrive decoded; the module is not needed to handle them
     from ..perf.records import KsymbolRecord, Record
@@ -71,7 +72,8 @@ class OolSymbol:
 
 def programs_from_records(records: Iterable[Record]) -> tuple[list[Program], list[OolSymbol]]:
     """Programs in load order (an id reused by the kernel starts a new Program), and the
-    out-of-line symbols, from records in time order."""
+    out-of-line symbols, from records in time order (KSYMBOL and BPF_EVENT records, or
+    perf.bulk.CodeEvents; others are passed over)."""
     pending: dict[tuple, list[KsymbolRecord]] = {}
     live: dict[int, Program] = {}
     programs: list[Program] = []
@@ -118,3 +120,13 @@ def programs_from_records(records: Iterable[Record]) -> tuple[list[Program], lis
                     programs.append(prog)
                 prog.unloaded_ns = rec.time
     return programs, ools
+
+
+def regions_of(programs: list[Program], ool: list[OolSymbol]) -> list[Region]:
+    """The code regions of programs' functions and out-of-line symbols, with their
+    lifetimes."""
+    regions = [Region(f.addr, f.addr + f.len, f.name, "bpf", p.loaded_ns, p.unloaded_ns, p.id)
+               for p in programs for f in p.funcs]
+    regions += [Region(s.addr, s.addr + s.len, s.name, "ool", s.registered_ns,
+                       s.unregistered_ns) for s in ool]
+    return regions

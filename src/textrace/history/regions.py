@@ -103,6 +103,17 @@ class RegionTable:
             out[group[hit]] = idx[pos[hit]]
         return out
 
+    def ever_holds(self, addrs: np.ndarray) -> np.ndarray:
+        """Whether some region, at some time, held each address."""
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        if not self.regions:
+            return np.zeros(len(addrs), dtype=bool)
+        order = np.argsort(self.start, kind="stable")
+        starts = self.start[order]
+        reach = np.maximum.accumulate(self.end[order])   # the union's extent so far
+        pos = np.searchsorted(starts, addrs, side="right") - 1
+        return (pos >= 0) & (addrs < reach[np.maximum(pos, 0)])
+
     def at(self, addr: int, t: int) -> Region | None:
         i = int(self.lookup(np.array([addr]), np.array([t]))[0])
         return None if i < 0 else self.regions[i]

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .abi import ReadFormat, RecordType, SampleType as S
+from .abi import KSYMBOL_FLAG_UNREGISTER, ReadFormat, RecordType, SampleType as S
 
 _FIXED = ((S.IDENTIFIER, "id"), (S.IP, "ip"), (S.TID, "pid_tid"), (S.TIME, "time"),
           (S.ADDR, "addr"), (S.ID, "id"), (S.STREAM_ID, "stream_id"), (S.CPU, "cpu"),
@@ -81,35 +81,58 @@ _PAYLOAD_OR_PACKED_TYPES = np.zeros(1 << 16, dtype=bool)
 _PAYLOAD_OR_PACKED_TYPES[_PAYLOAD_OR_PACKED] = True
 
 
+# A record header as one little-endian u64: type (u32), misc (u16), size (u16).  A header
+# has a type below 2**16 (bits 16-31 clear) and a size that is a non-zero multiple of 8
+# (bits 48-50 clear, the word at least 8 << 48).
+_HEADER_MASK = np.uint64(0x0007_0000_FFFF_0000)
+_MIN_HEADER = np.uint64(8 << 48)
+_SCAN_WORDS = 1 << 16   # 512 KiB of the file per step: the scratch arrays stay in cache
+
+
+def _header_candidates(words: np.ndarray) -> np.ndarray:
+    """Indexes of the words that could be record headers, by the shape above, scanned a
+    slice at a time into reused scratch arrays (one pass over the whole file would make
+    three file-sized temporaries, and their page faults cost more than the tests)."""
+    step = min(_SCAN_WORDS, len(words))
+    masked = np.empty(step, dtype=np.uint64)
+    ok = np.empty(step, dtype=bool)
+    big = np.empty(step, dtype=bool)
+    found = []
+    for at in range(0, len(words), step):
+        w = words[at:at + step]
+        n = len(w)
+        np.bitwise_and(w, _HEADER_MASK, out=masked[:n])
+        np.equal(masked[:n], 0, out=ok[:n])
+        np.greater_equal(w, _MIN_HEADER, out=big[:n])
+        ok[:n] &= big[:n]
+        found.append(np.flatnonzero(ok[:n]) + at)
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
 def locate_records_aligned(buf, start: int, end: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Offsets and types of every record in [start, end), found without a Python loop.
 
-    Every 8-aligned position whose would-be header has a known type and a size that is a
-    non-zero multiple of 8 is a candidate: every record is one, and so is the odd word
-    inside a record that happens to look like a header (a callchain entry such as
-    0xf00000000000000f does).  The records are the chain of candidates that starts at
-    `start`, each size leading to the next: it runs through consecutive candidates except
-    where a record's size steps over false ones, so only those few steps are taken one by
-    one.  None when the chain breaks off before `end` (misaligned data, a damaged file),
-    so the caller walks record by record instead.
+    Every 8-aligned word shaped like a header with a known type is a candidate: every
+    record is one, and so is the odd word inside a record that happens to look like a
+    header (a callchain entry such as 0xf00000000000000f does).  The records are the chain
+    of candidates that starts at `start`, each size leading to the next: it runs through
+    consecutive candidates except where a record's size steps over false ones, so only
+    those few steps are taken one by one.  None when the chain breaks off before `end`
+    (misaligned data, a damaged file), so the caller walks record by record instead.
     """
     if start % 8 or (end - start) % 8 or end <= start:
         return None
-    # Headers seen as four u16s per 8-byte word: type low/high, misc, size.  The size test
-    # comes first: it rules out nearly every word that is not a header (addresses, times).
-    half = np.frombuffer(buf, dtype="<u2", count=(end - start) // 2, offset=start)
-    nwords = len(half) // 4
-    size = half[3::4]
-    ok = (size & 7) == 0
-    ok &= size != 0
-    cand = np.flatnonzero(ok)
-    del ok
-    words = np.frombuffer(buf, dtype="<u8", count=nwords, offset=start)[cand]
-    cand = cand[((words & np.uint64(0xFFFF0000)) == 0)
-                & _KNOWN_TYPES[(words & np.uint64(0xFFFF)).astype(np.intp)]]
+    words = np.frombuffer(buf, dtype="<u8", count=(end - start) // 8, offset=start)
+    nwords = len(words)
+    cand = _header_candidates(words)
+    head = words[cand]
+    kind = (head & np.uint64(0xFFFF)).astype(np.int64)
+    known = _KNOWN_TYPES[kind]
+    if not known.all():
+        cand, head, kind = cand[known], head[known], kind[known]
     if not len(cand) or cand[0] != 0:
         return None
-    nxt = cand + (size[cand] >> 3)
+    nxt = cand + (head >> np.uint64(51)).astype(np.int64)
     # steps that do not land on the very next candidate: records holding false ones
     jumps = np.flatnonzero(nxt[:-1] != cand[1:])
     if len(jumps) or nxt[-1] != nwords:
@@ -129,8 +152,10 @@ def locate_records_aligned(buf, start: int, end: int) -> tuple[np.ndarray, np.nd
             at = k
         else:
             return None
-        cand = cand[keep]
-    return start + 8 * cand, half[4 * cand].astype(np.int64)
+        cand, kind = cand[keep], kind[keep]
+    cand <<= 3
+    cand += start
+    return cand, kind
 
 
 def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int, int]]]:
@@ -291,21 +316,47 @@ def _arrays(g: _Gather, aligned: bool, attr_idx: np.ndarray, misc: np.ndarray,
     return SampleArrays(
         attr=attr_idx if "attr" in fields else zeros(np.int32),
         misc=misc if "misc" in fields else zeros(np.uint16), ip=col("ip"),
-        pid=(pid_tid & 0xFFFFFFFF).astype(np.uint32).view(np.int32) if "pid" in fields
-        else zeros(np.int32),
-        tid=(pid_tid >> np.uint64(32)).astype(np.uint32).view(np.int32) if "tid" in fields
-        else zeros(np.int32),
+        pid=_halves(pid_tid, 0) if "pid" in fields else zeros(np.int32),
+        tid=_halves(pid_tid, 1) if "tid" in fields else zeros(np.int32),
         time=col("time"), addr=col("addr"), id=col("id"), stream_id=col("stream_id"),
         cpu=(col("cpu") & 0xFFFFFFFF).astype(np.uint32) if "cpu" in fields
         else zeros(np.uint32), period=col("period"),
         chain_start=chain_start, callchain=callchain)
 
 
+_GATHER_RECORDS = 8192
+
+
+def _gather_words(words: np.ndarray, base: np.ndarray, offsets: list[int]) -> list[np.ndarray]:
+    """words[base + off] for each of the ascending `offsets` (all within `words`),
+    gathered a block of records at a time: every field of a record is read while its
+    cache lines are fresh, not once per field over a file that outgrows the cache."""
+    n = len(base)
+    outs = [np.empty(n, dtype=np.uint64) for _ in offsets]
+    at = np.empty(min(_GATHER_RECORDS, n), dtype=np.int64)
+    for first in range(0, n, _GATHER_RECORDS):
+        block = base[first:first + _GATHER_RECORDS]
+        m = len(block)
+        for off, out in zip(offsets, outs):
+            np.add(block, off, out=at[:m])
+            # mode="wrap": no bounds to enforce (the caller checked them), and with out=
+            # the default mode would copy
+            np.take(words, at[:m], out=out[first:first + m], mode="wrap")
+    return outs
+
+
+def _halves(words: np.ndarray, which: int) -> np.ndarray:
+    """The low (0) or high (1) signed 32-bit half of each little-endian u64."""
+    if words.strides[0] == 0:     # the broadcast zeros of an absent field
+        return np.broadcast_to(np.zeros(1, dtype=np.int32), words.shape)
+    return np.ascontiguousarray(words).view("<i4")[which::2]
+
+
 def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
                 fields: frozenset[str]) -> SampleArrays | None:
     """The common case, every attr with one sample layout and every record 8-aligned: each
-    fixed field asked for is one gather of a u64 at the same place in every record.  The
-    checks are the general path's, in its order.  None when a field would be read past
+    fixed field asked for is a u64 at the same place in every record, all of them gathered
+    in one pass (_gather_words).  The checks are the general path's, in its order.  None when a field would be read past
     the buffer (a damaged file: the general path names the field)."""
     from .sampleid import sample_id_position
     attr = data.attrs[0].attr
@@ -318,12 +369,20 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
     base = o >> 3
     if int(base.max()) + width > len(g.u64):
         return None
+    n = len(o)
+    raw = set(fields) - {"pid", "tid", "attr", "misc"}
+    if fields & {"pid", "tid"}:
+        raw.add("pid_tid")
+    wanted = [(1 + k, name) for k, name in enumerate(names) if name in raw]
     words = g.u64
-    header = words[base]
-    size = (header >> np.uint64(48)).astype(np.int64)
-    if int(size.min()) < 8 * width:
+    header, *got = _gather_words(words, base, [0] + [k for k, _name in wanted]
+                                 + ([width - 1] if chain else []))
+    cols = {name: col for (_k, name), col in zip(wanted, got)}
+    size_words = header >> np.uint64(51)
+    if int(size_words.min()) < width:
         # some record is too short for the fixed part: find the field, as the general
         # path would (the id of several attrs first, then the fields in order)
+        size = (header >> np.uint64(48)).astype(np.int64)
         pos = sample_id_position(attr) if len(data.attrs) > 1 else None
         if pos is not None:
             _check(data, o, 16 + pos > size, "id")
@@ -331,11 +390,6 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
             _check(data, o, 16 + 8 * k > size, name)
         if chain:
             _check(data, o, 8 * width > size, "callchain.nr")
-    n = len(o)
-    raw = set(fields) - {"pid", "tid", "attr", "misc"}
-    if fields & {"pid", "tid"}:
-        raw.add("pid_tid")
-    cols = {name: words[base + 1 + k] for k, name in enumerate(names) if name in raw}
     attr_idx = np.zeros(n, dtype=np.int32)
     if len(data.attrs) > 1 and "attr" in fields:
         pos = sample_id_position(attr)
@@ -344,14 +398,17 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
     nr_all = np.zeros(n, dtype=np.int64)
     chain_pos = np.zeros(n, dtype=np.int64)
     if chain:
-        nr = words[base + width - 1]
-        _check(data, o, nr > (1 << 13), "callchain.nr")  # 64 KiB records
-        nr = nr.astype(np.int64)
-        _check(data, o, 8 * width + 8 * nr > size, "callchain.nr")
+        nr = got[-1]
+        # at most 8192 entries (64 KiB records), and no more than the record holds
+        room = size_words - np.uint64(width)
+        np.minimum(room, np.uint64(1 << 13), out=room)
+        if (nr > room).any():
+            size = (header >> np.uint64(48)).astype(np.int64)
+            _check(data, o, nr > (1 << 13), "callchain.nr")
+            _check(data, o, 8 * width + 8 * nr.astype(np.int64) > size, "callchain.nr")
         if callchains:
-            nr_all, chain_pos = nr, o + 8 * width
-    del size
-    misc = ((header >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.uint16)
+            nr_all, chain_pos = nr.astype(np.int64), o + 8 * width
+    misc = header.view("<u2")[2::4]      # the header's misc half-word, in place
     return _arrays(g, True, attr_idx, misc, cols, nr_all, chain_pos, fields)
 
 
@@ -480,17 +537,74 @@ def release_pages(data) -> None:
         m.madvise(mmap.MADV_DONTNEED)
 
 
-def records_at(data, offsets: np.ndarray) -> list:
-    """The records at `offsets` (from `located`), decoded, in time order as
-    PerfData.records_by_time() delivers them: by sample_id time, file order among equal
-    times (records with no time count as 0)."""
+# PERF_RECORD_KSYMBOL {addr u64, len u32, ksym_type u16, flags u16, name[]} and
+# PERF_RECORD_BPF_EVENT {type u16, flags u16, id u32, tag[8]} (perf_event.h), as records.py
+# declares them too; tests/test_report.py checks that both read the same.
+_KSYMBOL = struct.Struct("<QIHH")
+_BPF_EVENT = struct.Struct("<HHI8s")
+
+
+class CodeEvent(NamedTuple):
+    """A KSYMBOL or BPF_EVENT record with the fields the code history reads (those of
+    KsymbolRecord and BpfEventRecord, under the same names), and its sample_id's time,
+    cpu and tid (None where the attr has none)."""
+
+    type: int
+    time: int | None
+    cpu: int | None
+    tid: int | None
+    addr: int = 0
+    len: int = 0
+    ksym_type: int = 0
+    flags: int = 0
+    name: str = ""
+    event_type: int = 0
+    prog_id: int = 0
+    tag: bytes = b""
+
+    @property
+    def unregister(self) -> bool:
+        return bool(self.flags & KSYMBOL_FLAG_UNREGISTER)
+
+
+def code_events(data, offsets: np.ndarray) -> list[CodeEvent]:
+    """The KSYMBOL and BPF_EVENT records at `offsets` (from `located`; other kinds are
+    skipped), read straight from the file without the record classes (a report needs
+    nothing else of them), in time order as PerfData.records_by_time() delivers them:
+    by sample_id time, file order among equal times (no time counts as 0)."""
     from .reader import _RawRec
+    from .sampleid import id_trailer_size, parse_sample_id
     buf = data._buf
-    recs = []
+    events = []
     for off in offsets.tolist():
         rtype, misc, size = _HEADER.unpack_from(buf, off)
-        recs.append(data._decode(_RawRec(off, rtype, misc, size, buf, off)))
-    return sorted(recs, key=lambda r: r.time or 0)
+        if rtype not in (RecordType.KSYMBOL, RecordType.BPF_EVENT):
+            continue
+        end = off + size
+        idx = data._attr_index_for(_RawRec(off, rtype, misc, size, buf, off))
+        attr = data.attrs[idx].attr if idx is not None else None
+        time = cpu = tid = None
+        if attr is not None and attr.sample_id_all:
+            trailer = id_trailer_size(attr)
+            _need(data, off, size >= 8 + trailer, RecordType(rtype).name)
+            sid = parse_sample_id(buf, end, attr)
+            time, cpu, tid = sid.time, sid.cpu, sid.tid
+            end -= trailer
+        body = off + 8
+        if rtype == RecordType.KSYMBOL:
+            _need(data, off, body + _KSYMBOL.size <= end, "KSYMBOL")
+            addr, length, ksym_type, flags = _KSYMBOL.unpack_from(buf, body)
+            raw = bytes(buf[body + _KSYMBOL.size:end])
+            nul = raw.find(b"\0")
+            name = (raw if nul < 0 else raw[:nul]).decode("utf-8", "surrogateescape")
+            events.append(CodeEvent(rtype, time, cpu, tid, addr, length, ksym_type, flags,
+                                    name))
+        else:
+            _need(data, off, body + _BPF_EVENT.size <= end, "BPF_EVENT")
+            event_type, flags, prog_id, tag = _BPF_EVENT.unpack_from(buf, body)
+            events.append(CodeEvent(rtype, time, cpu, tid, flags=flags,
+                                    event_type=event_type, prog_id=prog_id, tag=tag))
+    return sorted(events, key=lambda e: e.time or 0)
 
 
 def _need(data, offset: int, ok: bool, kind: str) -> None:

@@ -7,10 +7,10 @@ Overhead is by period, as perf report computes it: each sample counts for the sy
 own ip is in (perf's "Self"; callchains are not followed, as `perf report --no-children`).
 
 All of it is done on numpy arrays, a symbol code per sample summed with one bincount; names
-are decoded only for the symbols that were hit.  The records are located in bulk and the
-MMAP/MMAP2/FORK ones (thousands in a system-wide recording) read straight from the file;
-only KSYMBOL and BPF_EVENT records, if any, are decoded as record objects, for the code
-history.  /proc/kallsyms is read by a thread meanwhile (KernelSymbols.from_proc_later).
+are decoded only for the symbols that were hit.  The records are located in bulk, and the
+MMAP/MMAP2/FORK ones (thousands in a system-wide recording) and the KSYMBOL/BPF_EVENT ones
+read straight from the file, without the record classes.  /proc/kallsyms is read and
+parsed by a child process meanwhile (KallsymsReader).
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from json.encoder import encode_basestring_ascii as _json_str
 import numpy as np
 
 from ..history.demangle import demangle
+from ..history.distinct import distinct_pairs
 from ..history.kallsyms import KernelSymbols
+from ..history.programs import programs_from_records, regions_of
 from ..history.regions import RegionTable
 from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name, elf_symbols
 from ..perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL, RecordType
-from ..perf.bulk import located, map_events, records_at, release_pages, sample_arrays
+from ..perf.bulk import code_events, located, map_events, release_pages, sample_arrays
 from ..perf.reader import PerfData
 
 MAP_RECORDS = frozenset({RecordType.MMAP, RecordType.MMAP2, RecordType.FORK})
@@ -34,6 +36,8 @@ CODE_RECORDS = PROGRAM_RECORDS | {RecordType.TEXT_POKE}
 SIDEBAND = MAP_RECORDS | CODE_RECORDS
 SAMPLE_FIELDS = frozenset({"misc", "ip", "pid", "time", "period"})
 UNKNOWN = "[unknown]"
+_NEVER = np.iinfo(np.int64).min
+_FOREVER = np.iinfo(np.int64).max
 KERNEL_DSO = "[kernel.kallsyms]"
 
 
@@ -141,8 +145,8 @@ def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
             for r in records:
                 if r.type == RecordType.MMAP2 or r.type == RecordType.MMAP:
                     if r.type == RecordType.MMAP or r.prot & PROT_EXEC:
-                        maps.mmap(r.pid, Mapping(r.time or 0, r.addr, r.addr + r.len,
-                                                 r.pgoff, r.filename))
+                        maps.mmap(r.pid, Mapping(min(r.time or 0, _FOREVER), r.addr,
+                                                 r.addr + r.len, r.pgoff, r.filename))
                 elif r.type == RecordType.FORK:
                     maps.fork(r.ppid, r.pid)
                 yield r
@@ -156,13 +160,11 @@ def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
         if ev.kind == "fork":
             maps.fork(ev.ppid, ev.pid)
         elif ev.kind == "mmap" or ev.prot & PROT_EXEC:
-            maps.mmap(ev.pid, Mapping(ev.time, ev.addr, ev.addr + ev.len, ev.pgoff,
-                                      ev.filename))
-    if not _of_types(kinds, CODE_RECORDS).any():
-        return maps, RegionTable([])
-    from ..history.build import build_history
-    history, _ = build_history(records_at(data, offsets[_of_types(kinds, PROGRAM_RECORDS)]))
-    return maps, history.table
+            maps.mmap(ev.pid, Mapping(min(ev.time, _FOREVER), ev.addr, ev.addr + ev.len,
+                                      ev.pgoff, ev.filename))
+    programs, ool = programs_from_records(
+        code_events(data, offsets[_of_types(kinds, PROGRAM_RECORDS)]))
+    return maps, RegionTable(regions_of(programs, ool))
 
 
 class _Symbols:
@@ -201,21 +203,36 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     maps, table = _sideband(data)
     s = sample_arrays(data, callchains=False, fields=SAMPLE_FIELDS)
     release_pages(data)
-    n = len(s)
     syms = _Symbols()
-    codes = np.empty(n, dtype=np.int64)
     mode = s.misc & MISC_CPUMODE_MASK
     is_kernel = (mode == MISC_KERNEL) | (mode == MISC_GUEST_KERNEL)
-    uidx = np.flatnonzero(~is_kernel)
-    if len(uidx):
-        codes[uidx] = _user_codes(syms, maps, s.pid[uidx], s.ip[uidx],
-                                  s.time[uidx].astype(np.int64))
+    times = s.time.view(np.int64)
+    # Each distinct (ip, pid) pair (pid -1 for kernel samples: one kernel address space)
+    # is resolved once, as of the recording's end, with the time from which that answer
+    # holds; the samples taken before that time, if any, are resolved one by one.
+    pair, first = distinct_pairs(s.ip, np.where(is_kernel, -1, s.pid))
+    ips, pids, kernel_pair = s.ip[first], s.pid[first], is_kernel[first]
+    pair_codes = np.empty(len(first), dtype=np.int64)
+    since = np.empty(len(first), dtype=np.int64)
+    user = np.flatnonzero(~kernel_pair)
+    if len(user):
+        pair_codes[user], since[user] = _user_codes(syms, maps, pids[user], ips[user])
     if kernel_later is not None:
         kernel = kernel_later()
-    kidx = np.flatnonzero(is_kernel)
-    if len(kidx):
-        codes[kidx] = _kernel_codes(syms, table, kernel, s.ip[kidx],
-                                    s.time[kidx].astype(np.int64))
+    kern = np.flatnonzero(kernel_pair)
+    if len(kern):
+        pair_codes[kern] = _kernel_codes(syms, table, kernel, ips[kern], None)
+        # addresses that some BPF program or trampoline ever held: by each sample's time
+        since[kern] = np.where(table.ever_holds(ips[kern]), _FOREVER, _NEVER)
+    codes = pair_codes[pair]
+    early = np.flatnonzero(times < since[pair])
+    if len(early):
+        k = is_kernel[early]
+        ek, eu = early[k], early[~k]
+        if len(eu):
+            codes[eu] = _user_codes(syms, maps, s.pid[eu], s.ip[eu], times[eu])[0]
+        if len(ek):
+            codes[ek] = _kernel_codes(syms, table, kernel, s.ip[ek], times[ek])
     # one id per distinct key (two codes can name the same symbol: the same file mapped
     # under two paths with one basename).  A key is (symbol, dso, kind) and, where symbols
     # of one name can differ (C++ overloads, local functions of one name), the symbol's
@@ -229,9 +246,10 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
 
 
 def _kernel_codes(syms: _Symbols, table: RegionTable, kernel: KernelSymbols | None,
-                  ips: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Kernel samples: the dynamic region alive there at the sample's time, else kallsyms."""
-    regions = table.regions
+                  ips: np.ndarray, times: np.ndarray | None) -> np.ndarray:
+    """Kernel samples: the dynamic region alive there at the sample's time, else kallsyms;
+    times None: kallsyms only (for addresses no region ever held)."""
+    regions = table.regions if times is not None else []
     unknown = syms.block(1, lambda _i: (UNKNOWN, KERNEL_DSO, "unknown"))
     out = np.full(len(ips), unknown, dtype=np.int64)
     if regions:
@@ -259,15 +277,20 @@ def _kernel_codes(syms: _Symbols, table: RegionTable, kernel: KernelSymbols | No
 
 
 def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.ndarray,
-                times: np.ndarray) -> np.ndarray:
-    """User samples: the mapping of the sample's process at its time, the file's ELF
-    symbol at the file offset."""
+                times: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """User samples: the mapping of the sample's process at its time (None: at the end of
+    the recording), the file's ELF symbol at the file offset.  Also the time from which
+    each answer holds: the mapping's (the last made that covers the address, so it holds
+    from then on), _NEVER where none ever covered it."""
     unknown = syms.block(1, lambda _i: (UNKNOWN, UNKNOWN, "unknown"))
     out = np.full(len(ips), unknown, dtype=np.int64)
+    since = np.full(len(ips), _NEVER, dtype=np.int64)
+    if times is None:
+        times = np.broadcast_to(np.int64(_FOREVER), (len(ips),))
     mapping, every = maps.lookup_all(pids, ips, times)
     mapped = np.flatnonzero(mapping >= 0)
     if not len(mapped):
-        return out
+        return out, since
     # the file behind each mapping that was hit, and each sample's offset in that file
     mapping = mapping[mapped]
     hit = np.flatnonzero(np.bincount(mapping, minlength=len(every)))
@@ -278,6 +301,9 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
     start[hit] = [every[i].start for i in hit.tolist()]
     pgoff = np.zeros(len(every), dtype=np.uint64)
     pgoff[hit] = [every[i].pgoff for i in hit.tolist()]
+    made = np.zeros(len(every), dtype=np.int64)
+    made[hit] = [every[i].time for i in hit.tolist()]
+    since[mapped] = made[mapping]
     fid = file_of[mapping]
     offs = ips[mapped] - start[mapping] + pgoff[mapping]
     # samples grouped by file (a stable sort of small integers is a radix sort)
@@ -306,13 +332,16 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
             first = syms.block(len(addrs), lambda i, a=addrs, d=dso: (
                 f"0x{int(a[i]):016x}", d, "user"))
             out[mapped[sel[miss]]] = first + which.reshape(-1)
-    return out
+    return out, since
 
 
 def report_rows(data: PerfData, *, sort: str = "symbol",
-                kernel: KernelSymbols | None = None) -> list[ReportRow]:
+                kernel: KernelSymbols | None = None, live=None) -> list[ReportRow]:
+    """The report's rows, largest first.  `kernel`: the kernel symbols to use, else those
+    of kernel_symbols_for(); `live`: a KallsymsReader started earlier (one is started
+    here otherwise), read while the samples are attributed."""
     if kernel is None:
-        live = KernelSymbols.from_proc_later()   # read while the samples are attributed
+        live = live or KernelSymbols.from_proc_later()
         try:
             keys, ids, s = attribute(data,
                                      kernel_later=lambda: kernel_symbols_for(data, live))
