@@ -116,6 +116,17 @@ def test_report_attributes_both_and_agrees_with_perf(reuse):
     assert theirs.get(a) == ours[a] and theirs.get(b) == ours[b], (theirs, ours[a], ours[b])
 
 
+def test_report_resolves_each_address_once_yet_by_time(reuse):
+    """The report resolves each distinct address once; A's and B's samples at one address
+    must still each get the program of their own time (checked against resolving every
+    sample on its own)."""
+    from test_report import check_pairs_resolve_as_one_by_one
+    path, _facts = reuse
+    keys = check_pairs_resolve_as_one_by_one(path)
+    assert any(k[0].endswith("_tr_hist_a") for k in keys)
+    assert any(k[0].endswith("_tr_hist_b") for k in keys)
+
+
 def test_python_api_reaches_programs_and_history(reuse):
     import textrace
     path, facts = reuse

@@ -77,6 +77,27 @@ def test_changed_ranges_cover_whole_instructions():
     assert changed_ranges(old, old) == []
 
 
+def test_reported_pokes_are_kept_only_where_and_while_an_image_may_need_them():
+    """The TEXT_POKEs kept for images learned later: none in the kernel's own text, and
+    only the last REPORTED_HORIZON_NS of the others, however many pokes arrive."""
+    from textrace.unreported import REPORTED_HORIZON_NS, ImageWatch
+    watch = ImageWatch()
+    watch.kernel_text = (0xffffffff81000000, 0xffffffff82000000)
+    for k in range(50_000):      # the function tracer turned on: pokes all over the text
+        watch.apply(k, 0xffffffff81000000 + 16 * k, b"\x0f\x1f\x44\x00\x00")
+    assert watch.reported == []
+    step = 10**7                 # a poke every 10 ms outside the text, for 200 s
+    most = 0
+    for k in range(20_000):
+        watch.apply(k * step, 0xffffffffa0000000 + 16 * (k % 64), b"\xe9\0\0\0\0")
+        most = max(most, len(watch.reported))
+    per_horizon = REPORTED_HORIZON_NS // step
+    assert most <= 2 * per_horizon + 1024
+    last = 19_999 * step
+    kept = {t for t, _a, _n in watch.reported}
+    assert all(k * step in kept for k in range(20_000) if k * step >= last - REPORTED_HORIZON_NS)
+
+
 TAIL_WORKLOAD = r"""
 import ctypes, json, sys, time
 sys.path.insert(0, {tests!r})

@@ -8,6 +8,7 @@ import re
 import struct
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -153,6 +154,121 @@ def test_code_records_read_in_bulk_match_the_record_decoder(corpus, name):
                 (rec.event_type, rec.flags, rec.prog_id, rec.tag)
 
 
+def test_distinct_pairs_number_each_pair_once():
+    """The hash numbering against its definition, on few and many distinct pairs, with
+    colliding rounds (a small table for 100k pairs) and the sorted remainder."""
+    from textrace.history.distinct import distinct_pairs
+    rng = np.random.default_rng(3)
+    for n, k in [(0, 1), (1, 1), (5, 3), (1000, 7), (100_000, 5000), (100_000, 100_000),
+                 (300_000, 1 << 40)]:
+        a = rng.integers(0, k, n).astype(np.uint64) * np.uint64(4096)
+        b = rng.integers(-1, 3, n).astype(np.int32)
+        ids, first = distinct_pairs(a, b)
+        pairs = set(zip(a.tolist(), b.tolist()))
+        assert len(first) == len(pairs)
+        assert np.array_equal(a[first[ids]], a) and np.array_equal(b[first[ids]], b)
+        assert len(ids) == n and (n == 0 or ids.max() == len(first) - 1)
+
+
+def check_pairs_resolve_as_one_by_one(path) -> list[tuple]:
+    """attribute() resolves each distinct (pid, ip) once, as of the recording's end, and
+    the samples taken before that answer held one by one: every sample's key must be the
+    one it gets when resolved on its own at its own time.  Returns the keys."""
+    from textrace.history.kallsyms import KernelSymbols
+    from textrace.perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL
+    from textrace.perf.bulk import sample_arrays
+    from textrace.perf.reader import PerfData
+    from textrace.views import report
+    kernel = KernelSymbols.from_proc()
+    keys, ids, _s = report.attribute(PerfData.open(path), kernel)
+    data = PerfData.open(path)
+    maps, table = report._sideband(data)
+    s = sample_arrays(data, callchains=False)
+    mode = s.misc & MISC_CPUMODE_MASK
+    in_kernel = (mode == MISC_KERNEL) | (mode == MISC_GUEST_KERNEL)
+    k, u = np.flatnonzero(in_kernel), np.flatnonzero(~in_kernel)
+    syms = report._Symbols()
+    codes = np.empty(len(s), dtype=np.int64)
+    times = s.time.astype(np.int64)
+    codes[u] = report._user_codes(syms, maps, s.pid[u], s.ip[u], times[u])[0]
+    codes[k] = report._kernel_codes(syms, table, kernel, s.ip[k], times[k])
+    alone = syms.keys(codes.tolist())
+    assert len(alone) == len(ids) > 100
+    assert [keys[i] for i in ids.tolist()] == alone
+    return alone
+
+
+@pytest.mark.parametrize("name", ["system-wide", "callchain", "multi-event"])
+def test_samples_resolved_by_pair_as_one_by_one(corpus, name):
+    check_pairs_resolve_as_one_by_one(corpus.path(name))
+
+
+SPIN_LIB = r"""
+#include <time.h>
+double NAME(double seconds)
+{
+    struct timespec t0, t;
+    double x = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        for (int i = 0; i < 100000; i++)
+            x += i * 0.5;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < seconds);
+    return x;
+}
+"""
+SPIN_MAIN = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char **argv)
+{
+    for (int k = 1; k <= 2; k++) {
+        void *lib = dlopen(argv[k], RTLD_NOW);
+        double (*spin)(double) = (double (*)(double))dlsym(lib, k == 1 ? "spin_a" : "spin_b");
+        printf("%p\n", (void *)spin);
+        fflush(stdout);
+        spin(0.5);
+        dlclose(lib);
+    }
+    return 0;
+}
+"""
+
+
+def test_a_library_unloaded_and_another_at_its_address_resolve_by_time(tmp_path):
+    """libA is dlopen'ed, spun in, dlclose'd; libB, of the same layout, is then mapped at
+    the very same address and spun in: every sample must get the library mapped there at
+    its own time (the report resolves each address once, as of the end, where libB is;
+    libA's samples come before that), and the counts must be perf's."""
+    for name in ("spin_a", "spin_b"):
+        (tmp_path / f"{name}.c").write_text(SPIN_LIB.replace("NAME", name))
+        subprocess.run(["clang", "-O1", "-shared", "-fPIC", "-o", str(tmp_path / f"{name}.so"),
+                        str(tmp_path / f"{name}.c")], check=True)
+    (tmp_path / "main.c").write_text(SPIN_MAIN)
+    subprocess.run(["clang", "-O1", "-o", str(tmp_path / "main"), str(tmp_path / "main.c"),
+                    "-ldl"], check=True)
+    path = tmp_path / "reuse.data"
+    out = subprocess.run(["perf", "record", "-q", "-o", str(path), "-e", "cpu-clock", "-F",
+                          "999", "--", str(tmp_path / "main"), str(tmp_path / "spin_a.so"),
+                          str(tmp_path / "spin_b.so")], check=True, capture_output=True,
+                         text=True, timeout=60).stdout.split()
+    assert len(out) == 2 and out[0] == out[1], f"libB was not mapped at libA's address: {out}"
+    keys = check_pairs_resolve_as_one_by_one(path)
+    ours = {(r["dso"], r["symbol"]): r["samples"] for r in textrace_report(path)}
+    a, b = ours.get(("spin_a.so", "spin_a"), 0), ours.get(("spin_b.so", "spin_b"), 0)
+    assert a >= 200 and b >= 200, ours
+    assert sum(k[:2] == ("spin_a", "spin_a.so") for k in keys) == a
+    text = run_perf("report", "--stdio", "--no-children", "--sort", "dso,sym", "-F",
+                    "sample,dso,sym", "-i", str(path))
+    theirs = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0].isdigit():
+            theirs[(parts[1], parts[3])] = int(parts[0])
+    assert theirs.get(("spin_a.so", "spin_a")) == a and theirs.get(("spin_b.so", "spin_b")) == b
+
+
 def test_mappings_of_every_process_resolve_as_one_at_a_time():
     """lookup_all (one search for every process) against the definition: the last mapping
     of the process covering the address, made at or before the sample."""
@@ -230,6 +346,30 @@ def test_kallsyms_read_in_the_background_is_the_file():
     text = now.addrs[now.lookup([now.address_of("_text")])[0]]
     assert ahead.address_of("_text") == int(text)
     assert abs(len(ahead) - len(now)) < 100   # BPF programs come and go in between
+
+
+def test_kallsyms_reader_reports_errors_and_survives_its_child():
+    """A file that cannot be read raises OSError, as reading it would; a child killed
+    before it is done leaves the parent to read the file itself (a real text file here,
+    so that the two results can be compared exactly)."""
+    import signal
+    from textrace.history.kallsyms import KernelSymbols
+    from textrace.history.kallsyms_reader import KallsymsReader
+    with pytest.raises(FileNotFoundError):
+        KallsymsReader("/nonexistent/kallsyms").result()
+    text = open("/proc/kallsyms", "rb").read()
+    with tempfile.NamedTemporaryFile(suffix=".kallsyms") as f:
+        f.write(text)
+        f.flush()
+        expect = KernelSymbols.parse(text)
+        reader = KallsymsReader(f.name)
+        os.kill(reader.pid, signal.SIGKILL)
+        got = reader.result()
+        ok = KallsymsReader(f.name).result()
+        for syms in (got, ok):
+            assert np.array_equal(syms.addrs, expect.addrs)
+            assert [syms.name(i) for i in range(0, len(syms), 997)] == \
+                [expect.name(i) for i in range(0, len(expect), 997)]
 
 
 @pytest.mark.parametrize("path", ["/usr/bin/perf", "/usr/lib/x86_64-linux-gnu/libc.so.6"])

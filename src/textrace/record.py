@@ -375,7 +375,7 @@ class Recorder:
         sid = SampleId(pid=0, tid=0, time=0, cpu=0, id=self.attrs[0].ids[0])
         synthesized: list[tuple[int, list]] = []  # (prog id, its KSYMBOLs and BPF_EVENT)
         if text and etext:
-            self.text_bounds = (text, etext)
+            self.text_bounds = self.watch.kernel_text = (text, etext)
             writer.write(MmapRecord(misc=MISC_KERNEL, pid=-1, tid=0, addr=text,
                                     len=etext - text, pgoff=text,
                                     filename="[kernel.kallsyms]_text", sample_id=sid))

@@ -87,13 +87,25 @@ def makes_tail_calls(info: ProgInfo) -> bool:
         return False
 
 
+# How long a reported change is kept for images learned later: an image comes from a
+# capture stamped at its program's load, and captures arrive within a round or two of it.
+REPORTED_HORIZON_NS = 10 * 10**9
+
+
 class ImageWatch:
     """The last known JIT image of every live program that makes tail calls, kept current
-    with the changes the kernel does report (TEXT_POKE), whichever arrives first."""
+    with the changes the kernel does report (TEXT_POKE), whichever arrives first.
+
+    The reported changes are kept to be applied to images learned later, but only those
+    of the last REPORTED_HORIZON_NS, and none in the kernel's own text (`kernel_text`,
+    _text.._etext, once known), where no JIT image lies: with the function tracer on every
+    function, that text takes tens of thousands of pokes."""
 
     def __init__(self):
         self.known: dict[int, tuple[int, list[tuple[int, bytes]]]] = {}  # id -> (time, funcs)
         self.reported: list[tuple[int, int, bytes]] = []  # (time, addr, new) of TEXT_POKEs
+        self.kernel_text: tuple[int, int] | None = None
+        self._prune_at = 1024
 
     def watch(self, info: ProgInfo, time: int) -> None:
         if not makes_tail_calls(info):
@@ -108,7 +120,13 @@ class ImageWatch:
 
     def apply(self, time: int, addr: int, new: bytes) -> None:
         """A change the kernel did report: not to be reported again."""
+        if self.kernel_text is not None and self.kernel_text[0] <= addr < self.kernel_text[1]:
+            return
         self.reported.append((time, addr, new))
+        if len(self.reported) >= self._prune_at:
+            horizon = time - REPORTED_HORIZON_NS
+            self.reported = [r for r in self.reported if r[0] >= horizon]
+            self._prune_at = max(1024, 2 * len(self.reported))
         for prog_id, (known_time, _funcs) in self.known.items():
             if time > known_time:
                 self._patch(prog_id, addr, new)

@@ -6,16 +6,18 @@ demangle are returned as they are."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from functools import lru_cache
 
 _lib = None
 
 
 def _demangler():
+    """(__cxa_demangle, free), loaded on the first C++ name (ctypes is imported then: a
+    report of C code never pays for it); False where libstdc++ is missing."""
     global _lib
     if _lib is None:
+        import ctypes
+        import ctypes.util
         try:
             cxx = ctypes.CDLL("libstdc++.so.6")
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -36,6 +38,7 @@ def cxa_demangle(name: str) -> str | None:
     lib = _demangler()
     if not lib:
         return None
+    import ctypes
     fn, free = lib
     status = ctypes.c_int(0)
     out = fn(name.encode("utf-8", "surrogateescape"), None, None, ctypes.byref(status))

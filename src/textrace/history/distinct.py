@@ -59,8 +59,10 @@ def distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     # the numbers used, renumbered 0..k-1
     used = np.zeros(base, dtype=bool)
     used[bucket] = True
-    number = np.cumsum(used, dtype=np.int64) - 1
+    used = np.flatnonzero(used)
+    number = np.empty(base, dtype=np.int64)
+    number[used] = np.arange(len(used))
     ids = number[bucket]
-    first = np.empty(int(number[-1]) + 1 if base else 0, dtype=np.int64)
+    first = np.empty(len(used), dtype=np.int64)
     first[ids] = np.arange(n, dtype=np.int64)
     return ids, first

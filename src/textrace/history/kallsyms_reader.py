@@ -22,7 +22,8 @@ _PATH = "/proc/kallsyms"
 
 class KallsymsReader:
     """Start reading now; `result()` (or calling it) returns the KernelSymbols, raising
-    OSError as reading /proc/kallsyms would."""
+    OSError as reading /proc/kallsyms would.  If the child dies before it is done, the
+    parent reads the file itself."""
 
     def __init__(self, path: str = _PATH):
         self.path = path
@@ -61,14 +62,17 @@ class KallsymsReader:
         import numpy as np
         _pid, status = os.waitpid(self.pid, 0)
         self.pid = 0
-        size = os.fstat(self.fd).st_size
-        if status or size < _HEADER.size:
-            raise RuntimeError(f"the process reading {self.path} failed "
-                               f"(wait status {status}, {size} bytes written)")
-        view = mmap.mmap(self.fd, size, prot=mmap.PROT_READ)
-        magic, errno, n, text_len = _HEADER.unpack_from(view, 0)
-        if magic != _MAGIC:
-            raise RuntimeError(f"the process reading {self.path} wrote no result")
+        try:
+            size = os.fstat(self.fd).st_size
+            view = mmap.mmap(self.fd, size, prot=mmap.PROT_READ) \
+                if not status and size >= _HEADER.size else None
+        finally:
+            self.close()
+        if view is None or _HEADER.unpack_from(view, 0)[0] != _MAGIC:
+            # the child died before it was done (killed, out of memory): read it here
+            with open(self.path, "rb") as f:
+                return KernelSymbols.parse(f.read())
+        _magic, errno, n, text_len = _HEADER.unpack_from(view, 0)
         if errno:
             message = bytes(view[_HEADER.size:_HEADER.size + text_len]).decode()
             raise OSError(errno, message, self.path)

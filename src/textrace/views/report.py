@@ -182,17 +182,16 @@ class _Symbols:
         self.size += count
         return first
 
-    def key(self, code: int) -> tuple[str, str, str]:
-        lo = 0
-        hi = len(self.blocks)
-        while hi - lo > 1:             # the last block starting at or before code
-            mid = (lo + hi) // 2
-            if self.blocks[mid][0] <= code:
-                lo = mid
-            else:
-                hi = mid
-        first, _count, namer = self.blocks[lo]
-        return namer(code - first)
+    def keys(self, codes: list[int]) -> list[tuple]:
+        """The (symbol, dso, kind[, address]) of each code."""
+        firsts = np.array([b[0] for b in self.blocks], dtype=np.int64)
+        which = np.searchsorted(firsts, codes, side="right") - 1  # the block of each
+        blocks = self.blocks
+        out = []
+        for code, b in zip(codes, which.tolist()):
+            first, _count, namer = blocks[b]
+            out.append(namer(code - first))
+        return out
 
 
 def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None):
@@ -237,11 +236,10 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     # under two paths with one basename).  A key is (symbol, dso, kind) and, where symbols
     # of one name can differ (C++ overloads, local functions of one name), the symbol's
     # address: perf keeps them apart, a row each.
-    hit = np.flatnonzero(np.bincount(codes, minlength=syms.size))
+    hit = np.flatnonzero(np.bincount(codes, minlength=syms.size)).tolist()
     table_ids: dict[tuple[str, str, str], int] = {}
     remap = np.zeros(syms.size, dtype=np.int64)
-    for code in hit.tolist():
-        remap[code] = table_ids.setdefault(syms.key(code), len(table_ids))
+    remap[hit] = [table_ids.setdefault(key, len(table_ids)) for key in syms.keys(hit)]
     return list(table_ids), remap[codes], s
 
 
@@ -360,7 +358,8 @@ def report_rows(data: PerfData, *, sort: str = "symbol",
     counts = np.bincount(per, minlength=len(gkeys))
     periods = np.bincount(per, weights=s.period.astype(np.float64), minlength=len(gkeys))
     total = periods.sum() or 1.0
-    rows = [ReportRow(k[0], k[1], k[2], int(counts[i]), int(periods[i]),
+    counts, periods = counts.tolist(), periods.tolist()   # Python numbers: cheap to index
+    rows = [ReportRow(k[0], k[1], k[2], counts[i], int(periods[i]),
                       round(100.0 * periods[i] / total, 2))
             for k, i in gkeys.items() if counts[i]]
     rows.sort(key=lambda r: (-r.period, r.symbol, r.dso, r.kind))
