@@ -12,9 +12,6 @@ All alternate in the same run; each ratio is perf's time over textrace's, pair b
 
 textrace's bytecode is compiled first, as `pip install` does: where PYTHONDONTWRITEBYTECODE
 is set (this project's sandbox sets it) every run would otherwise compile its modules anew.
-textrace keeps the ELF symbol tables it parses in ~/.cache/textrace/symbols (as perf keeps
-binaries in ~/.debug), so after the warm-up run it loads them from there; the same report
-with TEXTRACE_SYMBOL_CACHE=off, parsing every ELF file each time, is timed too.
 
     python3 bench/report.py [--file perf.data] [--seconds 6] [--runs 7] [--workload busy|build]
 """
@@ -36,23 +33,17 @@ def main() -> int:
                 runs=args.runs)
     flat = compare(ours, ["perf", "report", "--stdio", "--no-children", "-g", "none",
                           "--sort", "sym", "-i", path], runs=args.runs)
-    cold = compare(["env", "TEXTRACE_SYMBOL_CACHE=off"] + ours,
-                   ["perf", "report", "--stdio", "--sort", "sym", "-i", path], runs=args.runs)
     print(f"workload: {args.workload if not args.file else 'given'}, "
           f"{os.path.getsize(path) / 2**20:.1f} MiB recording ({path}); "
           f"textrace bytecode: {compiled}")
     print(f"{'':44}{'wall s (median)':>16}{'peak RSS MiB':>14}")
     print(f"{'textrace report':44}{r['ours_s']:>16.3f}{r['ours_kib'] / 1024:>14.1f}")
-    print(f"{'textrace report, no symbol cache':44}{cold['ours_s']:>16.3f}"
-          f"{cold['ours_kib'] / 1024:>14.1f}")
     print(f"{'perf report --stdio':44}{r['theirs_s']:>16.3f}{r['theirs_kib'] / 1024:>14.1f}")
     print(f"{'perf report --stdio --no-children -g none':44}{flat['theirs_s']:>16.3f}"
           f"{flat['theirs_kib'] / 1024:>14.1f}")
     print(f"speedup (perf/textrace, {r['runs']} pairs): median {r['speedup']:.2f}x "
           f"(min {r['speedup_min']:.2f}x, max {r['speedup_max']:.2f}x); goal >= 3x, "
           f"memory ratio {r['ours_kib'] / r['theirs_kib']:.2f} (goal <= 1)")
-    print(f"without the symbol cache: median {cold['speedup']:.2f}x "
-          f"(min {cold['speedup_min']:.2f}x, max {cold['speedup_max']:.2f}x)")
     print(f"against perf --no-children -g none (same output): median {flat['speedup']:.2f}x "
           f"(min {flat['speedup_min']:.2f}x, max {flat['speedup_max']:.2f}x)")
     return 0

@@ -6,6 +6,7 @@ demangle are returned as they are."""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 _lib = None
@@ -60,32 +61,36 @@ _OPERATORS = sorted(["()", "[]", "<=>", "<<=", ">>=", "->*", "<<", ">>", "<=", "
                      "!", "=", ","], key=len, reverse=True)
 
 
+# a bracket, or an operator name's start ("operator" not inside a longer identifier)
+_TOKEN = re.compile(r"[()<>\[\]{}]|\boperator")
+
+
 def _depth_map(s: str) -> list[int]:
     """Nesting depth of each character of `s` (the brackets of operator names such as
-    operator<< or operator() not counted)."""
-    depth, out, i, n = 0, [0] * len(s), 0, len(s)
-    while i < n:
-        if s.startswith("operator", i) and (i == 0 or not (s[i - 1].isalnum()
-                                                            or s[i - 1] == "_")):
+    operator<< or operator() not counted); the text between brackets is taken a run at
+    a time (names run to thousands of characters)."""
+    out: list[int] = []
+    depth = pos = 0
+    while (m := _TOKEN.search(s, pos)) is not None:
+        i = m.start()
+        out.extend([depth] * (i - pos))
+        if s[i] == "o":                          # operator<<, operator(), ...
             k = i + 8
             for tok in _OPERATORS:
                 if s.startswith(tok, k):
                     k += len(tok)
                     break
-            for m in range(i, k):
-                out[m] = depth
-            i = k
+            out.extend([depth] * (k - i))
+            pos = k
             continue
-        c = s[i]
-        if c in _OPEN:
-            out[i] = depth
+        if s[i] in _OPEN:
+            out.append(depth)
             depth += 1
-        elif c in _CLOSE:
-            depth = max(depth - 1, 0)
-            out[i] = depth
         else:
-            out[i] = depth
-        i += 1
+            depth = max(depth - 1, 0)
+            out.append(depth)
+        pos = i + 1
+    out.extend([depth] * (len(s) - pos))
     return out
 
 

@@ -24,7 +24,7 @@ from ..history.demangle import demangle
 from ..history.distinct import distinct_pairs
 from ..history.kallsyms import KernelSymbols
 from ..history.programs import programs_from_records, regions_of
-from ..history.regions import RegionTable
+from ..history.regions import RegionTable, sorted_unique
 from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name, elf_symbols
 from ..perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL, RecordType
 from ..perf.bulk import code_events, located, map_events, release_pages, sample_arrays
@@ -174,6 +174,7 @@ class _Symbols:
     def __init__(self):
         self.blocks: list[tuple[int, int, object]] = []   # (first code, count, namer)
         self.size = 0
+        self.named: dict[int, tuple] = {}
 
     def block(self, count: int, namer) -> int:
         """Reserve `count` codes; namer(i) gives (symbol, dso, kind) of the i-th."""
@@ -183,15 +184,17 @@ class _Symbols:
         return first
 
     def keys(self, codes: list[int]) -> list[tuple]:
-        """The (symbol, dso, kind[, address]) of each code."""
-        firsts = np.array([b[0] for b in self.blocks], dtype=np.int64)
-        which = np.searchsorted(firsts, codes, side="right") - 1  # the block of each
-        blocks = self.blocks
-        out = []
-        for code, b in zip(codes, which.tolist()):
-            first, _count, namer = blocks[b]
-            out.append(namer(code - first))
-        return out
+        """The (symbol, dso, kind[, address]) of each code, each named once."""
+        named = self.named
+        todo = [code for code in codes if code not in named]
+        if todo:
+            firsts = np.array([b[0] for b in self.blocks], dtype=np.int64)
+            which = np.searchsorted(firsts, todo, side="right") - 1  # the block of each
+            blocks = self.blocks
+            for code, b in zip(todo, which.tolist()):
+                first, _count, namer = blocks[b]
+                named[code] = namer(code - first)
+        return [named[code] for code in codes]
 
 
 def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None):
@@ -217,6 +220,7 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     if len(user):
         pair_codes[user], since[user] = _user_codes(syms, maps, pids[user], ips[user])
     if kernel_later is not None:
+        syms.keys(sorted_unique(pair_codes[user]).tolist())   # while kallsyms is parsed
         kernel = kernel_later()
     kern = np.flatnonzero(kernel_pair)
     if len(kern):
