@@ -32,7 +32,8 @@ def distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     for mult in _GOLDEN:
         ta = a if todo is None else a[todo]
         tb = b if todo is None else b[todo]
-        bits = max(10, len(ta).bit_length())  # at least as many slots as elements
+        # as many slots as elements, 1k to 4M (two 32 MiB tables for the largest)
+        bits = min(22, max(10, len(ta).bit_length()))
         h = ((ta ^ (tb * np.uint64(0xFF51AFD7ED558CCD))) * np.uint64(mult)) \
             >> np.uint64(64 - bits)
         h = h.astype(np.intp)

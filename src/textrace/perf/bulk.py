@@ -374,8 +374,9 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
                 fields: frozenset[str]) -> SampleArrays | None:
     """The common case, every attr with one sample layout and every record 8-aligned: each
     fixed field asked for is a u64 at the same place in every record, all of them gathered
-    in one pass (_gather_words).  The checks are the general path's, in its order.  None when a field would be read past
-    the buffer (a damaged file: the general path names the field)."""
+    in one pass (_gather_words).  The checks are the general path's, in its order.  None
+    when a field would be read past the buffer (a damaged file: the general path names
+    the field)."""
     from .sampleid import sample_id_position
     attr = data.attrs[0].attr
     st = attr.sample_type
