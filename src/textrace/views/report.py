@@ -153,8 +153,8 @@ def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
 
         history, _ = build_history(follow(data.records_by_time(SIDEBAND)))
         return maps, history.table
-    # The map records (a thousand or more in a system-wide recording) read straight from
-    # the file; the few code records, if any, decoded as records for the code history.
+    # The map records (a thousand or more in a system-wide recording) and the program
+    # records read straight from the file, without the record classes.
     offsets, kinds = found
     for ev in map_events(data, offsets[_of_types(kinds, MAP_RECORDS)]):
         if ev.kind == "fork":
@@ -199,9 +199,9 @@ class _Symbols:
 
 def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None):
     """Per-sample symbol keys: (keys, ids, samples), keys[ids[i]] = (symbol name, dso,
-    kind[, address]) of sample i; `samples` holds the columns SAMPLE_FIELDS only.  `kernel_later()`,
-    if given, returns the kernel symbols once they are needed (after the user-space
-    samples are done)."""
+    kind[, address]) of sample i; `samples` holds the columns SAMPLE_FIELDS only.
+    `kernel_later()`, if given, returns the kernel symbols once they are needed (after the
+    user-space samples are done)."""
     maps, table = _sideband(data)
     s = sample_arrays(data, callchains=False, fields=SAMPLE_FIELDS)
     release_pages(data)
