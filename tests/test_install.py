@@ -160,3 +160,43 @@ def test_the_sdist_builds_the_object_and_says_why_not_without_clang(tree, tmp_pa
     (built,) = glob.glob(str(tmp_path / "clang" / "textrace-*.whl"))
     assert "textrace/bpf/capture/" + capture_build.object_name(
         os.path.join(CAPTURE_DIR, "capture.bpf.c")) in zipfile.ZipFile(built).namelist()
+
+
+def checkout_without_object(tmp) -> dict:
+    """This checkout run as is (no packaged object), clang hidden, the cache empty: kernel
+    capture cannot run."""
+    home = tmp / "home"
+    home.mkdir()
+    return dict(os.environ, PATH=no_compiler_path(tmp, os.path.dirname(sys.executable)),
+                HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+
+
+def test_without_kernel_capture_the_reason_comes_first_and_in_the_summary(tmp_path):
+    out = tmp_path / "sleep.data"
+    p = subprocess.Popen([sys.executable, "-m", "textrace", "record", "-o", str(out), "--",
+                          sys.executable, "-c", "import time; time.sleep(3)"], stderr=subprocess.PIPE, text=True,
+                         env=checkout_without_object(tmp_path))
+    first = p.stderr.readline()
+    running = p.poll() is None  # said at the start, while the command still runs
+    rest = p.stderr.read().splitlines()
+    assert p.wait(timeout=60) == 0 and running
+    note = ("textrace: kernel capture unavailable: no capture object is installed and none "
+            "could be built (clang is not on PATH): install textrace from its wheel (it ships "
+            "the object), or install clang, libbpf-dev and linux-libc-dev; capturing from "
+            "user space instead, which misses programs that live microseconds (--capture "
+            "user: no warning)\n")
+    assert first == note
+    assert rest[-2:] == [note.rstrip("\n"), rest[-1]] and rest[-1].endswith("(user capture)")
+
+
+def test_capture_kernel_fails_instead_of_falling_back(tmp_path):
+    out = tmp_path / "never.data"
+    r = subprocess.run([sys.executable, "-m", "textrace", "record", "--capture", "kernel",
+                        "-o", str(out), "--", sys.executable, "-c", ""], capture_output=True, text=True,
+                       timeout=60, env=checkout_without_object(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        "textrace: --capture kernel: kernel capture unavailable: no capture object is "
+        "installed and none could be built (clang is not on PATH): install textrace from its "
+        "wheel (it ships the object), or install clang, libbpf-dev and linux-libc-dev"]
+    assert not out.exists()
