@@ -226,7 +226,7 @@ class IdScanner:
 
 
 class Recorder:
-    notice = None  # called at once with why kernel capture fell back (the CLI prints it)
+    notice = None  # called at the start with why kernel capture fell back (the CLI prints it)
 
     def __init__(self, opts: RecordOptions, progress=None):
         self.opts = opts
@@ -547,8 +547,6 @@ class Recorder:
             self.summary.capture_note = (
                 f"kernel capture unavailable: {why}; capturing from user space instead, "
                 f"which misses programs that live microseconds (--capture user: no warning)")
-            if self.notice:
-                self.notice(self.summary.capture_note)
 
     def _write_round(self, writer: PerfDataWriter, batch: list[bytes]) -> int:
         """One round: the records sorted by time, FINISHED_ROUND, the header patched."""
@@ -568,6 +566,8 @@ class Recorder:
         self._start_kernel_capture()  # before the events: its calibration load is not ours
         self.code = CodeReads(*open_kernel_memory(self.kernel), clock=self.now)
         self.open_events()
+        if self.summary.capture_note and self.notice:  # once the events opened: a refusal
+            self.notice(self.summary.capture_note)     # there is the one line to print
         writer = PerfDataWriter(opts.output, self.attrs)
         t_start_wall = time.time_ns()
         t_start = clock_ns(opts.clockid)

@@ -79,7 +79,8 @@ def cache_dir() -> str:
 
 
 def packaged_path(source: str = SOURCE) -> str | None:
-    """The object the package shipped for this source, if it did."""
+    """The object the package shipped for this source, if it did.  (A path beside the
+    source, not an importlib.resources handle: libbpf opens files by name.)"""
     path = os.path.join(os.path.dirname(source), object_name(source))
     return path if os.path.exists(path) else None
 
