@@ -2,8 +2,9 @@
 
 A wheel built from the checkout (`pip wheel .`, as a user would) is installed into a fresh
 venv (its dependencies from the package index, through pip's cache); there, with clang
-and llvm hidden from PATH and an empty HOME and cache, `textrace record` captures every
-program of bpftool's feature probe in the kernel with the object the wheel shipped.
+and llvm hidden from PATH, an empty HOME and cache, and no network, `textrace record`
+captures every program of bpftool's feature probe in the kernel with the object the wheel
+shipped.
 `pipx install .` gives the same.  The sdist builds the object with clang, and says why
 it cannot when clang is absent.
 """
@@ -80,15 +81,17 @@ def wheel(tree) -> str:
 
 
 def feature_probe_recorded_in_kernel(tmp, textrace: list[str], python: str, bindir: str):
-    """Record the feature probe where clang is absent and the cache empty, then check
+    """Record the feature probe where clang is absent, the cache empty and no network
+    reachable, then check
     that every program it saw was captured in the kernel and nothing was built."""
     home = tmp / "home"
     home.mkdir()
     env = clean_env(PATH=no_compiler_path(tmp, bindir), HOME=str(home),
                     XDG_CACHE_HOME=str(home / ".cache"))
     out = tmp / "probe.data"
-    r = ok([*textrace, "record", "-a", "-o", str(out), "--", "bpftool", "feature", "probe",
-            "kernel"], env=env)
+    # in a network namespace of its own (no network), as in a fresh one nothing is fetched
+    r = ok([shutil.which("unshare"), "--net", *textrace, "record", "-a", "-o", str(out), "--",
+            "bpftool", "feature", "probe", "kernel"], env=env)
     assert "unavailable" not in r.stderr and "(kernel capture)" in r.stderr, r.stderr
     rows = [json.loads(l) for l in ok([python, "-m", "textrace", "progs", "-i", str(out),
                                        "--json"], env=env).stdout.splitlines()]
