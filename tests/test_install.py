@@ -118,8 +118,9 @@ def test_the_wheel_ships_the_capture_objects_their_sources_the_unit_and_py_typed
     assert not any(n.endswith(".bpf.o") and n.rsplit("/", 1)[-1] not in
                    {capture_build.object_name(s) for s in sources} for n in names)
     assert "textrace/py.typed" in names
-    for unit in glob.glob(os.path.join(ROOT, "src", "textrace", "systemd", "*.service")):
-        assert f"textrace/systemd/{os.path.basename(unit)}" in names
+    src = os.path.join(ROOT, "src")
+    for unit in glob.glob(os.path.join(src, "textrace", "**", "*.service"), recursive=True):
+        assert os.path.relpath(unit, src) in names  # the daemon's systemd unit
     (entry,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     scripts = zipfile.ZipFile(wheel).read(entry).decode()
     assert "[console_scripts]" in scripts and "textrace = textrace.cli:main" in scripts

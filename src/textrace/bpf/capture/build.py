@@ -40,10 +40,13 @@ def sources(directory: str = HERE) -> list[str]:
 
 
 def object_name(source: str) -> str:
-    """capture.bpf.c -> capture-<sha256 of its bytes, 16 hex>.bpf.o"""
-    with open(source, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:16]
-    return f"{os.path.basename(source)[:-len('.bpf.c')]}-{digest}.bpf.o"
+    """capture.bpf.c -> capture-<16 hex of sha256>.bpf.o, hashing the source and the main
+    one (a kernel variant's source includes it)."""
+    digest = hashlib.sha256()
+    for path in dict.fromkeys((source, os.path.join(os.path.dirname(source), "capture.bpf.c"))):
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return f"{os.path.basename(source)[:-len('.bpf.c')]}-{digest.hexdigest()[:16]}.bpf.o"
 
 
 def compile_object(source: str, out: str) -> None:
