@@ -226,6 +226,8 @@ class IdScanner:
 
 
 class Recorder:
+    notice = None  # called at the start with why kernel capture fell back (the CLI prints it)
+
     def __init__(self, opts: RecordOptions, progress=None):
         self.opts = opts
         self.progress = progress
@@ -537,9 +539,14 @@ class Recorder:
             self.kernel = CaptureProgram()
             self.summary.capture = "kernel"
         except (TextraceError, OSError) as e:
+            why = e.message + (f" ({e.file})" if e.file else "") \
+                if isinstance(e, TextraceError) else str(e)
             if self.opts.capture == "kernel":
-                raise
-            self.summary.capture_note = f"kernel capture unavailable ({e}); using user space"
+                raise TextraceError(f"kernel capture unavailable: {why}",
+                                    field="--capture kernel") from None
+            self.summary.capture_note = (
+                f"kernel capture unavailable: {why}; capturing from user space instead, "
+                f"which misses programs that live microseconds (--capture user: no warning)")
 
     def _write_round(self, writer: PerfDataWriter, batch: list[bytes]) -> int:
         """One round: the records sorted by time, FINISHED_ROUND, the header patched."""
@@ -559,6 +566,8 @@ class Recorder:
         self._start_kernel_capture()  # before the events: its calibration load is not ours
         self.code = CodeReads(*open_kernel_memory(self.kernel), clock=self.now)
         self.open_events()
+        if self.summary.capture_note and self.notice:  # once the events opened: a refusal
+            self.notice(self.summary.capture_note)     # there is the one line to print
         writer = PerfDataWriter(opts.output, self.attrs)
         t_start_wall = time.time_ns()
         t_start = clock_ns(opts.clockid)
