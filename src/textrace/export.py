@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 from .errors import TextraceError
 from .views.tables import BUILDERS, TABLES, Batch, Coded, Masked, Source
 
+_INT64_MAX = (1 << 63) - 1
 _TYPES = {"string": "string", "int32": "int32", "int64": "int64", "uint64": "uint64",
           "bool": "bool_", "binary": "binary"}
 
@@ -46,6 +47,12 @@ def _column(values, field):
         return pa.array(np.asarray(values.values), type=field.type, mask=values.null)
     if isinstance(values, pa.Array):
         return values
+    if isinstance(values, np.ndarray):
+        return pa.array(values, type=field.type)
+    if field.type == pa.int64():
+        # a time beyond int64 (perf's synthesized records can carry an uninitialised
+        # sample_id) is the far future, as the history takes it (regions._ns)
+        values = [v if v is None or v <= _INT64_MAX else _INT64_MAX for v in values]
     return pa.array(values, type=field.type)
 
 
@@ -89,15 +96,14 @@ class ParquetTables:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.close(fd)
             os.chmod(path, 0o600)
-            # the file's schema: strings as strings (dictionary encoding is the file's,
-            # not the type's), so every batch fits whatever its dictionary
-            sch = pa.schema([f.with_type(pa.string()) if pa.types.is_dictionary(f.type)
-                             else f for f in rb.schema])
+            # string columns stay dictionaries: Parquet stores them dictionary-encoded
+            # as STRING (store_schema=False: no Arrow-only metadata), every reader sees
+            # strings, and no batch is turned into a Python-free string per row
             w = self._writers[table] = pq.ParquetWriter(
-                path, sch, compression="zstd", store_schema=False,
+                path, rb.schema, compression="zstd", store_schema=False,
                 write_statistics=True)
         if rb.schema != w.schema:
-            rb = rb.cast(w.schema)   # dictionary strings to plain: written dictionary-encoded
+            rb = rb.cast(w.schema)
         w.write_batch(rb, row_group_size=max(1, rb.num_rows))
         self.rows[table] += rb.num_rows
 

@@ -18,6 +18,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Iterator
 
 import numpy as np
@@ -117,6 +118,7 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 
+_INT64_MAX = (1 << 63) - 1  # a u64 time beyond it (damage): the far future, as regions._ns
 SAMPLE_BATCH = 1 << 18   # rows per samples batch (a Parquet row group each)
 
 
@@ -152,6 +154,12 @@ class Source:
         data = PerfData.open(path, salvage=salvage)
         history, programs = load_history(data)
         return cls(recording_id(path), data, history, programs)
+
+    @cached_property
+    def prog_rows(self) -> list:
+        """The rows of `textrace progs` (views.progs.ProgRow)."""
+        from .progs import prog_rows
+        return prog_rows(self.data)
 
 
 def recording_id(path: str) -> str:
@@ -235,8 +243,7 @@ def recordings(src: Source) -> Iterator[Batch]:
 # --- programs and their functions ---------------------------------------------------------
 
 def programs(src: Source) -> Iterator[Batch]:
-    from .progs import prog_rows
-    rows = prog_rows(src.data)
+    rows = src.prog_rows
     yield {
         "recording": [src.recording] * len(rows),
         "id": [r.id for r in rows], "tag": [r.tag for r in rows],
@@ -249,9 +256,8 @@ def programs(src: Source) -> Iterator[Batch]:
 
 
 def functions(src: Source) -> Iterator[Batch]:
-    from .progs import prog_rows
     cols: dict[str, list] = {name: [] for name, _t, _d in TABLES["functions"]}
-    for r in prog_rows(src.data):
+    for r in src.prog_rows:
         for k, f in enumerate(r.funcs):
             cols["recording"].append(src.recording)
             cols["program"].append(r.id)
@@ -332,7 +338,7 @@ def samples(src: Source, progress: Callable[[int, int], None] | None = None
         k = ids[lo:hi]
         yield {
             "recording": Coded(np.zeros(hi - lo, dtype=np.int32), rec.names),
-            "time": s.time[lo:hi].view(np.int64),
+            "time": np.minimum(s.time[lo:hi], np.uint64(_INT64_MAX)).view(np.int64),
             "cpu": extra.cpu[lo:hi].astype(np.int32),
             "pid": s.pid[lo:hi], "tid": extra.tid[lo:hi],
             "ip": s.ip[lo:hi],
