@@ -248,10 +248,11 @@ def _export_progress():
     tasks: dict[str, int] = {}
 
     def step(path, table, done, total):
-        key = f"{path} {table}"
-        if key not in tasks:
-            tasks[key] = bar.add_task(f"{os.path.basename(path)}: {table}", total=total)
-        bar.update(tasks[key], completed=done)
+        # one line per file: the step under way, a bar once its size is known (samples)
+        if path not in tasks:
+            tasks[path] = bar.add_task("", total=None)
+        bar.update(tasks[path], description=f"{os.path.basename(path)}: {table}",
+                   total=total, completed=done)
     return step, bar
 
 
@@ -291,43 +292,30 @@ def cmd_sql(args) -> int:
             for line in sql.json_lines(rel):
                 out.write(line + "\n")
             return 0
-        _print_columns(*sql.text_columns(rel))
+        _print_columns(sql.TextResult(con, rel))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
-RICH_ROWS = 1000   # past this many rows, columns are laid out here (rich takes ~1 ms a row)
+RICH_ROWS = 200   # past this many rows, DuckDB lays the columns out (rich: ~0.7 ms a row)
 
 
-def _print_columns(cols, numeric, chunks) -> None:
-    """A rich table for a small result; a big one in the same layout, written directly."""
-    first = []
-    for chunk in chunks:
-        first.extend(chunk)
-        if len(first) > RICH_ROWS:
-            break
-    if len(first) <= RICH_ROWS:
+def _print_columns(result) -> None:
+    """A rich table for a small result; a big one in the same layout, made by DuckDB."""
+    if result.rows <= RICH_ROWS:
         from rich.table import Table
         table = Table(box=None, pad_edge=False, show_edge=False)
-        for c, num in zip(cols, numeric):
+        for c, num in zip(result.columns, result.numeric):
             table.add_column(c, justify="right" if num else "left")
-        for row in first:
+        for row in result.cells():
             table.add_row(*row)
         _console().print(table)
         return
-    rows = first + [r for chunk in chunks for r in chunk]
-    widths = [max(len(c), max(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    just = [str.rjust if num else str.ljust for num in numeric]
-
-    def line(values):
-        return " ".join(j(v, w) for j, v, w in zip(just, values, widths)).rstrip()
     out = sys.stdout
-    out.write(line(cols) + "\n")
-    for k in range(0, len(rows), 1 << 14):
-        out.write("".join(line(r) + "\n" for r in rows[k:k + 1 << 14]))
-
+    for chunk in result.lines():
+        out.write("\n".join(chunk) + "\n")
 
 def cmd_record(args) -> int:
     from .record import CLOCKS, Recorder, RecordOptions

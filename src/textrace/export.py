@@ -121,12 +121,17 @@ def export(paths: list[str], directory: str, *, tables: Iterable[str] = TABLES,
            salvage: bool = False,
            progress: Callable[[str, str, int, int], None] | None = None) -> dict[str, int]:
     """Write the `tables` of every recording in `paths` to `directory`; rows per table.
-    `progress(path, table, done, total)` is called as samples are written."""
+    `progress(path, step, done, total)` is called as each step begins (total None: how
+    long it takes is not known) and as samples are written."""
     out = ParquetTables(directory, tables)
     try:
         for path in paths:
+            if progress is not None:
+                progress(path, "reading", 0, None)
             src = Source.open(path, salvage=salvage)
             for table in out.tables:
+                if progress is not None and table != "samples":
+                    progress(path, table, 0, None)
                 if table == "samples":
                     def step(done, total, path=path):
                         if progress is not None:

@@ -76,17 +76,30 @@ def _fetch(rel, batch_rows: int = 1 << 16) -> Iterator[list]:
         raise TextraceError(f"SQL: {str(e).splitlines()[0]}", field="QUERY") from None
 
 
+def _unique(names: list[str]) -> list[str]:
+    """Column names made unique (a join's `SELECT *` repeats them): a, a_1, ..."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        out.append(n if not k else f"{n}_{k}")
+    return out
+
+
 def json_lines(rel) -> Iterator[str]:
-    """One JSON object per row, made by DuckDB (blobs as hex strings first)."""
-    cols = ", ".join(f"lower(hex({_ident(c)})) AS {_ident(c)}" if str(t) == "BLOB" else _ident(c)
-                     for c, t in zip(rel.columns, rel.types))
+    """One JSON object per row, made by DuckDB (blobs as hex strings first; columns are
+    taken by position, so repeated names stay apart, as name_1...)."""
+    cols = ", ".join((f"lower(hex(#{i}))" if str(t) == "BLOB" else f"#{i}") + f" AS {_ident(c)}"
+                     for i, (c, t) in enumerate(zip(_unique(list(rel.columns)), rel.types),
+                                                1))
     rows = rel.project(cols).project("CAST(to_json(struct_pack(*COLUMNS(*))) AS VARCHAR)")
     for chunk in _fetch(rows):
         yield from chunk
 
 
-def _text_expr(col: str, kind: str) -> str:
-    c = _ident(col)
+def _text_expr(i: int, kind: str) -> str:
+    c = f"#{i}"
     if kind == "UBIGINT":
         expr = f"printf('%#x', {c})"
     elif kind == "BLOB":
@@ -100,20 +113,47 @@ _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT|FLOAT|
                       r"DECIMAL.*)$")
 
 
-def text_columns(rel) -> tuple[list[str], list[bool], Iterator[list[tuple]]]:
-    """Column names, which are numbers (right-aligned), and the rows as strings, in
-    chunks."""
-    kinds = [str(t) for t in rel.types]
-    cols = list(rel.columns)
-    text = rel.project(", ".join(f"{_text_expr(c, k)} AS {_ident(c)}"
-                                 for c, k in zip(cols, kinds)))
-    numeric = [bool(_NUMERIC.match(k)) and k != "UBIGINT" for k in kinds]
+class TextResult:
+    """A result as text, kept in a DuckDB temporary table: its cells for a small result
+    (a rich table), or its lines laid out by DuckDB itself for a big one (no Python string
+    per cell: a million rows print in seconds)."""
 
-    def chunks():
+    TABLE = "_textrace_text"
+
+    def __init__(self, con, rel):
+        kinds = [str(t) for t in rel.types]
+        self.con = con
+        self.columns = list(rel.columns)
+        self.numeric = [bool(_NUMERIC.match(k)) and k != "UBIGINT" for k in kinds]
+        text = rel.project(", ".join(f"{_text_expr(i, k)} AS c{i}"
+                                     for i, k in enumerate(kinds, 1)))
+        self._do(lambda: text.create(self.TABLE))
+        self.rows = self._do(lambda: con.sql(f"SELECT count(*) FROM {self.TABLE}")
+                             .fetchall()[0][0])
+
+    @staticmethod
+    def _do(step):
         import duckdb
         try:
-            for rb in text.fetch_record_batch(1 << 16):
-                yield list(zip(*(rb.column(i).to_pylist() for i in range(rb.num_columns))))
+            return step()
         except duckdb.Error as e:
             raise TextraceError(f"SQL: {str(e).splitlines()[0]}", field="QUERY") from None
-    return cols, numeric, chunks()
+
+    def cells(self) -> list[tuple]:
+        return self._do(lambda: self.con.sql(f"SELECT * FROM {self.TABLE}").fetchall())
+
+    def lines(self, sep: str = "  ") -> Iterator[list[str]]:
+        """The header line, then the rows' lines in chunks: numbers right-aligned, the
+        rest left-aligned, each column as wide as its widest cell."""
+        n = len(self.columns)
+        got = self._do(lambda: self.con.sql(
+            "SELECT " + ", ".join(f"max(length(c{i}))" for i in range(1, n + 1))
+            + f" FROM {self.TABLE}").fetchall()[0])
+        widths = [max(len(c), w or 0) for c, w in zip(self.columns, got)]
+        yield [sep.join(c.rjust(w) if num else c.ljust(w) for c, w, num in
+                        zip(self.columns, widths, self.numeric)).rstrip()]
+        cat = f" || {_quote(sep)} || ".join(
+            f"{'lpad' if num else 'rpad'}(c{i}, {w}, ' ')"
+            for i, (w, num) in enumerate(zip(widths, self.numeric), 1))
+        rel = self._do(lambda: self.con.sql(f"SELECT rtrim({cat}) FROM {self.TABLE}"))
+        yield from _fetch(rel)

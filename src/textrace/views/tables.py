@@ -106,7 +106,8 @@ TABLES: dict[str, list[tuple[str, str, str]]] = {
     "samples": [
         ("recording", "string", ""),
         ("time", "int64", "ns"),
-        ("cpu", "int32", ""), ("pid", "int32", ""), ("tid", "int32", ""),
+        ("cpu", "int32", "null when the event does not record it"),
+        ("pid", "int32", ""), ("tid", "int32", ""),
         ("ip", "uint64", ""),
         ("period", "int64", ""),
         ("event", "string", "the sampling event"),
@@ -318,6 +319,10 @@ def samples(src: Source, progress: Callable[[int, int], None] | None = None
     sym_addr = np.array([k[3] if len(k) > 3 else 0 for k in keys], dtype=np.uint64)
     has_addr = np.array([len(k) > 3 for k in keys], dtype=bool)
     events = [data.attr_name(i) for i in range(len(data.attrs))]
+    # cpu is null in samples of events that do not record it (per-task perf record)
+    from ..perf.abi import SampleType
+    no_cpu = np.array([not a.attr.sample_type & SampleType.CPU for a in data.attrs] + [True],
+                      dtype=bool)
     # the program of each sample in one: its region as of the sample's time
     program = np.zeros(n, dtype=np.int64)
     in_prog = np.zeros(n, dtype=bool)
@@ -339,7 +344,8 @@ def samples(src: Source, progress: Callable[[int, int], None] | None = None
         yield {
             "recording": Coded(np.zeros(hi - lo, dtype=np.int32), rec.names),
             "time": np.minimum(s.time[lo:hi], np.uint64(_INT64_MAX)).view(np.int64),
-            "cpu": extra.cpu[lo:hi].astype(np.int32),
+            "cpu": Masked(extra.cpu[lo:hi].astype(np.int32),
+                          no_cpu[np.asarray(extra.attr[lo:hi], dtype=np.int64)]),
             "pid": s.pid[lo:hi], "tid": extra.tid[lo:hi],
             "ip": s.ip[lo:hi],
             "period": s.period[lo:hi].view(np.int64),
