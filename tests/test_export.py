@@ -112,6 +112,11 @@ def test_programs_are_the_progs_of_each_recording(exported):
                 (p["id"], p["tag"], p["name"] or "", p["type"], p["loaded_ns"],
                  p["unloaded_ns"], p["captured"], p["capture"], p["reason"])
             assert row["jited_len"] == sum(fn["len"] for fn in p["funcs"])
+        # the README's query: programs that lived under 1 ms
+        brief = sum(1 for p in progs if p["loaded_ns"] is not None and p["unloaded_ns"]
+                    is not None and p["unloaded_ns"] - p["loaded_ns"] < 1_000_000)
+        assert query(out, f"SELECT count(*) FROM programs WHERE recording = '{ids[f]}' AND "
+                          f"unloaded_ns - loaded_ns < 1000000") == [(brief,)]
         # and through SQL: the count per recording
         assert query(out, f"SELECT count(*) FROM programs WHERE recording = '{ids[f]}'") == \
             [(len(progs),)]

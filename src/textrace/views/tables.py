@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..errors import TextraceError
 from ..history.code_history import CodeHistory
 from ..history.versions import code_versions
 from ..perf.reader import PerfData
@@ -200,7 +201,7 @@ def recordings(src: Source) -> Iterator[Batch]:
     def feat(fid, attr):
         try:
             f = data.feature(fid)
-        except Exception:   # a damaged section: the column is null, the export goes on
+        except TextraceError:   # a damaged section: the column is null, the export goes on
             return None
         return getattr(f, attr, None) if f is not None else None
 
