@@ -139,22 +139,33 @@ def test_functions_carry_each_programs_jit_image(exported):
         assert got == want and want
 
 
+def _live_bpf(key: tuple) -> bool:
+    """A kernel symbol of /proc/kallsyms' [bpf] module: a program loaded when kallsyms was
+    read, not one the recording saw.  Each read of the live kallsyms (report's, export's)
+    lists the programs of that moment, which change while other programs load and unload
+    on the machine; such samples are compared in total only."""
+    return key[1] == "[bpf]" and key[2] == "module"
+
+
 def test_samples_per_symbol_are_the_report(exported):
     out, files, ids = exported
     for f in files:
         report = collections.Counter()
-        for row in json_lines(cli("report", "-i", f, "--json").stdout):
+        rows = json_lines(cli("report", "-i", f, "--json").stdout)
+        for row in rows:
             report[(row["symbol"], row["dso"], row["kind"])] += row["samples"]
         got = {(s, d, k): n for s, d, k, n in query(
             out, f"SELECT symbol, dso, kind, count(*) FROM samples WHERE recording = "
                  f"'{ids[f]}' GROUP BY ALL")}
-        assert got == dict(report) and got
+        assert {k: n for k, n in got.items() if not _live_bpf(k)} == \
+            {k: n for k, n in report.items() if not _live_bpf(k)} and got
+        assert sum(got.values()) == sum(report.values())
         # the rows textrace's report keeps apart (symbols of one name at two addresses)
         # stay apart by symbol_addr
-        rows = len(json_lines(cli("report", "-i", f, "--json").stdout))
+        kept = sum(1 for r in rows if not _live_bpf((r["symbol"], r["dso"], r["kind"])))
         assert query(out, f"SELECT count(*) FROM (SELECT DISTINCT symbol, dso, kind, "
-                          f"symbol_addr FROM samples WHERE recording = '{ids[f]}')") == \
-            [(rows,)]
+                          f"symbol_addr FROM samples WHERE recording = '{ids[f]}' AND NOT "
+                          f"(dso = '[bpf]' AND kind = 'module'))") == [(kept,)]
 
 
 def test_sample_fields_are_the_files(exported):
