@@ -317,6 +317,7 @@ def _print_columns(result) -> None:
     for chunk in result.lines():
         out.write("\n".join(chunk) + "\n")
 
+
 def cmd_record(args) -> int:
     from .record import CLOCKS, Recorder, RecordOptions
     clockid = CLOCKS.get(args.clockid) if not args.clockid.isdigit() else int(args.clockid)
