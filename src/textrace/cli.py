@@ -236,6 +236,88 @@ def cmd_pokes(args) -> int:
     return 0
 
 
+def _export_progress():
+    """A rich progress bar on stderr when it is a terminal: (callback, context manager)."""
+    import contextlib
+    if not sys.stderr.isatty():
+        return None, contextlib.nullcontext()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   console=Console(stderr=True), transient=True)
+    tasks: dict[str, int] = {}
+
+    def step(path, table, done, total):
+        # one line per file: the step under way, a bar once its size is known (samples)
+        if path not in tasks:
+            tasks[path] = bar.add_task("", total=None)
+        bar.update(tasks[path], description=f"{os.path.basename(path)}: {table}",
+                   total=total, completed=done)
+    return step, bar
+
+
+def cmd_export(args) -> int:
+    from .export import export
+    step, bar = _export_progress()
+    with bar:
+        rows = export(args.input, args.parquet, salvage=args.salvage, progress=step)
+    print(f"textrace: wrote {args.parquet}: " + ", ".join(f"{t} {n}" for t, n in rows.items()),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_sql(args) -> int:
+    import shutil
+    import tempfile
+
+    from . import sql
+    dirs = list(args.parquet or [])
+    tmp = None
+    try:
+        if args.input or not dirs:
+            from .export import export
+            tmp = tempfile.mkdtemp(prefix="textrace-sql-")   # 0700
+            tables = sql.tables_in(args.query)
+            step, bar = _export_progress()
+            with bar:
+                export(args.input or ["perf.data"], tmp, tables=tables,
+                       salvage=args.salvage, progress=step)
+            dirs.append(tmp)
+        con = sql.connect(dirs)
+        rel = sql.run(con, args.query)
+        if rel is None:
+            return 0
+        out = sys.stdout
+        if args.json:
+            for line in sql.json_lines(rel):
+                out.write(line + "\n")
+            return 0
+        _print_columns(sql.TextResult(con, rel))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+RICH_ROWS = 200   # past this many rows, DuckDB lays the columns out (rich: ~0.7 ms a row)
+
+
+def _print_columns(result) -> None:
+    """A rich table for a small result; a big one in the same layout, made by DuckDB."""
+    if result.rows <= RICH_ROWS:
+        from rich.table import Table
+        table = Table(box=None, pad_edge=False, show_edge=False)
+        for c, num in zip(result.columns, result.numeric):
+            table.add_column(c, justify="right" if num else "left")
+        for row in result.cells():
+            table.add_row(*row)
+        _console().print(table)
+        return
+    out = sys.stdout
+    for chunk in result.lines():
+        out.write("\n".join(chunk) + "\n")
+
+
 def cmd_record(args) -> int:
     from .record import CLOCKS, Recorder, RecordOptions
     clockid = CLOCKS.get(args.clockid) if not args.clockid.isdigit() else int(args.clockid)
@@ -359,6 +441,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input(p)
     p.add_argument("--json", action="store_true", help="one JSON object per program")
     p.set_defaults(func=cmd_progs)
+
+    p = sub.add_parser("export", help="the code history as Parquet tables: recordings, "
+                                      "programs, functions, code_versions, pokes, samples")
+    p.add_argument("-i", "--input", action="append", required=True, metavar="FILE",
+                   help="perf.data file (repeat for several recordings)")
+    p.add_argument("--salvage", action="store_true",
+                   help="read damaged or unfinished files up to the damage")
+    p.add_argument("--parquet", required=True, metavar="DIR",
+                   help="directory to write TABLE.parquet into (made 0700)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("sql", help="SQL over the tables of recordings (DuckDB, in-process)")
+    p.add_argument("-i", "--input", action="append", metavar="FILE",
+                   help="perf.data file (repeat for several; default perf.data unless "
+                        "--parquet is given)")
+    p.add_argument("--parquet", action="append", metavar="DIR",
+                   help="an export directory to query (repeat for several)")
+    p.add_argument("--salvage", action="store_true",
+                   help="read damaged or unfinished files up to the damage")
+    p.add_argument("--json", action="store_true", help="one JSON object per row")
+    p.add_argument("query", metavar="QUERY", help="SQL; tables: " + ", ".join(
+        ["recordings", "programs", "functions", "code_versions", "pokes", "samples"]))
+    p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("record", help="record kernel code changes, capturing BPF programs")
     p.add_argument("-o", "--output", default="perf.data")
