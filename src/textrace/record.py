@@ -536,6 +536,7 @@ class Recorder:
         try:
             self.kernel = CaptureProgram()
             self.summary.capture = "kernel"
+            self.summary.capture_note = f"kernel capture: {self.kernel.variant_note}"
         except (TextraceError, OSError) as e:
             if self.opts.capture == "kernel":
                 raise
@@ -686,7 +687,8 @@ class Recorder:
         self.summary.code = self.code.summary()
         self.summary.unreported = len(self.unreported)
         private.add(Kind.RECORD_INFO, json.dumps({
-            "capture": self.summary.capture, "clockid": self.opts.clockid,
+            "capture": self.summary.capture, "capture_note": self.summary.capture_note,
+            "clockid": self.opts.clockid,
             "lost_records": self.summary.lost, "capture_lost_chunks": self.summary.kernel_lost,
             "kernel_code": self.summary.code, "unreported_changes": len(self.unreported),
         }).encode())

@@ -1,10 +1,12 @@
-"""Build capture.bpf.c into a CO-RE object with clang.
+"""Build the capture program's variants into CO-RE objects with clang.
 
-The object is built once per source version into a cache directory (scripts/setup.sh does
-it ahead of time); being CO-RE, one object serves every kernel with BTF.  clang is needed
-only to build it, bpftool not at all (the few kernel types are declared in the source).
+Each object is built once per source version into a cache directory (scripts/setup.sh does
+it ahead of time); being CO-RE, one object serves every kernel with BTF.  There are two
+variants of one source: capture.bpf.c (bpf_loop, 5.17 and later) and capture_bounded.bpf.c
+(bounded loops, for 5.10's kind).  clang is needed only to build them, bpftool not at all
+(the few kernel types are declared in the source).
 
-    python3 -m textrace.bpf.capture.build      # prints the object's path
+    python3 -m textrace.bpf.capture.build      # prints the objects' paths
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import sys
 
 from ...errors import TextraceError
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "capture.bpf.c")
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(HERE, "capture.bpf.c")
+# variant -> its source; each includes SOURCE or is it
+VARIANTS = {"bpf_loop": SOURCE, "bounded": os.path.join(HERE, "capture_bounded.bpf.c")}
 
 
 def cache_dir() -> str:
@@ -26,15 +31,20 @@ def cache_dir() -> str:
     return os.path.join(base, "textrace")
 
 
-def object_path() -> str:
-    with open(SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:16]
-    return os.path.join(cache_dir(), f"capture-{digest}.bpf.o")
+def object_path(variant: str = "bpf_loop") -> str:
+    source = VARIANTS[variant]
+    digest = hashlib.sha256()
+    for path in dict.fromkeys((source, SOURCE)):
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    name = os.path.basename(source).removesuffix(".bpf.c")
+    return os.path.join(cache_dir(), f"{name}-{digest.hexdigest()[:16]}.bpf.o")
 
 
-def build(force: bool = False) -> str:
+def build(force: bool = False, variant: str = "bpf_loop") -> str:
     """The built object's path, building it first if needed."""
-    out = object_path()
+    source = VARIANTS[variant]
+    out = object_path(variant)
     if os.path.exists(out) and not force:
         return out
     clang = shutil.which("clang")
@@ -46,14 +56,14 @@ def build(force: bool = False) -> str:
     target_arch = {"x86_64": "x86", "aarch64": "arm64"}.get(arch, arch)
     tmp = out + f".tmp{os.getpid()}"
     cmd = [clang, "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{target_arch}",
-           f"-I/usr/include/{arch}-linux-gnu", "-c", SOURCE, "-o", tmp]
+           f"-I/usr/include/{arch}-linux-gnu", "-c", source, "-o", tmp]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise TextraceError(f"building the capture program failed: {r.stderr.strip()[-800:]}",
-                            file=SOURCE, field="capture")
+                            file=source, field="capture")
     os.replace(tmp, out)
     return out
 
 
 if __name__ == "__main__":
-    print(build(force="--force" in sys.argv))
+    print(" ".join(build(force="--force" in sys.argv, variant=v) for v in VARIANTS))

@@ -5,6 +5,9 @@ running kernel's BTF, loads and attaches it; textrace reads its ring buffer thro
 libbpf's ring_buffer API from the recorder's own loop (the ring's epoll fd joins the
 recorder's), and its counters from its .bss map.  The same object reads kernel code when
 asked (`read_code`) and reports prog-array updates (`prog_array_updates`).
+
+Which variant loads is decided by probing the kernel for bpf_loop (5.17): the bpf_loop one
+where it is, the bounded-loop one where not (5.10); `variant_note` says which and why.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from ...errors import KernelError, TextraceError
 from ..prog_info import ALL_ARRAYS, INFO_SIZE, PROG_INFO, ProgInfo, _from_blobs, read_prog_info
 from ..syscall import prog_load
-from .build import build
+from .build import VARIANTS, build
 
 CHUNK = 2048
 _CHUNK_HEADER = struct.Struct("<IIIIQQ8sII")  # kind prog_id index seq addr time tag total len
@@ -47,12 +50,35 @@ def _libbpf() -> ctypes.CDLL:
             ("bpf_program__attach", vp, (vp,)), ("bpf_link__destroy", ci, (vp,)),
             ("ring_buffer__new", vp, (ci, _SAMPLE_CB, vp, vp)),
             ("ring_buffer__consume", ci, (vp,)), ("ring_buffer__epoll_fd", ci, (vp,)),
-            ("ring_buffer__free", None, (vp,)), ("libbpf_set_print", vp, (vp,))):
+            ("ring_buffer__free", None, (vp,)), ("libbpf_set_print", vp, (vp,)),
+            ("libbpf_probe_bpf_helper", ci, (ci, ci, vp))):
         f = getattr(lib, fn)
         f.restype, f.argtypes = res, args
     if not os.environ.get("TEXTRACE_LIBBPF_DEBUG"):
         lib.libbpf_set_print(None)  # libbpf's messages would go to stderr; errors are ours
     return lib
+
+
+BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_FUNC_LOOP = 181  # bpf_loop, since 5.17
+
+
+def choose_variant(lib: ctypes.CDLL) -> tuple[str, str]:
+    """(variant, why): bpf_loop's where the kernel has the helper, else the bounded-loop
+    one.  TEXTRACE_CAPTURE_VARIANT=bpf_loop|bounded overrides the probe."""
+    forced = os.environ.get("TEXTRACE_CAPTURE_VARIANT")
+    if forced:
+        if forced not in VARIANTS:
+            raise TextraceError(f"TEXTRACE_CAPTURE_VARIANT={forced}: not one of "
+                                f"{', '.join(VARIANTS)}", field="capture")
+        return forced, f"the {forced} variant, as TEXTRACE_CAPTURE_VARIANT asks"
+    found = lib.libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_LOOP, None)
+    if found == 1:
+        return "bpf_loop", "bpf_loop present, using the bpf_loop variant"
+    if found == 0:
+        return "bounded", "bpf_loop absent, using the bounded-loop variant"
+    return "bounded", (f"probing for bpf_loop failed ({os.strerror(-found)}), "
+                       "using the bounded-loop variant")
 
 
 TRACEFS = "/sys/kernel/tracing"
@@ -136,10 +162,16 @@ class CaptureProgram:
     """The loaded and attached capture program.  `poll()` hands back the programs whose
     every chunk has arrived; `lost` counts chunks the kernel could not queue."""
 
-    def __init__(self, obj_path: str | None = None):
+    def __init__(self, obj_path: str | None = None, variant: str | None = None):
         self.lib = _libbpf()
         ensure_tracefs()
-        path = obj_path or build()
+        if obj_path:
+            self.variant, self.variant_note = variant or "given", f"the object {obj_path}"
+        elif variant:
+            self.variant, self.variant_note = variant, f"the {variant} variant"
+        else:
+            self.variant, self.variant_note = choose_variant(self.lib)
+        path = obj_path or build(variant=self.variant)
         self.obj = self.lib.bpf_object__open_file(path.encode(), None)
         if not self.obj:
             raise KernelError(f"libbpf cannot open {path}: {os.strerror(ctypes.get_errno())}",
