@@ -121,6 +121,10 @@ def test_history_equals_kcore_after_every_change_forwards_and_backwards(run):
                 in_text = any(im.addr <= addr < im.end for im in base)
                 if not in_text and region is None:
                     continue  # no code there at that time (a program not loaded yet)
+                if region is not None and region.kind == "ool":
+                    # a trampoline there then: 6.12 and later put them in bpf_prog_pack,
+                    # whose slot a later program's poked site reuses; the next test
+                    continue
                 assert history.read(addr, len(want), step["time"]) == want, \
                     (step["step"], hex(addr))
                 checked += 1
