@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernel", default=DEFAULT_SERIES, choices=[*KERNELS, "all"],
                    help=f"Debian's stock kernel of this series (default {DEFAULT_SERIES}); "
                         "'all' with --prepare")
+    p.add_argument("--perf", action="append", default=[],
+                   help="with --prepare: also make the root of perf 6.12, 7.2 or 'all' "
+                        "(test oracles; repeatable)")
     p.add_argument("--shared", type=Path, help="host directory the guest may write (same path)")
     p.add_argument("--cwd", help="working directory in the guest (default: the shared directory)")
     p.add_argument("--timeout", type=float, default=180, help="seconds (default 180)")
@@ -33,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
             for name in KERNELS if args.kernel == "all" else [args.kernel]:
                 k = prepare(name, refresh=args.refresh)
                 print(f"testbed: kernel {k.release} at {k.root}")
+            from . import perfroot
+            wanted = [v for w in args.perf
+                      for v in ([v for v in perfroot.PERFS if perfroot.PERFS[v]]
+                                if w == "all" else [w])]
+            for version in wanted:
+                root = perfroot.perf_root(version)
+                print(f"testbed: perf {version} at {root}")
             return 0
         if not command:
             p.error("no command given (python3 -m testbed -- CMD...)")
