@@ -57,7 +57,10 @@ KERNELS = {
     "6.1": {"variant": "bpf_loop present, using the bpf_loop variant", "tail_call_pokes": True},
     "6.12": {"variant": "bpf_loop present, using the bpf_loop variant",
              "tail_call_pokes": True},
-    "7.2": {"variant": "bpf_loop present, using the bpf_loop variant",
+    # Debian unstable: a JIT'd program's insnsi keeps bpf-to-bpf calls with off and imm
+    # swapped from the kernel's own dump (the capture restores them)
+    "7.2": {"variant": "bpf_loop present, using the bpf_loop variant; this kernel keeps "
+                       "bpf-to-bpf calls' off and imm swapped, restored as its dump shows them",
             "tail_call_pokes": True},
 }
 POKE_KINDS = {"jump_label", "ftrace", "kprobe", "bpf_trampoline", "tail_call"}
