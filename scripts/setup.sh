@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 
 # perf and bpftool are test oracles and workloads, never runtime dependencies; clang, llvm
 # and libbpf build and load BPF objects; qemu and busybox run the real-kernel testbed;
-# util-linux gives unshare; mmdebstrap makes the roots of the other releases' perf (oracles).
+# util-linux gives unshare; python3-venv and pipx install the built wheel the way users do
+# (tests/test_install.py); mmdebstrap makes the roots of the other releases' perf (oracles).
 PACKAGES=(linux-perf bpftool clang llvm libbpf-dev libbpf1 zstd qemu-system-x86
-          busybox-static util-linux mmdebstrap)
+          busybox-static util-linux python3-venv pipx mmdebstrap)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

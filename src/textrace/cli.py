@@ -259,7 +259,9 @@ def cmd_record(args) -> int:
                          capture=args.capture, kernel_text=args.kernel_text,
                          ring_pages=args.mmap_pages)
     progress = _progress_line if sys.stderr.isatty() else None
-    summary = Recorder(opts, progress=progress).run()
+    recorder = Recorder(opts, progress=progress)
+    recorder.notice = lambda note: print(f"textrace: {note}", file=sys.stderr, flush=True)
+    summary = recorder.run()
     if progress:
         sys.stderr.write("\n")
     if summary.capture_note:

@@ -216,10 +216,13 @@ class IdPoller:
         if _libc.syscall(NR_BPF, Cmd.PROG_GET_NEXT_ID, self._next, ATTR_SIZE) < 0:
             return None
         prog_id = nxt[1]
-        self._byid_view[0] = prog_id
-        fd = _libc.syscall(NR_BPF, Cmd.PROG_GET_FD_BY_ID, self._byid, ATTR_SIZE)
         self.last = prog_id
-        return prog_id, fd
+        return prog_id, self.take(prog_id)
+
+    def take(self, prog_id: int) -> int:
+        """An fd on program `prog_id`, or -1 when it is gone already."""
+        self._byid_view[0] = prog_id
+        return _libc.syscall(NR_BPF, Cmd.PROG_GET_FD_BY_ID, self._byid, ATTR_SIZE)
 
 
 def prog_load(insns: bytes, *, prog_type: int = BPF_PROG_TYPE_SOCKET_FILTER, name: str = "",

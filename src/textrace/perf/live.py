@@ -191,5 +191,10 @@ class Ring:
         self.bytes_read += pos
         return out
 
+    def discard(self) -> None:
+        """Free everything in the ring unread (a ring kept only for its wakeups)."""
+        head = struct.unpack_from("<Q", self.mm, _DATA_HEAD)[0]
+        struct.pack_into("<Q", self.mm, _DATA_TAIL, head)
+
     def close(self) -> None:
         self.mm.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import struct
 from dataclasses import dataclass, field
@@ -36,7 +37,11 @@ _SAMPLE_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ct
 
 def _libbpf() -> ctypes.CDLL:
     name = ctypes.util.find_library("bpf") or "libbpf.so.1"
-    lib = ctypes.CDLL(name, use_errno=True)
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as e:  # the system's libbpf is a run-time requirement, not a wheel's
+        raise KernelError(f"the system libbpf is missing ({e}); install it (Debian: "
+                          f"apt-get install libbpf1)", field="capture") from None
     vp, cp, ci = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
     for fn, res, args in (
             ("bpf_object__open_file", vp, (cp, vp)), ("bpf_object__load", ci, (vp,)),
@@ -83,6 +88,7 @@ def choose_variant(lib: ctypes.CDLL) -> tuple[str, str]:
 
 
 TRACEFS = "/sys/kernel/tracing"
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"  # the running kernel's BTF, which CO-RE relocates to
 
 
 def ensure_tracefs() -> None:
@@ -178,6 +184,10 @@ class CaptureProgram:
     every chunk has arrived; `lost` counts chunks the kernel could not queue."""
 
     def __init__(self, obj_path: str | None = None, variant: str | None = None):
+        if not os.path.exists(VMLINUX_BTF):
+            raise KernelError("the kernel has no BTF, which the CO-RE capture program needs "
+                              "(a kernel built with CONFIG_DEBUG_INFO_BTF=y)", file=VMLINUX_BTF,
+                              field="capture")
         self.lib = _libbpf()
         ensure_tracefs()
         if obj_path:
@@ -186,7 +196,7 @@ class CaptureProgram:
             self.variant, self.variant_note = variant, f"the {variant} variant"
         else:
             self.variant, self.variant_note = choose_variant(self.lib)
-        path = obj_path or build(variant=self.variant)
+        path = obj_path or build(source=VARIANTS[self.variant])
         self.obj = self.lib.bpf_object__open_file(path.encode(), None)
         if not self.obj:
             raise KernelError(f"libbpf cannot open {path}: {os.strerror(ctypes.get_errno())}",
@@ -202,8 +212,9 @@ class CaptureProgram:
             self._set_rodata("self_tgid", os.getpid(), path)
             err = self.lib.bpf_object__load(self.obj)
             if err:
-                raise KernelError(f"loading the capture program failed: {os.strerror(-err)}",
-                                  file=path, field="capture")
+                root = " (it needs root: CAP_BPF and CAP_PERFMON)" if -err == errno.EPERM else ""
+                raise KernelError(f"loading the capture program failed: "
+                                  f"{os.strerror(-err)}{root}", file=path, field="capture")
             self.lib.bpf_program__fd.restype = ctypes.c_int
             self.lib.bpf_program__fd.argtypes = (ctypes.c_void_p,)
             self.own_prog_ids: set[int] = set()

@@ -1,0 +1,53 @@
+"""The package build compiles the capture program (every src/textrace/bpf/capture/*.bpf.c)
+into CO-RE objects placed beside their sources in the build tree, so the wheel ships them
+and an installed textrace needs no clang.  Building from the sdist needs clang and the
+headers of libbpf-dev and linux-libc-dev; without them the build stops and says so.
+An editable install (scripts/setup.sh) builds nothing here: the loader builds the object
+into ~/.cache/textrace on first use (scripts/setup.sh does it ahead of time).
+Everything else is declared in pyproject.toml.
+"""
+
+import glob
+import importlib.util
+import os
+import sys
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+CAPTURE = os.path.join("src", "textrace", "bpf", "capture")
+
+
+def _capture_build():
+    """textrace/bpf/capture/build.py, loaded alone (textrace's dependencies are absent)."""
+    spec = importlib.util.spec_from_file_location("_textrace_capture_build",
+                                                  os.path.join(CAPTURE, "build.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildPyWithCapture(build_py):
+    """build_py, then clang on every capture program source into the build tree."""
+
+    def run(self):
+        super().run()
+        if self.editable_mode:
+            return
+        build = _capture_build()
+        out_dir = os.path.join(self.build_lib, "textrace", "bpf", "capture")
+        for stale in glob.glob(os.path.join(out_dir, "*.bpf.o")):  # of an earlier source
+            os.remove(stale)
+        try:
+            self._capture_objects = build.compile_all(out_dir, CAPTURE)
+        except build.CompileError as e:
+            sys.exit(f"textrace: cannot build the in-kernel capture program ({e}); building "
+                     f"textrace needs {build.BUILD_NEEDS}")
+        for path in self._capture_objects:
+            print(f"textrace: built {path}")
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + getattr(self, "_capture_objects", [])
+
+
+setup(cmdclass={"build_py": BuildPyWithCapture})
