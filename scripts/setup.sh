@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 # perf and bpftool are test oracles and workloads, never runtime dependencies; clang, llvm
 # and libbpf build and load BPF objects; qemu and busybox run the real-kernel testbed;
 # util-linux gives unshare; python3-venv and pipx install the built wheel the way users do
-# (tests/test_install.py).
+# (tests/test_install.py); mmdebstrap makes the roots of the other releases' perf (oracles).
 PACKAGES=(linux-perf bpftool clang llvm libbpf-dev libbpf1 zstd qemu-system-x86
-          busybox-static util-linux python3-venv pipx)
+          busybox-static util-linux python3-venv pipx mmdebstrap)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -67,9 +67,10 @@ fi
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 # the in-kernel capture program: a CO-RE object built once with clang (cached)
 echo "setup: capture program $(python3 -m textrace.bpf.capture.build)"
-# the qemu testbed's kernel: Debian's linux-image-6.1.0-NN-amd64-unsigned, downloaded and
-# extracted once into ~/.cache/textrace/testbed (tests boot it; a cached one is kept)
-testbed=$(python3 -m testbed --prepare)
-echo "setup: $testbed"
+# the qemu testbed's kernels: Debian's 5.10, 6.1 (the machine's apt), 6.12 and 7.2 (a
+# private apt configuration of the same archive), downloaded and extracted once into
+# ~/.cache/textrace/testbed (tests boot them; cached ones are kept), and perf 6.12 and 7.2
+# in minimal roots of their releases (~/.cache/textrace/perf-roots)
+python3 -m testbed --prepare --kernel all --perf all | sed 's/^/setup: /'
 echo "setup: done ($(perf --version), bpftool $(bpftool version | head -1 | cut -d' ' -f2)," \
      "$(python3 --version))"

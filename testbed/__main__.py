@@ -1,4 +1,4 @@
-"""python3 -m testbed [--shared DIR] [--timeout S] -- CMD...   (or --prepare)
+"""python3 -m testbed [--kernel 5.10|6.1|6.12|7.2] [--shared DIR] [--timeout S] -- CMD...
 
 Runs CMD in a fresh guest, prints its stdout and stderr, and exits with its exit code.
 """
@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import TestbedError, prepare, run
+from . import DEFAULT_SERIES, KERNELS, TestbedError, prepare, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +18,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="fetch the kernel and build the initramfs, then exit")
     p.add_argument("--refresh", action="store_true",
                    help="with --prepare: ask apt for a newer kernel than the cached one")
+    p.add_argument("--kernel", default=DEFAULT_SERIES, choices=[*KERNELS, "all"],
+                   help=f"Debian's stock kernel of this series (default {DEFAULT_SERIES}); "
+                        "'all' with --prepare")
+    p.add_argument("--perf", action="append", default=[],
+                   help="with --prepare: also make the root of perf 6.12, 7.2 or 'all' "
+                        "(test oracles; repeatable)")
     p.add_argument("--shared", type=Path, help="host directory the guest may write (same path)")
     p.add_argument("--cwd", help="working directory in the guest (default: the shared directory)")
     p.add_argument("--timeout", type=float, default=180, help="seconds (default 180)")
@@ -27,12 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:
         if args.prepare:
-            k = prepare(refresh=args.refresh)
-            print(f"testbed: kernel {k.release} at {k.root}")
+            for name in KERNELS if args.kernel == "all" else [args.kernel]:
+                k = prepare(name, refresh=args.refresh)
+                print(f"testbed: kernel {k.release} at {k.root}")
+            from . import perfroot
+            wanted = [v for w in args.perf
+                      for v in ([v for v in perfroot.PERFS if perfroot.PERFS[v]]
+                                if w == "all" else [w])]
+            for version in wanted:
+                root = perfroot.perf_root(version)
+                print(f"testbed: perf {version} at {root}")
             return 0
         if not command:
             p.error("no command given (python3 -m testbed -- CMD...)")
-        r = run(command, shared=args.shared, cwd=args.cwd, timeout=args.timeout)
+        if args.kernel == "all":
+            p.error("--kernel all is for --prepare; a command runs on one kernel")
+        r = run(command, shared=args.shared, cwd=args.cwd, timeout=args.timeout,
+                kernel=args.kernel)
     except TestbedError as e:
         print(f"testbed: {e}", file=sys.stderr)
         return 125

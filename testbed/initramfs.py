@@ -2,8 +2,10 @@
 
 Written here as a newc cpio (the format the kernel unpacks: a 110-byte ASCII header, the
 name, the data, each padded to 4 bytes) so that no cpio tool is needed; cached by a hash of
-everything in it.  Modules are uncompressed in Debian 12's kernels (CONFIG_MODULE_COMPRESS_NONE)
-and busybox's insmod loads them as they are.
+everything in it.  Modules go in as ELF: Debian 11's and 12's kernels ship them uncompressed,
+13's and sid's as .ko.xz (CONFIG_MODULE_COMPRESS_XZ), which are decompressed here because
+busybox's insmod passes what it reads to init_module as it is.  Where a kernel has one built
+in (6.12 builds virtio_pci and fscache in), there is nothing to load.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import stat
 from pathlib import Path
 
 from .errors import TestbedError
-from .kernel import Kernel, cache_dir
+from .kernel import Kernel, cache_dir, module_bytes
 
 BUSYBOX = Path("/bin/busybox")
 INIT = Path(__file__).with_name("init.sh")
@@ -80,8 +82,8 @@ def build(k: Kernel) -> Path:
     c.file("init", init, 0o755)
     order = []
     for i, m in enumerate(modules):
-        name = f"{i:02d}-{m.name}"
-        c.file(f"modules/{name}", m.read_bytes())
+        name = f"{i:02d}-{m.name.partition('.ko')[0]}.ko"
+        c.file(f"modules/{name}", module_bytes(m))
         order.append(name)
     c.file("modules/order", ("\n".join(order) + "\n").encode())
 

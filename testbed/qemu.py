@@ -1,4 +1,4 @@
-"""Boot the testbed kernel in qemu (TCG: no KVM here), run one command, read its results.
+"""Boot a testbed kernel in qemu (TCG: no KVM here), run one command, read its results.
 
 The guest sees the host's root read-only, so the host's Python, perf and bpftool run in it
 unchanged; the shared directory is the one writable place both sides see, at one path.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import initramfs
 from .errors import TestbedError, TestbedTimeout
-from .kernel import kernel
+from .kernel import DEFAULT_SERIES, find_kernel
 
 QEMU = "qemu-system-x86_64"
 CPU = "max"  # TCG emulates most of it; the kernel patches its alternatives for what it sees
@@ -74,8 +74,9 @@ def _tail(text: str, lines: int = 40) -> str:
 
 def run(argv: list[str], *, shared: Path | None = None, cwd: str | None = None,
         env: dict[str, str] | None = None, timeout: float = 180,
-        memory: str = "2G", cpus: int = 2) -> GuestRun:
-    """Boot Debian's 6.1 kernel, run argv in the host's root (read-only) as root, power off.
+        memory: str = "2G", cpus: int = 2, kernel: str = DEFAULT_SERIES) -> GuestRun:
+    """Boot Debian's stock kernel of series kernel ("5.10", "6.1", "6.12", "7.2"), run argv
+    in the host's root (read-only) as root, power off.
 
     shared: a host directory the guest may write, mounted at the same path (a new temporary
     directory if None; it is left for the caller).  cwd defaults to shared.  env is added to
@@ -86,7 +87,7 @@ def run(argv: list[str], *, shared: Path | None = None, cwd: str | None = None,
     if not argv:
         raise ValueError("argv is empty")
     qemu = find_qemu()
-    k = kernel()
+    k = find_kernel(kernel)
     initrd = initramfs.build(k)
     shared = Path(shared if shared is not None else tempfile.mkdtemp(prefix="testbed-")).resolve()
     shared.mkdir(parents=True, exist_ok=True)

@@ -125,7 +125,8 @@ def pytest_report_header(config):
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "not available"
     return [f"kernel {os.uname().release}; {first_line(['perf', '--version'])}; "
-            f"bpftool {first_line(['bpftool', 'version'])}"]
+            f"bpftool {first_line(['bpftool', 'version'])}; "
+            f"testbed kernels {', '.join(guest_kernels())}"]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -173,22 +174,45 @@ if ROOT not in __import__("sys").path:
     __import__("sys").path.insert(0, ROOT)
 
 
+def guest_kernels() -> list[str]:
+    """The kernel matrix the guest tests run on: every series the testbed boots, or those
+    TEXTRACE_TESTBED_KERNELS names (comma-separated: a developer's quicker run)."""
+    import testbed
+    chosen = os.environ.get("TEXTRACE_TESTBED_KERNELS")
+    if not chosen:
+        return list(testbed.KERNELS)
+    names = [k.strip() for k in chosen.split(",") if k.strip()]
+    unknown = [k for k in names if k not in testbed.KERNELS]
+    if unknown:
+        raise pytest.UsageError(f"TEXTRACE_TESTBED_KERNELS: no kernel series {unknown} "
+                                f"(known: {', '.join(testbed.KERNELS)})")
+    return names
+
+
 class Guest:
-    """Boots the testbed once per run() call; each call gets a fresh shared directory."""
+    """Boots the testbed once per run() call; each call gets a fresh shared directory.
+    run(argv, kernel="5.10") boots that series (prepared on first use)."""
 
     def __init__(self, tmp_path_factory) -> None:
         self._tmp = tmp_path_factory
+        self._prepared: set[str] = set()
 
-    def run(self, argv: list[str], *, shared=None, **kw):
+    def run(self, argv: list[str], *, shared=None, kernel: str | None = None, **kw):
         import testbed
-        return testbed.run(argv, shared=shared or self._tmp.mktemp("guest"), **kw)
+        kernel = kernel or testbed.DEFAULT_SERIES
+        if kernel not in self._prepared:
+            testbed.prepare(kernel)
+            self._prepared.add(kernel)
+        return testbed.run(argv, shared=shared or self._tmp.mktemp("guest"), kernel=kernel,
+                           **kw)
 
 
 @pytest.fixture(scope="session")
 def guest(tmp_path_factory) -> Guest:
-    """Debian 12's stock 6.1 kernel in qemu, running commands from this host's root
-    (read-only) as root: guest.run(argv, cwd=, env=, timeout=) -> testbed.GuestRun.
-    Preparing it fails (never skips) when qemu or the kernel package is missing."""
+    """Debian's stock kernels in qemu (12's 6.1 unless run(kernel=) names another),
+    running commands from this host's root (read-only) as root: guest.run(argv, cwd=,
+    env=, timeout=, kernel=) -> testbed.GuestRun.  Preparing a kernel fails (never skips)
+    when qemu or its package is missing."""
     import testbed
     testbed.prepare()
     return Guest(tmp_path_factory)

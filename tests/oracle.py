@@ -33,6 +33,7 @@ engine: the resolved chain with raw ips).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -67,14 +68,32 @@ class PerfFailed(RuntimeError):
     pass
 
 
+# the perf every function here runs: the machine's (6.1), or another release's through
+# `using` (testbed/perfroot.py: 6.12, 7.2)
+PERF = ["perf"]
+PERF_ENV: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def using(argv: list[str], env: dict[str, str] | None = None):
+    """Run the oracle functions with the perf at argv (and its environment) inside."""
+    global PERF, PERF_ENV
+    saved = PERF, PERF_ENV
+    PERF, PERF_ENV = list(argv), dict(env or {})
+    try:
+        yield
+    finally:
+        PERF, PERF_ENV = saved
+
+
 def perf_env() -> dict[str, str]:
     """perf without a pager, in the C locale."""
-    return dict(os.environ, PAGER="cat", PERF_PAGER="cat", LC_ALL="C")
+    return dict(PERF_ENV or os.environ, PAGER="cat", PERF_PAGER="cat", LC_ALL="C")
 
 
 def run_perf(*args: str) -> str:
     """stdout of `perf ARGS`; raises PerfFailed with the command and stderr if perf fails."""
-    cmd = ["perf", *args]
+    cmd = [*PERF, *args]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
                            env=perf_env(), stdin=subprocess.DEVNULL, timeout=PERF_TIMEOUT_S)

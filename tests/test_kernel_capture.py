@@ -43,11 +43,23 @@ def load_elsewhere(n: int, subs: int, hold: bool, prefix: str) -> list[dict]:
     return json.loads(r.stdout)
 
 
-@pytest.fixture
-def capture():
-    cp = CaptureProgram()
+@pytest.fixture(params=["bpf_loop", "bounded"])
+def capture(request):
+    """Both variants on this kernel: the bounded-loop one (for kernels without bpf_loop,
+    tested there in the testbed's 5.10) must capture the same as the bpf_loop one."""
+    cp = CaptureProgram(variant=request.param)
     yield cp
     cp.close()
+
+
+def test_the_variant_is_chosen_by_probing_for_bpf_loop(monkeypatch):
+    monkeypatch.delenv("TEXTRACE_CAPTURE_VARIANT", raising=False)
+    cp = CaptureProgram()
+    try:
+        assert cp.variant == "bpf_loop"  # this kernel (6.18) has it, since 5.17
+        assert cp.variant_note == "bpf_loop present, using the bpf_loop variant"
+    finally:
+        cp.close()
 
 
 def drain(cp: CaptureProgram, prefix: str, want: int, rounds: int = 50) -> list:

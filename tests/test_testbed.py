@@ -1,7 +1,9 @@
-"""The qemu testbed boots Debian's 6.1 kernel and runs the host's own tools in it.
+"""The qemu testbed boots each of Debian's kernels (5.10, 6.1, 6.12, 7.2) and runs the
+host's own tools in it.
 
-One guest boot answers most questions (a boot costs seconds under TCG): a probe script
-reports what it sees, writes into the shared directory and out of it, and exits 3.
+One guest boot per kernel answers the questions (a boot costs seconds under TCG): a probe
+script reports what it sees, writes into the shared directory and out of it, runs the host's
+Python with this checkout, and exits 3.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pytest
 
 import testbed
 import textrace
+from conftest import guest_kernels
 
 PROBE = """
 uname -r
@@ -19,20 +22,28 @@ test -e /proc/kcore && echo kcore
 test -e /sys/kernel/btf/vmlinux && echo btf
 echo 'written in the guest' > {shared}/from-guest.txt
 echo x > /etc/testbed-probe && echo host-root-writable
+python3 -c 'import textrace; print("textrace", textrace.__file__)'
 exit 3
 """
 
 
-@pytest.fixture(scope="module")
-def probe(guest, tmp_path_factory) -> testbed.GuestRun:
+@pytest.fixture(scope="module", params=guest_kernels())
+def probe(guest, tmp_path_factory, request) -> testbed.GuestRun:
     shared = tmp_path_factory.mktemp("probe")
-    return guest.run(["sh", "-c", PROBE.format(shared=shared)], shared=shared)
+    return guest.run(["sh", "-c", PROBE.format(shared=shared)], shared=shared,
+                     kernel=request.param)
 
 
-def test_guest_runs_debian_6_1_kernel(probe):
+def test_guest_runs_debians_kernel_of_the_series_asked_for(probe, request):
+    series = request.node.callspec.params["probe"]
     release = probe.stdout.splitlines()[0]
-    assert release.startswith("6.1.") and release.endswith("-amd64")
-    assert release == probe.kernel_release == testbed.kernel().release
+    assert release.startswith(series + ".") and release.endswith("-amd64")
+    assert release == probe.kernel_release == testbed.kernel(series).release
+
+
+def test_the_default_kernel_is_61():
+    assert testbed.DEFAULT_SERIES == "6.1"
+    assert testbed.kernel().release.startswith("6.1.")
 
 
 def test_exit_code_comes_back(probe):
@@ -52,13 +63,13 @@ def test_host_root_is_read_only_in_guest(probe):
     assert "Read-only file system" in probe.stderr
 
 
-def test_host_python_and_textrace_run_in_guest(guest):
-    r = guest.run(["python3", "-c", "import textrace; print(textrace.__file__)"])
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == textrace.__file__  # this checkout, through PYTHONPATH
+def test_host_python_and_textrace_run_in_guest(probe):
+    # this checkout, through PYTHONPATH
+    assert f"textrace {textrace.__file__}" in probe.stdout.splitlines()
 
 
 def test_timeout_kills_guest_and_raises(guest):
+    """The testbed's own mechanism, the same on every kernel: tested on the default one."""
     start = time.monotonic()
     with pytest.raises(testbed.TestbedTimeout, match="still running after 15 s"):
         guest.run(["sleep", "600"], timeout=15)

@@ -118,6 +118,11 @@ def cmd_progs(args) -> int:
                       r.capture if r.captured else f"NOT CAPTURED: {r.reason}")
     console = _console()
     console.print(table)
+    for r in rows:  # perf >= 6.16 records a program's bpf_metadata_* variables
+        if r.metadata:
+            console.print(f"{r.id} metadata: " + " ".join(f"{k}={v}"
+                                                          for k, v in r.metadata.items()),
+                          markup=False, highlight=False)
     n = sum(r.captured for r in rows)
     console.print(f"{len(rows)} programs, {n} captured ({100 * n / max(len(rows), 1):.1f}%)")
     return 0

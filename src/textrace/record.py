@@ -592,6 +592,7 @@ class Recorder:
         try:
             self.kernel = CaptureProgram()
             self.summary.capture = "kernel"
+            self.summary.capture_note = f"kernel capture: {self.kernel.variant_note}"
         except (TextraceError, OSError) as e:
             why = e.message + (f" ({e.file})" if e.file else "") \
                 if isinstance(e, TextraceError) else str(e)
@@ -749,7 +750,8 @@ class Recorder:
         self.summary.code = self.code.summary()
         self.summary.unreported = len(self.unreported)
         private.add(Kind.RECORD_INFO, json.dumps({
-            "capture": self.summary.capture, "clockid": self.opts.clockid,
+            "capture": self.summary.capture, "capture_note": self.summary.capture_note,
+            "clockid": self.opts.clockid,
             "lost_records": self.summary.lost, "capture_lost_chunks": self.summary.kernel_lost,
             "kernel_code": self.summary.code, "unreported_changes": len(self.unreported),
         }).encode())

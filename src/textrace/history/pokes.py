@@ -194,7 +194,13 @@ def _kind(history: CodeHistory, poke: Poke, site: Symbol | None,
     targets = [(i, _symbol(history, i.target, t)) for i in (a, b)
                if i is not None and i.target is not None]
     entry = site is not None and site.offset in (0, ENDBR64)
-    nop_swap = bool({poke.old, poke.new} & {NOP5, NOP2}) and len(poke.old) == len(poke.new)
+    # one NOP covering the site on one side: 5.15+ always writes x86_nops (NOP5, NOP2);
+    # before that the kernel picked its "ideal" NOPs at boot by CPU (5.10 under qemu's
+    # `max` CPU writes 66 66 66 66 90), so a single decoded nop of the full length counts
+    whole_nop = any(len(ins) == 1 and ins[0].is_nop and ins[0].size == len(raw)
+                    for ins, raw in ((old, poke.old), (new, poke.new)))
+    nop_swap = (bool({poke.old, poke.new} & {NOP5, NOP2}) or whole_nop) \
+        and len(poke.old) == len(poke.new)
     in_bpf_prog = site is not None and site.kind == "bpf" and site.name.startswith("bpf_prog_")
 
     # kprobes: INT3 over the first byte, its instruction slots, or an optimized probe's jmp

@@ -56,6 +56,10 @@ class RecordType(enum.IntEnum):
     HEADER_FEATURE = 80
     COMPRESSED = 81
     FINISHED_INIT = 82
+    COMPRESSED2 = 83       # perf 6.16: COMPRESSED with the compressed length (data_size)
+    BPF_METADATA = 84      # perf 6.16: a program's bpf_metadata_* variables, as strings
+    SCHEDSTAT_CPU = 85     # perf 6.19 (perf sched stats): /proc/schedstat per CPU
+    SCHEDSTAT_DOMAIN = 86  # ... and per scheduling domain
 
 
 USER_RECORD_START = 64
@@ -166,6 +170,9 @@ class Feature(enum.IntEnum):
     CLOCK_DATA = 29
     HYBRID_TOPOLOGY = 30
     PMU_CAPS = 31
+    CPU_DOMAIN_INFO = 32  # perf 7.x (perf sched stats): scheduling domains per CPU
+    E_MACHINE = 33        # perf 7.x: the ELF e_machine and e_flags of the recorded machine
+    CLN_SIZE = 34         # perf 7.x: the cache line size in bytes
 
 
 FEATURE_BITS = 256  # adds_features is a 256-bit bitmap in the file header

@@ -21,8 +21,8 @@ _FIXED = ((S.IDENTIFIER, "id"), (S.IP, "ip"), (S.TID, "pid_tid"), (S.TIME, "time
           (S.PERIOD, "period"))
 
 
-_PAYLOAD_OR_PACKED = np.array([RecordType.COMPRESSED, RecordType.AUXTRACE,
-                               RecordType.HEADER_TRACING_DATA])
+_PAYLOAD_OR_PACKED = np.array([RecordType.COMPRESSED, RecordType.COMPRESSED2,
+                               RecordType.AUXTRACE, RecordType.HEADER_TRACING_DATA])
 
 
 @dataclass
@@ -168,7 +168,8 @@ def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int
     if start % 2 == 0:
         h = memoryview(buf).cast("B")[:end - end % 2].cast("H")
         sample = int(RecordType.SAMPLE)
-        irregular = (RecordType.COMPRESSED, RecordType.AUXTRACE, RecordType.HEADER_TRACING_DATA)
+        irregular = (RecordType.COMPRESSED, RecordType.COMPRESSED2, RecordType.AUXTRACE,
+                     RecordType.HEADER_TRACING_DATA)
         while pos + 8 <= end:
             i = pos >> 1
             rtype, size = h[i], h[i + 3]

@@ -818,8 +818,25 @@ class BpfProgInfoEntry(_Layout):
     data: bytes = _field(_Sized("data_len"))
 
 
+class _OmittedWhenEmpty(_Feature):
+    """A section that some perf versions write empty, without its count, when they have no
+    entries (BPF_PROG_INFO and BPF_BTF; 6.1 writes a zero count).
+    `count_omitted` says which of the two a file had, so it is written back the same."""
+
+    @classmethod
+    def _parse(cls, buf, file, offset, options: dict):
+        if len(buf) == 0:
+            return cls(count_omitted=True)
+        return super()._parse(buf, file, offset, options)
+
+    def pack(self) -> bytes:
+        if self.count_omitted and not self.count:
+            return b""
+        return super().pack()
+
+
 @dataclass(frozen=True, kw_only=True)
-class BpfProgInfo(_Feature):
+class BpfProgInfo(_OmittedWhenEmpty):
     """BPF_PROG_INFO: every program perf saw, by ascending id.  `count` is the number perf
     announced, which can be lower than len(programs) (see _Entries); perf itself reads
     only the first `count`."""
@@ -827,7 +844,8 @@ class BpfProgInfo(_Feature):
     feature_id: ClassVar[int] = Feature.BPF_PROG_INFO
     count: int | None = _count(U32)
     programs: tuple[BpfProgInfoEntry, ...] = _field(
-        _Entries(_Struct(BpfProgInfoEntry), "count"))
+        _Entries(_Struct(BpfProgInfoEntry), "count"), default=())
+    count_omitted: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -838,12 +856,13 @@ class BtfEntry(_Layout):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BpfBtf(_Feature):
+class BpfBtf(_OmittedWhenEmpty):
     """BPF_BTF: the BTF of those programs, by ascending id; `count` as in BpfProgInfo."""
 
     feature_id: ClassVar[int] = Feature.BPF_BTF
     count: int | None = _count(U32)
-    btfs: tuple[BtfEntry, ...] = _field(_Entries(_Struct(BtfEntry), "count"))
+    btfs: tuple[BtfEntry, ...] = _field(_Entries(_Struct(BtfEntry), "count"), default=())
+    count_omitted: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -902,11 +921,29 @@ class PmuCaps(_Feature):
     pmus: tuple[PmuCapsEntry, ...] = _field(_Array(_Struct(PmuCapsEntry), "nr_pmu"))
 
 
+@dataclass(frozen=True, kw_only=True)
+class EMachine(_Feature):
+    """E_MACHINE (perf 7.x): the recording machine's ELF e_machine (62 = EM_X86_64) and
+    e_flags; perf --header-only prints "e_machine : 62"."""
+
+    feature_id: ClassVar[int] = Feature.E_MACHINE
+    e_machine: int = _field(U32)
+    e_flags: int = _field(U32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClnSize(_Feature):
+    """CLN_SIZE (perf 7.x): the cache line size, bytes ("cacheline size: 64")."""
+
+    feature_id: ClassVar[int] = Feature.CLN_SIZE
+    cacheline_size: int = _field(U32)
+
+
 FEATURE_CLASSES: dict[int, type] = {cls.feature_id: cls for cls in (
     BuildIds, Hostname, OsRelease, Version, Arch, NrCpus, CpuDesc, CpuId, TotalMem, Cmdline,
     EventDesc, CpuTopology, NumaTopology, BranchStack, PmuMappings, GroupDesc, Cache,
     SampleTime, MemTopology, Clockid, DirFormat, BpfProgInfo, BpfBtf, Compressed,
-    CpuPmuCaps, ClockData, HybridTopology, PmuCaps)}
+    CpuPmuCaps, ClockData, HybridTopology, PmuCaps, EMachine, ClnSize)}
 
 
 def parse_feature(feature_id: int, data, *, file: str | None = None, offset: int = 0,

@@ -251,11 +251,20 @@ class PerfData:
                 yield from self._damaged(pos, f"record of {size} bytes runs past the end of "
                                               f"the data at {end:#x}", "header.size")
                 return
-            if rtype == RecordType.COMPRESSED and decompress:
+            if rtype in (RecordType.COMPRESSED, RecordType.COMPRESSED2) and decompress:
                 if inflater is None:
                     inflater = _Inflater(path, max(DECOMPRESS_CAP, 4 * self._comp_mmap_len))
+                start, stop = pos + 8, pos + size
+                if rtype == RecordType.COMPRESSED2:  # data_size, then data and padding
+                    data_size = struct.unpack_from("<Q", buf, pos + 8)[0] if size >= 16 else -1
+                    if not 0 <= data_size <= size - 16:
+                        yield from self._damaged(pos, f"COMPRESSED2 data_size {data_size} does "
+                                                      f"not fit its {size}-byte record",
+                                                 "data_size")
+                        return
+                    start, stop = pos + 16, pos + 16 + data_size
                 try:
-                    yield from inflater.feed(buf[pos + 8:pos + size], pos)
+                    yield from inflater.feed(buf[start:stop], pos)
                 except FormatError as e:
                     yield from self._damaged(pos, e.message, "COMPRESSED")
                     return
@@ -291,7 +300,7 @@ class PerfData:
             if found is None:
                 found = self._located = locate_records_aligned(self._buf, self._data.offset,
                                                                self._data.end) or False
-            special = {RecordType.COMPRESSED, RecordType.AUXTRACE,
+            special = {RecordType.COMPRESSED, RecordType.COMPRESSED2, RecordType.AUXTRACE,
                        RecordType.HEADER_TRACING_DATA}
             if found and not special.intersection(found[1].tolist()):
                 offsets, kinds = found

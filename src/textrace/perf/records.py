@@ -772,6 +772,110 @@ class FinishedInitRecord(Record):
     TYPE = RecordType.FINISHED_INIT
 
 
+@kind
+@dataclass(frozen=True, kw_only=True)
+class Compressed2Record(Record):
+    """COMPRESSED2 (perf 6.16, struct perf_record_compressed2): header.size counts the
+    padding to 8 bytes that `data` ends with; data_size only the zstd bytes."""
+
+    TYPE = RecordType.COMPRESSED2
+    BODY, FIELDS = _layout("Q", "data_size")
+    TAIL, TAIL_KIND = "data", "bytes"
+    data_size: int = 0
+    data: bytes = b""   # the compressed bytes, then the padding
+
+    def to_dict(self):
+        return {"type": self.type_name, "compressed_size": self.data_size}
+
+
+BPF_METADATA_KEY_LEN = 64
+BPF_METADATA_VALUE_LEN = 256
+BPF_PROG_NAME_LEN = 512  # KSYM_NAME_LEN of tools/lib/perf/include/perf/event.h
+_BPF_METADATA_ENTRY = struct.Struct(f"<{BPF_METADATA_KEY_LEN}s{BPF_METADATA_VALUE_LEN}s")
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class BpfMetadataRecord(Record):
+    """BPF_METADATA (perf 6.16, struct perf_record_bpf_metadata): the bpf_metadata_*
+    variables of a program's .rodata as perf formats them (BTF data dump, compact), one
+    record per JIT'd function: prog_name is that function's ksym name
+    (bpf_prog_<tag>_<name>).  Keys lack the bpf_metadata_ prefix.  perf pads the record
+    with id_hdr_size zero bytes, kept in `padding`."""
+
+    TYPE = RecordType.BPF_METADATA
+    BODY, FIELDS = _layout(f"{BPF_PROG_NAME_LEN}sQ", "_prog_name nr_entries")
+    _prog_name: bytes = field(default=b"\0" * BPF_PROG_NAME_LEN, repr=False)
+    nr_entries: int = 0
+    entries: tuple[tuple[str, str], ...] = ()   # (key, value)
+    padding: bytes = b""
+
+    @property
+    def prog_name(self) -> str:
+        return cstring(self._prog_name)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.entries)
+
+    @classmethod
+    def _parse_body(cls, body, ctx):
+        values = super()._parse_body(body, ctx)
+        pos, nr = cls.BODY.size, values["nr_entries"]
+        size = _BPF_METADATA_ENTRY.size
+        if nr > (len(body) - pos) // size:
+            raise ctx.error(f"BPF_METADATA nr_entries {nr} of {size} bytes overrun the "
+                            f"{len(body)}-byte body", 8 + BPF_PROG_NAME_LEN, "nr_entries")
+        values["entries"] = tuple((cstring(k), cstring(v)) for k, v in
+                                  _BPF_METADATA_ENTRY.iter_unpack(body[pos:pos + nr * size]))
+        values["padding"] = bytes(body[pos + nr * size:])
+        return values
+
+    def _pack_body(self, ctx):
+        return (self.BODY.pack(self._prog_name, len(self.entries))
+                + b"".join(_BPF_METADATA_ENTRY.pack(k.encode(), v.encode())
+                           for k, v in self.entries) + self.padding)
+
+    def to_dict(self):
+        d = super().to_dict()
+        d["prog_name"] = self.prog_name
+        d["entries"] = self.metadata
+        d.pop("padding")
+        return d
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SchedstatRecord(Record):
+    """SCHEDSTAT_CPU/DOMAIN (perf sched stats, struct perf_record_schedstat_*): one
+    /proc/schedstat line as perf read it.  The counters' layout depends on `version` (the
+    schedstat version, 15..17: tools/lib/perf/include/perf/schedstat-v*.h) and is kept as
+    bytes."""
+
+    BODY, FIELDS = _layout("QIHH", "timestamp cpu version _u16")
+    TAIL, TAIL_KIND = "counters", "bytes"
+    timestamp: int = 0
+    cpu: int = 0       # type: ignore[assignment]
+    version: int = 0
+    _u16: int = 0      # CPU: padding; DOMAIN: the domain number
+    counters: bytes = b""
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class SchedstatCpuRecord(_SchedstatRecord):
+    TYPE = RecordType.SCHEDSTAT_CPU
+
+
+@kind
+@dataclass(frozen=True, kw_only=True)
+class SchedstatDomainRecord(_SchedstatRecord):
+    TYPE = RecordType.SCHEDSTAT_DOMAIN
+
+    @property
+    def domain(self) -> int:
+        return self._u16
+
+
 @dataclass(frozen=True, kw_only=True)
 class RawRecord(Record):
     """A record of a kind this version does not know: kept whole, never dropped."""

@@ -12,6 +12,7 @@ from ..perf.private import Kind, private_section
 from ..perf.reader import PerfData
 
 BPF_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT})
+METADATA_RECORDS = frozenset({RecordType.BPF_METADATA})
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ProgRow:
     capture: str | None
     reason: str | None
     funcs: list[dict] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)  # bpf_metadata_* (perf >= 6.16)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -55,16 +57,28 @@ def capture_outcomes(data: PerfData) -> dict[int, dict] | None:
     return out
 
 
+def program_metadata(data: PerfData) -> dict[str, dict[str, str]]:
+    """BPF_METADATA records (perf >= 6.16) by the ksym name they carry, which is the
+    name of one of the program's functions in KSYMBOL records: bpf_prog_<tag>_<name>."""
+    out: dict[str, dict[str, str]] = {}
+    for rec in data.records(types=METADATA_RECORDS):
+        out.setdefault(rec.prog_name, {}).update(rec.metadata)
+    return out
+
+
 def prog_rows(data: PerfData) -> list[ProgRow]:
     programs, _ool = programs_from_records(data.records_by_time(BPF_RECORDS))
     infos = captured_programs(data)
     outcomes = capture_outcomes(data)
+    metadata = program_metadata(data)
     rows = []
     seen = set()
     for p in programs:
         seen.add(p.id)
         rows.append(_row(p.id, p.tag, p.name, p.loaded_ns, p.unloaded_ns,
                          [(f.addr, f.len) for f in p.funcs], infos.get(p.id), outcomes))
+        for f in p.funcs:
+            rows[-1].metadata.update(metadata.get(f.name, {}))
     for prog_id, info in infos.items():  # captured, but no record of its load survives
         if prog_id not in seen:
             rows.append(_row(prog_id, info.tag, info.name, None, None,

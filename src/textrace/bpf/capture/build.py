@@ -27,6 +27,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "capture.bpf.c")
+# the loader's variants (it picks one by probing the kernel): bpf_loop (5.17+), and bounded
+# loops for kernels without it (capture_bounded.bpf.c includes SOURCE)
+VARIANTS = {"bpf_loop": SOURCE, "bounded": os.path.join(HERE, "capture_bounded.bpf.c")}
 BUILD_NEEDS = "clang, libbpf-dev and linux-libc-dev"  # (Debian) to build, never to run
 
 

@@ -26,7 +26,15 @@
  *
  * Kernel types are declared here with only the fields read, under preserve_access_index:
  * libbpf relocates every access against the running kernel's BTF (CO-RE), so the same
- * object works on Debian's 6.1 and on 6.18.
+ * object works on Debian's 6.1, 6.12, 7.2 and on 6.18.
+ *
+ * Kernels before 5.17 have no bpf_loop, and a program calling it does not load there.
+ * capture_bounded.bpf.c compiles this source with CAPTURE_BOUNDED_LOOPS: plain loops with
+ * constant bounds (verified since 5.3), the chunk loop in a global function (5.6: verified
+ * once, not at every call site; its arguments travel in a per-CPU map, as global functions
+ * take only scalars before 5.12), and chunks of 16 KiB so that a blob of up to 8 MiB takes
+ * few enough iterations for the verifier (Debian 11's 5.10).  The loader picks the variant
+ * by probing for bpf_loop.
  */
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -78,10 +86,15 @@ struct sys_exit_bpf_ctx { u64 common; s32 nr; s32 pad; s64 ret; };
 #define BPF_PROG_LOAD_CMD 5
 #define PROG_ARRAY_UPDATE 1      /* `loading` values other than BPF_PROG_LOAD_CMD */
 #define CODE_REQUEST 2
+#ifdef CAPTURE_BOUNDED_LOOPS
+#define CHUNK 16384      /* a per-CPU array value may be at most 32 KiB */
+#define MAX_CHUNKS 512   /* ~8 MiB of one blob: each iteration is verified, so few */
+#else
 #define CHUNK 2048
-#define STEP 2040        /* bytes per chunk: below CHUNK so that `n & (CHUNK - 1)` keeps it */
-#define MAX_FUNCS 256
 #define MAX_CHUNKS 4096  /* ~8 MiB of one blob */
+#endif
+#define STEP (CHUNK - 8) /* bytes per chunk: below CHUNK so that `n & (CHUNK - 1)` keeps it */
+#define MAX_FUNCS 256
 #define MAX_CODE (1 << 20) /* bytes of kernel code one request may read */
 
 enum kind { META = 1, JIT = 2, XLATED = 3, LINFO = 4, JLINFO = 5, BTF = 6,
@@ -204,10 +217,43 @@ static long copy_chunk(u32 seq, struct copy_ctx *c)
 	return 0;
 }
 
+#ifdef CAPTURE_BOUNDED_LOOPS
+/* copy_blob's argument, for the global function that takes none */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct copy_ctx);
+} copy_arg SEC(".maps");
+
+/* Global, so verified once; its loop's bound is a constant. */
+__attribute__((noinline)) int copy_blob_bounded(u32 unused)
+{
+	u32 zero = 0;
+	struct copy_ctx *c = bpf_map_lookup_elem(&copy_arg, &zero);
+	if (!c)
+		return 0;
+	for (u32 seq = 0; seq < MAX_CHUNKS; seq++)
+		if (copy_chunk(seq, c))
+			break;
+	return 0;
+}
+
+static void copy_blob(struct copy_ctx *c)
+{
+	u32 zero = 0;
+	struct copy_ctx *arg = bpf_map_lookup_elem(&copy_arg, &zero);
+	if (!arg)
+		return;
+	*arg = *c;
+	copy_blob_bounded(0);
+}
+#else
 static void copy_blob(struct copy_ctx *c)
 {
 	bpf_loop(MAX_CHUNKS, copy_chunk, c, 0);
 }
+#endif
 
 struct func_ctx {
 	struct bpf_prog *prog;
@@ -391,7 +437,13 @@ int on_exit(struct sys_exit_bpf_ctx *ctx)
 	} else {
 		struct func_ctx f = { .prog = prog, .funcs = BPF_CORE_READ(aux, func),
 				      .prog_id = prog_id, .time = now };
+#ifdef CAPTURE_BOUNDED_LOOPS
+		for (u32 i = 0; i < MAX_FUNCS && i < func_cnt; i++)
+			if (copy_func(i, &f))
+				break;
+#else
 		bpf_loop(func_cnt < MAX_FUNCS ? func_cnt : MAX_FUNCS, copy_func, &f, 0);
+#endif
 	}
 
 	struct copy_ctx x = { .kind = XLATED, .prog_id = prog_id, .time = now,

@@ -5,6 +5,9 @@ running kernel's BTF, loads and attaches it; textrace reads its ring buffer thro
 libbpf's ring_buffer API from the recorder's own loop (the ring's epoll fd joins the
 recorder's), and its counters from its .bss map.  The same object reads kernel code when
 asked (`read_code`) and reports prog-array updates (`prog_array_updates`).
+
+Which variant loads is decided by probing the kernel for bpf_loop (5.17): the bpf_loop one
+where it is, the bounded-loop one where not (5.10); `variant_note` says which and why.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import struct
 from dataclasses import dataclass, field
 
 from ...errors import KernelError, TextraceError
-from ..prog_info import ALL_ARRAYS, INFO_SIZE, PROG_INFO, ProgInfo, _from_blobs, read_prog_info
+from ..prog_info import (ALL_ARRAYS, INFO_SIZE, PROG_INFO, ProgInfo, _from_blobs,
+                         read_prog_by_id, read_prog_info)
 from ..syscall import prog_load
-from .build import build
+from .build import VARIANTS, build
 
 CHUNK = 2048
 _CHUNK_HEADER = struct.Struct("<IIIIQQ8sII")  # kind prog_id index seq addr time tag total len
@@ -52,12 +56,35 @@ def _libbpf() -> ctypes.CDLL:
             ("bpf_program__attach", vp, (vp,)), ("bpf_link__destroy", ci, (vp,)),
             ("ring_buffer__new", vp, (ci, _SAMPLE_CB, vp, vp)),
             ("ring_buffer__consume", ci, (vp,)), ("ring_buffer__epoll_fd", ci, (vp,)),
-            ("ring_buffer__free", None, (vp,)), ("libbpf_set_print", vp, (vp,))):
+            ("ring_buffer__free", None, (vp,)), ("libbpf_set_print", vp, (vp,)),
+            ("libbpf_probe_bpf_helper", ci, (ci, ci, vp))):
         f = getattr(lib, fn)
         f.restype, f.argtypes = res, args
     if not os.environ.get("TEXTRACE_LIBBPF_DEBUG"):
         lib.libbpf_set_print(None)  # libbpf's messages would go to stderr; errors are ours
     return lib
+
+
+BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_FUNC_LOOP = 181  # bpf_loop, since 5.17
+
+
+def choose_variant(lib: ctypes.CDLL) -> tuple[str, str]:
+    """(variant, why): bpf_loop's where the kernel has the helper, else the bounded-loop
+    one.  TEXTRACE_CAPTURE_VARIANT=bpf_loop|bounded overrides the probe."""
+    forced = os.environ.get("TEXTRACE_CAPTURE_VARIANT")
+    if forced:
+        if forced not in VARIANTS:
+            raise TextraceError(f"TEXTRACE_CAPTURE_VARIANT={forced}: not one of "
+                                f"{', '.join(VARIANTS)}", field="capture")
+        return forced, f"the {forced} variant, as TEXTRACE_CAPTURE_VARIANT asks"
+    found = lib.libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_LOOP, None)
+    if found == 1:
+        return "bpf_loop", "bpf_loop present, using the bpf_loop variant"
+    if found == 0:
+        return "bounded", "bpf_loop absent, using the bounded-loop variant"
+    return "bounded", (f"probing for bpf_loop failed ({os.strerror(-found)}), "
+                       "using the bounded-loop variant")
 
 
 TRACEFS = "/sys/kernel/tracing"
@@ -99,6 +126,7 @@ class KernelCapture:
     time: int
     meta: tuple
     blobs: dict[tuple[int, int], _Blob] = field(default_factory=dict)
+    swap_calls: bool = False  # this kernel keeps pseudo calls' off/imm swapped (7.2)
 
     def complete(self) -> bool:
         tag, ptype, func_cnt, jited_len, insn_cnt, nr_linfo, btf_id, name, func = self.meta
@@ -116,6 +144,8 @@ class KernelCapture:
                  if (JIT, i) in self.blobs]
         jited = b"".join(b.data() for b in funcs)
         xlated = self.blobs[(XLATED, 0)].data() if (XLATED, 0) in self.blobs else b""
+        if self.swap_calls:  # as the kernel's own dump shows them
+            xlated = _swap_pseudo_calls(xlated)
         linfo = self.blobs[(LINFO, 0)].data() if (LINFO, 0) in self.blobs else b""
         jlinfo = self.blobs[(JLINFO, 0)].data() if (JLINFO, 0) in self.blobs else b""
         fields = {n: 0 for n in PROG_INFO.names}
@@ -138,18 +168,35 @@ class KernelCapture:
         return self.blobs[(BTF, 0)].data() if (BTF, 0) in self.blobs else None
 
 
+def _swap_pseudo_calls(xlated: bytes) -> bytes:
+    """xlated with off and imm of every bpf-to-bpf call (BPF_JMP|BPF_CALL, src_reg
+    BPF_PSEUDO_CALL) exchanged: see CaptureProgram._probe_pseudo_calls."""
+    out = bytearray(xlated)
+    for pos in range(0, len(out) - 7, 8):
+        if out[pos] == 0x85 and out[pos + 1] >> 4 == 1:
+            off, imm = struct.unpack_from("<hi", out, pos + 2)
+            struct.pack_into("<Hi", out, pos + 2, imm & 0xFFFF, off)
+    return bytes(out)
+
+
 class CaptureProgram:
     """The loaded and attached capture program.  `poll()` hands back the programs whose
     every chunk has arrived; `lost` counts chunks the kernel could not queue."""
 
-    def __init__(self, obj_path: str | None = None):
+    def __init__(self, obj_path: str | None = None, variant: str | None = None):
         if not os.path.exists(VMLINUX_BTF):
             raise KernelError("the kernel has no BTF, which the CO-RE capture program needs "
                               "(a kernel built with CONFIG_DEBUG_INFO_BTF=y)", file=VMLINUX_BTF,
                               field="capture")
         self.lib = _libbpf()
         ensure_tracefs()
-        path = obj_path or build()
+        if obj_path:
+            self.variant, self.variant_note = variant or "given", f"the object {obj_path}"
+        elif variant:
+            self.variant, self.variant_note = variant, f"the {variant} variant"
+        else:
+            self.variant, self.variant_note = choose_variant(self.lib)
+        path = obj_path or build(source=VARIANTS[self.variant])
         self.obj = self.lib.bpf_object__open_file(path.encode(), None)
         if not self.obj:
             raise KernelError(f"libbpf cannot open {path}: {os.strerror(ctypes.get_errno())}",
@@ -188,6 +235,10 @@ class CaptureProgram:
             self._request_fd = self.lib.bpf_map__fd(
                 self.lib.bpf_object__find_map_by_name(self.obj, b"code_request"))
             self._calibrate()
+            self.pseudo_calls_swapped = self._probe_pseudo_calls()
+            if self.pseudo_calls_swapped:
+                self.variant_note += ("; this kernel keeps bpf-to-bpf calls' off and imm "
+                                      "swapped, restored as its dump shows them")
         except BaseException:
             self.close()
             raise
@@ -238,6 +289,63 @@ class CaptureProgram:
         if not self.counter("prog_fops"):
             raise KernelError("the capture program saw no calibration load", field="capture")
 
+    # main: call +2, call +3, exit; two subprograms: r0 = 1; exit and r0 = 2; exit.  A call's
+    # relative offset (2, 3) differs from its subprogram's index (1, 2).
+    _PROBE_PROG = bytes.fromhex("8510000002000000" "8510000003000000" "9500000000000000"
+                                "b700000001000000" "9500000000000000"
+                                "b700000002000000" "9500000000000000")
+
+    def _probe_pseudo_calls(self) -> bool:
+        """Whether this kernel keeps a JIT'd program's bpf-to-bpf calls with off and imm
+        the other way round from its own xlated dump.  Up to 6.18 the kernel's insnsi
+        holds them as the dump shows them (off: the relative offset, imm: the
+        subprogram's index); Debian's 7.2 holds off = index, imm = offset, and its
+        BPF_OBJ_GET_INFO_BY_FD swaps them back.  Learned from one program a child
+        process loads (the recorder's own loads are not captured) and holds while its
+        capture is compared with the kernel's dump."""
+        rd, wr = os.pipe()
+        go_rd, go_wr = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: load, say the id, wait, exit
+            try:
+                os.close(rd)
+                os.close(go_wr)
+                fd = prog_load(self._PROBE_PROG, name="textrace_probe")
+                os.write(wr, str(read_prog_info(fd, 0).id).encode())
+                os.read(go_rd, 1)
+            finally:
+                os._exit(0)
+        os.close(wr)
+        os.close(go_rd)
+        try:
+            prog_id = int(os.read(rd, 32) or b"0")
+            if not prog_id:
+                raise KernelError("the pseudo-call probe program did not load",
+                                  field="capture")
+            cap = None
+            for _ in range(1000):
+                self.lib.ring_buffer__consume(self.rb)
+                cap = self.pending.get(prog_id)
+                if cap is not None and cap.complete():
+                    break
+            if cap is None or not cap.complete():
+                raise KernelError("the capture program did not capture its probe program",
+                                  field="capture")
+            del self.pending[prog_id]
+            dumped = read_prog_by_id(prog_id).xlated_insns
+        finally:
+            os.close(go_wr)
+            os.close(rd)
+            os.waitpid(pid, 0)
+        raw = cap.blobs[(XLATED, 0)].data()
+        if raw == dumped:
+            return False
+        if _swap_pseudo_calls(raw) == dumped:
+            return True
+        raise KernelError(f"the captured instructions of a probe program differ from the "
+                          f"kernel's dump: {raw.hex()} against {dumped.hex()}",
+                          field="capture")
+
     # --- the ring -----------------------------------------------------------------------
     @property
     def epoll_fd(self) -> int:
@@ -270,6 +378,7 @@ class CaptureProgram:
         ready = [c for c in self.pending.values() if c.complete()]
         for c in ready:
             del self.pending[c.prog_id]
+            c.swap_calls = self.pseudo_calls_swapped
         return ready
 
     # --- kernel code on demand ----------------------------------------------------------
