@@ -306,6 +306,12 @@ class PerfData:
                 return
         yield from self._walk()
 
+    def raw_records(self, types: frozenset[int]) -> Iterator[tuple[int, memoryview]]:
+        """(file offset, whole record bytes) of every record of these kinds, undecoded."""
+        for raw in self._walk_selected(types):
+            if raw.type in types:
+                yield raw.offset, memoryview(raw.buf)[raw.pos:raw.pos + raw.size]
+
     def _damaged(self, offset: int, message: str, fieldname: str):
         err = TruncatedError(message, file=self.path, offset=offset, field=fieldname)
         if not self.salvage:
