@@ -127,6 +127,13 @@ def cmd_progs(args) -> int:
     console.print(table)
     n = sum(r.captured for r in rows)
     console.print(f"{len(rows)} programs, {n} captured ({100 * n / max(len(rows), 1):.1f}%)")
+    from .recorded import recorded
+    info = recorded(data).info
+    if info.get("capture_lost_chunks"):
+        console.print(f"the capture program's ring refused {info['capture_lost_chunks']} "
+                      f"chunks")
+    if info.get("lost_records"):
+        console.print(f"the kernel lost {info['lost_records']} records (ring overflow)")
     _warn_damage(data)
     return 0
 

@@ -225,6 +225,10 @@ def recover(path: str, output: str | None = None) -> FinishReport:
         elif h.data.end > len(buf):
             damage.append(f"{path}: offset {end:#x}: file cut inside the data "
                           f"({h.data.end - len(buf)} bytes missing); features lost")
+        if FEATURE_BIT in data.features:  # its section: what is damaged there
+            damage += _section_damage(data)
+        if finished and not damage and end == h.data.end:
+            return _intact(data, path, out)
         tmp = f"{out}.recover.{os.getpid()}"
         from .perf.writer import PerfDataWriter
         try:
@@ -243,6 +247,38 @@ def recover(path: str, output: str | None = None) -> FinishReport:
     report.path = out
     report.damage = damage + [d.replace(tmp, path) for d in report.damage]
     return report
+
+
+def _intact(data: PerfData, path: str, out: str) -> FinishReport:
+    """A finished, undamaged file: left as it is (copied to `out`)."""
+    from .recorded import Recorded
+    rec = Recorded(data)
+    report = FinishReport(out, programs=len(rec.outcomes or {}), captured=len(rec.infos),
+                          btfs=len(rec.btfs), kernel_code=len(rec.entries.get(
+                              Kind.KERNEL_CODE, ())),
+                          unreported=len(rec.unreported))
+    report.features = [_name(f) for f in data.features]
+    if os.path.abspath(out) != os.path.abspath(path):
+        import shutil
+        from .perf.writer import create_private
+        with open(path, "rb") as src, create_private(out) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    return report
+
+
+def _section_damage(data: PerfData) -> list[str]:
+    """Every damaged entry of a finished file's section (the stream's copies are used)."""
+    from .entries import decode
+    from .recorded import Recorded
+    rec = Recorded(data)
+    out = list(rec.damage)
+    for kind, blobs in rec.entries.items():
+        for blob, off in blobs:
+            try:
+                decode(kind, blob, file=data.path, offset=off)
+            except FormatError as e:
+                out.append(f"{e} (textrace section; the stream's copy is used)")
+    return out
 
 
 def _whole_records(buf, start: int, limit: int) -> tuple[int, str | None]:

@@ -47,8 +47,8 @@ class Recorded:
             section = PrivateSection.parse(raw, file=data.path,
                                            offset=data.feature_offset(FEATURE_BIT),
                                            salvage=data.salvage)
-            if section.damage:
-                self._damaged(section.damage)
+            for msg in section.damage:
+                self._damaged(msg)
             for kind, blob, off in section.items():
                 self.entries.setdefault(kind, []).append((blob, off))
         elif not data.features:  # a file nobody finished: what the stream holds

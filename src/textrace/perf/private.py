@@ -42,7 +42,7 @@ COMPRESSED = frozenset({Kind.KERNEL_CODE})
 class PrivateSection:
     entries: list[tuple[int, bytes]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)  # file offset of each entry's data
-    damage: str | None = None   # where a salvaged parse stopped, and why
+    damage: list[str] = field(default_factory=list)  # what a salvaged parse skipped
 
     def items(self):
         """(kind, data, file offset) of every entry."""
@@ -69,8 +69,8 @@ class PrivateSection:
     @classmethod
     def parse(cls, buf, *, file: str | None = None, offset: int = 0,
               salvage: bool = False) -> "PrivateSection":
-        """The entries; with `salvage`, those before the first damage (said in `damage`)
-        instead of a FormatError."""
+        """The entries; with `salvage`, those before the first damage to the layout, less
+        those that do not inflate (each said in `damage`), instead of a FormatError."""
         buf = memoryview(buf)
         out = cls()
         try:
@@ -89,15 +89,21 @@ class PrivateSection:
                                       file=file, offset=offset + pos - 8,
                                       field="textrace.entry.size")
                 data = bytes(buf[pos:pos + size])
+                at, pos = pos, pos + size + (-size % 8)
                 if flags & ZSTD:
-                    data = _inflate(data, file, offset + pos)
+                    try:
+                        data = _inflate(data, file, offset + at)
+                    except FormatError as e:
+                        if not salvage:
+                            raise
+                        out.damage.append(f"{e} (entry skipped)")
+                        continue
                 out.entries.append((kind, data))
-                out.offsets.append(offset + pos)
-                pos += size + (-size % 8)
+                out.offsets.append(offset + at)
         except FormatError as e:
             if not salvage:
                 raise
-            out.damage = str(e)
+            out.damage.append(f"{e} (the rest of the section skipped)")
         return out
 
 
@@ -107,6 +113,9 @@ def _inflate(data: bytes, file: str | None, offset: int) -> bytes:
         return zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_INFLATED)
     except zstandard.ZstdError as e:
         raise FormatError(f"compressed entry does not inflate: {e}", file=file,
+                          offset=offset, field="textrace.entry.data") from None
+    except MemoryError:
+        raise FormatError("compressed entry inflates beyond memory", file=file,
                           offset=offset, field="textrace.entry.data") from None
 
 
