@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import struct
 from dataclasses import dataclass, field
 
 from .errors import FormatError, TextraceError
-from .perf.abi import RecordType
-from .perf.header import (FILE_HEADER, RECORD_HEADER, SECTION, FileHeader, Section,
-                          parse_file_header)
-from .perf.private import FEATURE_BIT, Kind, PrivateSection
+from .perf.abi import Feature, RecordType
+from .perf.header import RECORD_HEADER, SECTION, FileHeader, parse_file_header
+from .perf.private import FEATURE_BIT, Kind
 from .perf.reader import PerfData
+from .perf.stream import StreamDamage, read_entries
 
 
 @dataclass
@@ -39,23 +40,67 @@ class FinishReport:
 
 def finish_file(path: str) -> FinishReport:
     """Write the end of the file at `path` from its stream.  The file must end with its
-    records (header data size = where they end); anything after them is replaced."""
-    from .recorded import Recorded
+    records (header data size = where they end); anything after them is replaced.
+
+    One walk over the stream, in bounded memory however many programs it holds: each
+    capture's BPF_PROG_INFO entry is copied into place as it is met (perf reads the entries
+    in any order), its outcome line and BTF go to temporary files, and the rest (kallsyms,
+    kernel code, RECORD_INFO) is small or bounded by the recorder's budget."""
+    import tempfile
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
         data = PerfData(buf, path=path, salvage=True)
         header = data.header
-        rec = Recorded(data)
-        report = FinishReport(path, damage=list(rec.damage))
-        feats = _features(data, rec, report)
-        data = rec = None
+        report = FinishReport(path)
+        end = header.data.end
+        os.ftruncate(fd, end)
+        with tempfile.TemporaryFile() as outcomes, tempfile.TemporaryFile() as btf_kept, \
+                tempfile.TemporaryFile() as btf_held:
+            collector = _Collector(fd, outcomes, btf_kept, btf_held, report)
+            damage: list[StreamDamage] = []
+            chunks = data.raw_records(frozenset({RecordType.FINISHED_INIT}), bulk=False)
+            table_at = end
+            n_feats = 14  # at most: the features written below
+            os.lseek(fd, table_at + SECTION.size * n_feats, os.SEEK_SET)
+            sections = {}
+            start = os.lseek(fd, 0, os.SEEK_CUR)
+            _write_all(fd, b"\0\0\0\0")  # BPF_PROG_INFO count, filled in below
+            for entry in read_entries(chunks, damage):
+                collector.take(entry, path)
+            here = os.lseek(fd, 0, os.SEEK_CUR)
+            os.pwrite(fd, struct.pack("<I", report.captured), start)
+            sections[Feature.BPF_PROG_INFO] = (start, here - start)
+            report.damage += [f"{path}: offset {d.offset:#x}: {d.message}" for d in damage]
+            report.damage += collector.damage
+            # BPF_BTF from its temporary file
+            start = here
+            _write_all(fd, struct.pack("<I", collector.n_btf_kept))
+            _copy_into(fd, btf_kept)
+            here = os.lseek(fd, 0, os.SEEK_CUR)
+            sections[Feature.BPF_BTF] = (start, here - start)
+            for fid, blob in _small_features(data, collector.info):
+                sections[fid] = (here, len(blob))
+                _write_all(fd, blob)
+                here += len(blob)
+            start = here
+            collector.write_private(outcomes, btf_held)
+            here = os.lseek(fd, 0, os.SEEK_CUR)
+            sections[FEATURE_BIT] = (start, here - start)
+        feats = sorted(sections)
+        table = b"".join(SECTION.pack(*sections[f]) for f in feats)
+        os.pwrite(fd, table.ljust(SECTION.size * n_feats, b"\0"), table_at)
+        os.fsync(fd)
+        new = FileHeader(header.size, header.attr_size, header.attrs, header.data,
+                         header.event_types, tuple(feats))
+        os.pwrite(fd, new.pack(), 0)
+        os.fsync(fd)
+        report.features = [_name(fid) for fid in feats]
+        data = None
     finally:
+        os.close(fd)
         _close(buf)
-    _write_end(path, header, feats)
-    report.features = [_name(fid) for fid, _ in feats]
-    del size
     return report
 
 
@@ -73,40 +118,173 @@ def _name(fid: int) -> str:
     return "textrace" if fid == FEATURE_BIT else feature_name(fid)
 
 
-def _features(data: PerfData, rec, report: FinishReport) -> list[tuple[int, bytes]]:
-    from .entries import encode_kallsyms, encode_record_info
-    from .perf.private import pack_kernel_code
-    from .entries import BTF_ENTRY
-    from .perf.features import (Arch, BpfBtf, BpfProgInfo, BpfProgInfoEntry, BtfEntry,
-                                ClockData, Clockid, Cmdline, EventDesc, EventDescEntry,
-                                Hostname, NrCpus, OsRelease, TotalMem, Version)
-    info = dict(rec.info)
-    caps: dict = {}
-    for cap in rec.captures:      # later entries win, a capture over a failure
-        if cap.info is not None or cap.prog_id not in caps:
-            caps[cap.prog_id] = cap
-    captured = [caps[i] for i in sorted(caps) if caps[i].info is not None]
-    report.programs, report.captured = len(caps), len(captured)
-    progs = []
-    for c in captured:
-        _il, _dl, arrays, raw_info, raw_data = c.info.to_bpil()
-        progs.append(BpfProgInfoEntry(arrays=arrays, info=raw_info, data=raw_data))
-    btfs = {c.info.btf_id: c.btf for c in captured if c.btf and c.info.btf_id}
-    report.btfs = len(btfs)
-    # perf 6.1 names a program from BTF whenever its BTF is in BPF_BTF, reading
-    # func_info[i] unchecked (synthesize_bpf_prog_name): a program without func_info (the
-    # capture program does not copy it) would crash `perf report --header-only`.  Such BTF
-    # goes to textrace's section instead.
-    withheld = {c.info.btf_id for c in captured if c.info.btf_id in btfs
-                and len(c.info.func_info) < len(c.info.funcs())}
-    kept = {i: b for i, b in btfs.items() if i not in withheld}
-    out: list[tuple[int, bytes]] = [
-        (BpfProgInfo.feature_id, BpfProgInfo(programs=tuple(progs)).pack()),
-        (BpfBtf.feature_id, BpfBtf(btfs=tuple(BtfEntry(id=i, data=b)
-                                              for i, b in sorted(kept.items()))).pack())]
-    plain = [(Hostname, "hostname"), (OsRelease, "os_release"), (Version, "version"),
-             (Arch, "arch")]
-    for cls, key in plain:
+def _copy_into(fd: int, tmp) -> None:
+    tmp.seek(0)
+    while True:
+        block = tmp.read(1 << 20)
+        if not block:
+            return
+        _write_all(fd, block)
+
+
+class _Collector:
+    """What one walk over the stream gives the end of the file."""
+
+    def __init__(self, fd, outcomes, btf_kept, btf_held, report: FinishReport):
+        from .record_stream import IdSet
+        self.fd, self.outcomes, self.btf_kept, self.btf_held = fd, outcomes, btf_kept, btf_held
+        self.report = report
+        self.captured, self.seen, self.btf_ids = IdSet(), IdSet(), IdSet()
+        self.n_btf_kept = self.n_btf_held = 0
+        self.info: dict = {}
+        self.kallsyms: bytes | None = None
+        self.kernel_code = tempfile_list()
+        self.unreported: list[bytes] = []
+        self.damage: list[str] = []
+
+    def take(self, entry, path: str) -> None:
+        from .entries import decode
+        try:
+            if entry.kind == Kind.CAPTURE:
+                self._capture(entry.data, path, entry.offset)
+                return
+            value = decode(entry.kind, entry.data, file=path, offset=entry.offset)
+        except FormatError as e:
+            self.damage.append(f"{e} (entry skipped)")
+            return
+        if entry.kind == Kind.RECORD_INFO:
+            self.info.update(value)
+        elif entry.kind == Kind.KALLSYMS and self.kallsyms is None:
+            self.kallsyms = entry.data
+        elif entry.kind == Kind.KERNEL_CODE:
+            self.kernel_code.add(entry.data)
+        elif entry.kind == Kind.UNREPORTED:
+            self.unreported += [json.dumps(d, separators=(",", ":")).encode() for d in value]
+
+    def _capture(self, blob: bytes, path: str, offset: int) -> None:
+        """Copies the parts of one CAPTURE entry (capture.py) without decoding the info."""
+        from .bpf.prog_info import _unpack_info
+        from .capture import CAPTURE_HEAD, CAPTURE_MAGIC, parse_outcome
+        bad = FormatError(f"capture entry of {len(blob)} bytes does not add up", file=path,
+                          offset=offset, field="textrace.CAPTURE")
+        if len(blob) < CAPTURE_HEAD.size:
+            raise bad
+        magic, jl, il, bl = CAPTURE_HEAD.unpack_from(blob, 0)
+        pos = CAPTURE_HEAD.size
+        if magic != CAPTURE_MAGIC or pos + jl + il + bl != len(blob):
+            raise bad
+        line = blob[pos:pos + jl]
+        outcome = parse_outcome(line, file=path, offset=offset + pos)
+        prog_id = outcome["id"]
+        info = blob[pos + jl:pos + jl + il]
+        btf = blob[pos + jl + il:]
+        if il:
+            # a one-program BPF_PROG_INFO: {u32 1; u32 info_len; u32 data_len; u64 arrays;
+            # info; data}
+            if il < 20 or struct.unpack_from("<I", info, 0)[0] != 1:
+                raise bad
+            info_len, data_len = struct.unpack_from("<II", info, 4)
+            if 20 + info_len + data_len != il:
+                raise bad
+        if bl and (bl < 12 or struct.unpack_from("<I", btf, 0)[0] != 1 or
+                   12 + struct.unpack_from("<I", btf, 8)[0] != bl or not il):
+            raise bad
+        if prog_id not in self.seen:
+            self.seen.add(prog_id)
+            self.report.programs += 1
+        self.outcomes.write(line + b"\n")  # a later line of the same program wins
+        if not il or prog_id in self.captured:
+            return
+        self.captured.add(prog_id)
+        self.report.captured += 1
+        _write_all(self.fd, info[4:])
+        if bl:
+            btf_id = struct.unpack_from("<I", btf, 4)[0]
+            if btf_id in self.btf_ids:
+                return
+            self.btf_ids.add(btf_id)
+            self.report.btfs += 1
+            fields = _unpack_info(info[20:20 + info_len])
+            # perf 6.1 names a program from BTF whenever its BTF is in BPF_BTF, reading
+            # func_info[i] unchecked (synthesize_bpf_prog_name): a program without
+            # func_info (the capture program does not copy it) would crash `perf report
+            # --header-only`.  Such BTF goes to textrace's section (Kind.BTF) instead.
+            if fields["nr_func_info"] >= max(1, fields["nr_jited_ksyms"]):
+                self.btf_kept.write(btf[4:])
+                self.n_btf_kept += 1
+            else:
+                from .entries import BTF_ENTRY
+                raw = btf[12:]
+                self.btf_held.write(struct.pack("<Q", BTF_ENTRY.size + len(raw)))
+                self.btf_held.write(BTF_ENTRY.pack(btf_id, 0) + raw)
+                self.n_btf_held += 1
+
+    def write_private(self, outcomes, btf_held) -> None:
+        """textrace's section, entry by entry (perf/private.py's layout)."""
+        from .entries import encode_record_info
+        from .perf.private import ENTRY, MAGIC, ZSTD
+        fd = self.fd
+        _write_all(fd, MAGIC)
+
+        def entry(kind: int, blob: bytes, flags: int = 0) -> None:
+            _write_all(fd, ENTRY.pack(kind, flags, len(blob)) + blob + b"\0" * (-len(blob) % 8))
+        size = outcomes.tell()
+        _write_all(fd, ENTRY.pack(Kind.CAPTURES, 0, size))
+        _copy_into(fd, outcomes)
+        _write_all(fd, b"\0" * (-size % 8))
+        if self.kallsyms is not None:
+            entry(Kind.KALLSYMS, self.kallsyms)
+        btf_held.seek(0)
+        for _ in range(self.n_btf_held):
+            (n,) = struct.unpack("<Q", btf_held.read(8))
+            entry(Kind.BTF, btf_held.read(n))
+        for blob in self.kernel_code:
+            entry(Kind.KERNEL_CODE, blob, ZSTD)
+        self.report.kernel_code = len(self.kernel_code)
+        self.report.unreported = len(self.unreported)
+        if self.unreported:
+            entry(Kind.UNREPORTED, b"\n".join(self.unreported))
+        info = dict(self.info)
+        info["finished"] = True
+        if self.report.damage:
+            info["recovered"] = info.get("recovered", []) + self.report.damage
+        entry(Kind.RECORD_INFO, encode_record_info(info))
+
+
+class tempfile_list:
+    """Kernel code entries kept compressed (zstd, as the section stores them) in a
+    temporary file: the recorder's budget bounds them, memory need not hold them."""
+
+    def __init__(self):
+        import tempfile
+        self.f = tempfile.TemporaryFile()
+        self.n = 0
+
+    def add(self, data: bytes) -> None:
+        import zstandard
+        blob = zstandard.ZstdCompressor(level=3).compress(data)
+        self.f.write(struct.pack("<Q", len(blob)) + blob)
+        self.n += 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        self.f.seek(0)
+        for _ in range(self.n):
+            (n,) = struct.unpack("<Q", self.f.read(8))
+            yield self.f.read(n)
+
+
+def _small_features(data: PerfData, info: dict) -> list[tuple[int, bytes]]:
+    """The features RECORD_INFO and the attrs give: host, cpus, memory, cmdline, events,
+    clock."""
+    from .perf.features import (Arch, ClockData, Clockid, Cmdline, EventDesc,
+                                EventDescEntry, Hostname, NrCpus, OsRelease, TotalMem,
+                                Version)
+    out: list[tuple[int, bytes]] = []
+    for cls, key in [(Hostname, "hostname"), (OsRelease, "os_release"), (Version, "version"),
+                     (Arch, "arch")]:
         if key in info:
             out.append((cls.feature_id, cls(value=info[key]).pack()))
     if "nr_cpus_online" in info:
@@ -118,60 +296,18 @@ def _features(data: PerfData, rec, report: FinishReport) -> list[tuple[int, byte
     if "cmdline" in info:
         out.append((Cmdline.feature_id, Cmdline(argv=tuple(info["cmdline"])).pack()))
     names = info.get("event_names") or []
-    attrs = data.attrs
-    if attrs:
+    if data.attrs:
         out.append((EventDesc.feature_id, EventDesc(
-            attr_size=attrs[0].attr.size, events=tuple(
+            attr_size=data.attrs[0].attr.size, events=tuple(
                 EventDescEntry(attr=a.attr, name=names[i] if i < len(names) else "",
-                               ids=tuple(a.ids)) for i, a in enumerate(attrs))).pack()))
+                               ids=tuple(a.ids)) for i, a in enumerate(data.attrs))).pack()))
     if "clockid_res_ns" in info:
         out.append((Clockid.feature_id, Clockid(clockid_res_ns=info["clockid_res_ns"]).pack()))
     if {"tod_ns", "clockid_ns", "clockid"} <= info.keys():
         out.append((ClockData.feature_id, ClockData(
             clockid=info["clockid"], tod_ns=info["tod_ns"],
             clockid_ns=info["clockid_ns"]).pack()))
-    private = PrivateSection()
-    private.add(Kind.CAPTURES, b"\n".join(caps[i].outcome_json() for i in sorted(caps)))
-    if rec.kallsyms is not None:  # the streamed entry, once it is known to decode
-        private.add(Kind.KALLSYMS, encode_kallsyms(rec.kallsyms.decode()))
-    for i in sorted(withheld):
-        private.add(Kind.BTF, BTF_ENTRY.pack(i, 0) + btfs[i])
-    for addr, t, code in rec.kernel_code:
-        private.add(Kind.KERNEL_CODE, pack_kernel_code(addr, t, code))
-    report.kernel_code = len(rec.kernel_code)
-    changes = [json.dumps(d, separators=(",", ":")).encode() for d in rec.unreported]
-    report.unreported = len(changes)
-    if changes:
-        private.add(Kind.UNREPORTED, b"\n".join(changes))
-    info["finished"] = True
-    if report.damage:
-        info["recovered"] = info.get("recovered", []) + report.damage
-    private.add(Kind.RECORD_INFO, encode_record_info(info))
-    out.append((FEATURE_BIT, private.pack()))
-    return sorted(out)
-
-
-def _write_end(path: str, header: FileHeader, feats: list[tuple[int, bytes]]) -> None:
-    end = header.data.end
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        os.ftruncate(fd, end)
-        body = end + SECTION.size * len(feats)
-        table = []
-        for _fid, blob in feats:
-            table.append(SECTION.pack(body, len(blob)))
-            body += len(blob)
-        os.lseek(fd, end, os.SEEK_SET)
-        _write_all(fd, b"".join(table))
-        for _fid, blob in feats:
-            _write_all(fd, blob)
-        os.fsync(fd)
-        new = FileHeader(header.size, header.attr_size, header.attrs, header.data,
-                         header.event_types, tuple(fid for fid, _ in feats))
-        os.pwrite(fd, new.pack(), 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return out
 
 
 def _write_all(fd: int, blob: bytes) -> None:

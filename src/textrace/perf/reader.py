@@ -306,9 +306,12 @@ class PerfData:
                 return
         yield from self._walk()
 
-    def raw_records(self, types: frozenset[int]) -> Iterator[tuple[int, memoryview]]:
-        """(file offset, whole record bytes) of every record of these kinds, undecoded."""
-        for raw in self._walk_selected(types):
+    def raw_records(self, types: frozenset[int], *,
+                    bulk: bool = True) -> Iterator[tuple[int, memoryview]]:
+        """(file offset, whole record bytes) of every record of these kinds, undecoded.
+        `bulk`: locate them with numpy (fast; arrays as long as the file has records),
+        else walk record by record (memory flat whatever the file's size)."""
+        for raw in (self._walk_selected(types) if bulk else self._walk()):
             if raw.type in types:
                 yield raw.offset, memoryview(raw.buf)[raw.pos:raw.pos + raw.size]
 
