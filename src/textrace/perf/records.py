@@ -781,9 +781,10 @@ class FinishedInitRecord(Record):
             return super().to_dict()
         from .private import Kind
         _m, kind, seq, index, count, n, crc, _z = CHUNK.unpack_from(self.data, 0)
-        d = {"type": "TEXTRACE_STREAM", "time": None, "cpu": None, "pid": None, "tid": None}
-        d.update(kind=Kind(kind).name if kind in Kind._value2member_map_ else kind,
-                 entry=seq, chunk=index, chunks=count, len=n, crc32=crc)
+        d = {"type": self.type_name, "time": None, "cpu": None, "pid": None, "tid": None}
+        d["textrace"] = {"kind": Kind(kind).name if kind in Kind._value2member_map_ else kind,
+                         "entry": seq, "chunk": index, "chunks": count, "len": n,
+                         "crc32": crc}
         return d
 
 
