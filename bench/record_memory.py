@@ -5,9 +5,10 @@
 
 A storm loads `rate` programs a second, each held `hold-us` (bench/storm.py --rate), for
 `seconds`.  `textrace record -a` records it, and `perf record -a` records the same storm
-at the same time; both recorders' RSS (VmRSS, /proc/PID/status) is printed every `every`
-seconds, then the growth of each over the second half of the run (MiB per minute: flat is
-~0), the programs each kept, and the ratios.  The issue's figure is a 30-minute run:
+at the same time; both recorders' resident heap (RssAnon, /proc/PID/status) is printed
+every `every` seconds, then the growth of each over the second half of the storm (MiB per
+minute: flat is ~0), textrace's peak while finishing the file, the programs each kept, and
+the ratio.  `-a` records every program loaded on the machine, other loaders' too.  The issue's figure is a 30-minute run:
 `--seconds 1800` (about 900k loads at the default rate).
 """
 
@@ -26,15 +27,25 @@ STORM = os.path.join(HERE, "storm.py")
 SRC = os.path.join(HERE, "..", "src")
 
 
-def rss_mib(pid: int) -> float | None:
+def rss_mib(pid: int, key: str = "RssAnon:") -> float | None:
+    """Resident anonymous memory (RssAnon: the heap; not the rings or the mapped file,
+    which VmRSS also counts), MiB."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key):
                     return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def has_children(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return bool(f.read().split())
+    except OSError:
+        return False
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -73,20 +84,26 @@ def main() -> int:
                               env=env)
         print(f"storm: {n} loads at {args.rate:g}/s, each held {args.hold_us:g} us, "
               f"{args.seconds:g} s; textrace pid {tx.pid}, perf pid {perf.pid}")
-        print(f"{'t (s)':>7} {'textrace MiB':>13} {'perf MiB':>9}")
+        print("RssAnon of each recorder (VmRSS of textrace in brackets), the file so far")
+        print(f"{'t (s)':>7} {'textrace MiB':>13} {'(VmRSS)':>9} {'perf MiB':>9} "
+              f"{'file MiB':>9}  phase")
         t0 = time.monotonic()
-        tx_pts, perf_pts = [], []
+        tx_pts, perf_pts, finish = [], [], []
         while tx.poll() is None:
             time.sleep(args.every)
             t = time.monotonic() - t0
             a, b = rss_mib(tx.pid), rss_mib(perf.pid)
+            vm = rss_mib(tx.pid, "VmRSS:")
             if a is None:
                 break
-            tx_pts.append((t, a))
-            if b is not None:
+            recording = has_children(tx.pid)  # the storm still runs
+            (tx_pts if recording else finish).append((t, a))
+            if b is not None and recording:
                 perf_pts.append((t, b))
-            print(f"{t:7.0f} {a:13.1f} {b if b is not None else float('nan'):9.1f}",
-                  flush=True)
+            size = os.path.getsize(tx_out) / (1 << 20) if os.path.exists(tx_out) else 0
+            print(f"{t:7.0f} {a:13.1f} {vm or 0:9.1f} "
+                  f"{b if b is not None else float('nan'):9.1f} {size:9.1f}  "
+                  f"{'recording' if recording else 'finishing'}", flush=True)
         _out, err = tx.communicate()
         perf.terminate()
         perf.wait()
@@ -100,8 +117,10 @@ def main() -> int:
         ts, ps = slope(half), slope(phalf)
         peak_tx = max(v for _, v in tx_pts) if tx_pts else 0
         peak_perf = max(v for _, v in perf_pts) if perf_pts else 0
-        print(f"textrace: RSS {tx_pts[0][1]:.1f} -> {tx_pts[-1][1]:.1f} MiB (peak "
-              f"{peak_tx:.1f}), second half {ts:+.2f} MiB/min")
+        peak_fin = max((v for _, v in finish), default=0)
+        print(f"textrace: RSS {tx_pts[0][1]:.1f} -> {tx_pts[-1][1]:.1f} MiB while recording "
+              f"(peak {peak_tx:.1f}), second half {ts:+.2f} MiB/min; finishing peak "
+              f"{peak_fin:.1f} MiB")
         print(f"perf:     RSS {perf_pts[0][1]:.1f} -> {perf_pts[-1][1]:.1f} MiB (peak "
               f"{peak_perf:.1f}), second half {ps:+.2f} MiB/min; {perf_kept} programs in "
               f"its HEADER_BPF_PROG_INFO")
