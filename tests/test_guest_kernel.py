@@ -28,6 +28,7 @@ from textrace.bpf.prog_info import ProgInfo
 from textrace.perf.abi import Feature
 from textrace.history.build import build_history, kernel_code_images
 from textrace.perf.private import Kind, private_section
+from textrace.recorded import recorded
 from textrace.views.show import program_images
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -104,7 +105,7 @@ def test_history_equals_kcore_after_every_change_forwards_and_backwards(run):
     rec = open_recording(run / "pokes.data")
     steps = json.loads((run / "kcore.json").read_text())
     start = steps[0]["time"]
-    images = kernel_code_images(private_section(rec.data))
+    images = kernel_code_images(recorded(rec.data).kernel_code)
     base = [im for im in images if im.time < start]
     later = [im for im in images if im.time > steps[-1]["done"]]
     assert sum(len(im.data) for im in base) > 8 << 20  # all of _text.._etext
@@ -140,7 +141,7 @@ def test_out_of_line_code_is_read_when_registered(run):
     equal kcore's at the next step."""
     rec = open_recording(run / "pokes.data")
     steps = json.loads((run / "kcore.json").read_text())
-    images = kernel_code_images(private_section(rec.data))
+    images = kernel_code_images(recorded(rec.data).kernel_code)
     ksyms = [r for r in rec.records() if r.type_name == "KSYMBOL" and not r.flags
              and not r.name.startswith("bpf_prog_")]
     # bpf_trampoline_<key> (5.10: bpf_trampoline_<key>_<image>, two images in turn)

@@ -26,6 +26,7 @@ from textrace.history.build import kernel_code_images
 from textrace.history.kallsyms import KernelSymbols
 from textrace.kernel_code import function_extent
 from textrace.perf.private import Kind, private_section
+from textrace.recorded import recorded
 from textrace.unreported import UnreportedChange, changed_ranges
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -186,7 +187,7 @@ def test_record_reads_sampled_kernel_functions(tmp_path):
     section = private_section(rec.data)
     info = json.loads(section.get(Kind.RECORD_INFO)[0])
     assert info["kernel_code"]["source"] == "capture program"
-    images = kernel_code_images(section)
+    images = kernel_code_images(recorded(rec.data).kernel_code)
     assert images and info["kernel_code"]["images"] == len(images)
     kernel = KernelSymbols.from_proc()
     samples = rec.samples()

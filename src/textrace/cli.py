@@ -18,14 +18,20 @@ def _add_input(p: argparse.ArgumentParser) -> None:
                    help="read a damaged or unfinished file up to the damage")
 
 
+_opened: list = []  # files read: what they warn of is printed at the end, once
+
+
 def _open(args):
     from .perf.reader import PerfData
-    return PerfData.open(args.input, salvage=args.salvage)
+    data = PerfData.open(args.input, salvage=args.salvage)
+    _opened.append(data)
+    return data
 
 
 def _warn_damage(data) -> None:
     for w in data.warnings:
         print(f"textrace: warning: {w}", file=sys.stderr)
+    data.warnings.clear()
 
 
 def _console():
@@ -104,6 +110,7 @@ def cmd_progs(args) -> int:
     if args.json:
         for row in rows:
             sys.stdout.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
+        _warn_damage(data)
         return 0
     from rich.table import Table
     table = Table(box=None, pad_edge=False, show_edge=False)
@@ -125,6 +132,14 @@ def cmd_progs(args) -> int:
                           markup=False, highlight=False)
     n = sum(r.captured for r in rows)
     console.print(f"{len(rows)} programs, {n} captured ({100 * n / max(len(rows), 1):.1f}%)")
+    from .recorded import recorded
+    info = recorded(data).info
+    if info.get("capture_lost_chunks"):
+        console.print(f"the capture program's ring refused {info['capture_lost_chunks']} "
+                      f"chunks")
+    if info.get("lost_records"):
+        console.print(f"the kernel lost {info['lost_records']} records (ring overflow)")
+    _warn_damage(data)
     return 0
 
 
@@ -365,8 +380,8 @@ def cmd_record(args) -> int:
     if summary.unreported:
         print(f"textrace: {summary.unreported} code changes the kernel did not report "
               f"(JIT images re-read; written as TEXT_POKE records)", file=sys.stderr)
-    if summary.failures:
-        print(f"textrace: {len(summary.failures)} programs not captured (textrace progs "
+    if summary.programs_failed:
+        print(f"textrace: {summary.programs_failed} programs not captured (textrace progs "
               f"-i {summary.output} lists them with the reason)", file=sys.stderr)
     if summary.lost:
         print(f"textrace: warning: the kernel lost {summary.lost} records (ring overflow)",
@@ -383,11 +398,24 @@ def _progress_line(rec) -> None:
     if now - _last_progress[0] < 0.25:
         return
     _last_progress[0] = now
-    caps = rec.captures.values()
     sys.stderr.write(f"\rtextrace record: {rec.summary.records} records, "
-                     f"{len(rec.captures)} programs seen, "
-                     f"{sum(c.captured for c in caps)} captured, {rec.summary.lost} lost ")
+                     f"{rec.ledger.n_seen} programs seen, "
+                     f"{rec.ledger.n_captured} captured, {rec.summary.lost} lost ")
     sys.stderr.flush()
+
+
+def cmd_recover(args) -> int:
+    from .finish import recover
+    report = recover(args.file, args.output)
+    for line in report.damage:
+        print(f"textrace: damage: {line}", file=sys.stderr)
+    if not report.damage:
+        print(f"textrace: {args.file}: nothing damaged", file=sys.stderr)
+    print(f"textrace: wrote {report.path}: {report.programs} programs, {report.captured} "
+          f"captured, {report.btfs} BTF, {report.kernel_code} kernel code reads, "
+          f"{report.unreported} unreported changes; features: {', '.join(report.features)}",
+          file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -470,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
         ["recordings", "programs", "functions", "code_versions", "pokes", "samples"]))
     p.set_defaults(func=cmd_sql)
 
+    p = sub.add_parser("recover", help="finish a killed or cut recording from what its "
+                                       "stream holds; says what was damaged and where")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", help="write the finished file here (default: FILE)")
+    p.set_defaults(func=cmd_recover)
+
     p = sub.add_parser("record", help="record kernel code changes, capturing BPF programs")
     p.add_argument("-o", "--output", default="perf.data")
     p.add_argument("-a", "--all-cpus", action="store_true", help="system-wide until Ctrl-C")
@@ -496,7 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        for data in _opened:
+            _warn_damage(data)
+        return code
     except TextraceError as e:
         print(f"textrace: {e}", file=sys.stderr)
         return 2

@@ -105,6 +105,8 @@ class CodeReads:
     clock: Callable[[], int]
     budget: int = DEFAULT_BUDGET
     images: list[tuple[int, int, bytes]] = field(default_factory=list)  # addr, time, data
+    sink: Callable[[int, int, bytes], None] | None = None  # takes each image instead
+    n_images: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     done: set[tuple[int, int]] = field(default_factory=set)
     used: int = 0
@@ -122,7 +124,11 @@ class CodeReads:
             data = self.memory.read(addr, n)
         except (OSError, TextraceError) as e:
             return self.fail(f"unreadable ({e.strerror if isinstance(e, OSError) else e})")
-        self.images.append((addr, self.clock(), data))
+        if self.sink is not None:  # the recorder streams it and keeps nothing
+            self.sink(addr, self.clock(), data)
+        else:
+            self.images.append((addr, self.clock(), data))
+        self.n_images += 1
         self.used += n
         return data
 
@@ -136,7 +142,7 @@ class CodeReads:
 
     def summary(self) -> dict:
         return {"source": self.memory.name if self.memory else None,
-                "images": len(self.images), "bytes": self.used,
+                "images": self.n_images, "bytes": self.used,
                 "failures": dict(self.failures)}
 
 

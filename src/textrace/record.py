@@ -49,17 +49,17 @@ from .perf import live
 from .perf.abi import (BpfEventType, KsymbolType, MISC_KERNEL, RecordType,
                        SampleType as S)
 from .perf.attr import EventAttr, flag_mask
-from .perf.features import (Arch, BpfBtf, BpfProgInfo, BpfProgInfoEntry, BtfEntry,
-                            ClockData, Clockid, Cmdline, EventDesc, EventDescEntry, Hostname,
-                            NrCpus, OsRelease, TotalMem, Version)
-from .perf.private import FEATURE_BIT, Kind, PrivateSection
+from .perf.private import Kind
 from .perf.reader import Attr
 from .perf.header import RECORD_HEADER
 from .perf.records import (BpfEventRecord, FinishedInitRecord, FinishedRoundRecord,
                            KsymbolRecord, MmapRecord, TextPokeRecord)
 from .perf.sampleid import SampleId, id_trailer_size
 from .perf.writer import PerfDataWriter, pack_record
-from .unreported import ImageWatch, UnreportedChange
+from .entries import encode_kallsyms, encode_record_info
+from .perf.private import pack_kernel_code
+from .record_stream import CaptureLedger, EntryQueue
+from .unreported import ImageWatch
 
 PR_SET_PDEATHSIG = 1
 IDLE_POLL_SECONDS = 0.001  # and polls this often where no BPF_EVENT can wake it
@@ -97,7 +97,7 @@ class RecordSummary:
     lost: int = 0
     programs_seen: int = 0
     programs_captured: int = 0
-    failures: list[ProgCapture] = field(default_factory=list)
+    programs_failed: int = 0
     exit_code: int | None = None
     capture: str = "user"            # how programs were captured in this recording
     capture_note: str | None = None  # why auto fell back to user space
@@ -285,7 +285,8 @@ class Recorder:
     def __init__(self, opts: RecordOptions, progress=None):
         self.opts = opts
         self.progress = progress
-        self.captures: dict[int, ProgCapture] = {}
+        self.entries = EntryQueue()           # stream entries for the round being written
+        self.ledger = CaptureLedger(self.entries)  # programs: seen, captured, in flight
         self.held_fds: dict[int, int] = {}
         self.summary = RecordSummary(opts.output)
         self.rings: list[live.Ring] = []
@@ -300,7 +301,7 @@ class Recorder:
         self.poked: set[int] = set()          # addresses TEXT_POKE records named
         self.sampled: set[int] = set()        # kernel ips of samples
         self.watch = ImageWatch()             # tail-calling programs' images
-        self.unreported: list[UnreportedChange] = []
+        self.lost_written = (0, 0)            # (lost records, refused chunks) streamed
         self.recheck_due: int | None = None   # a prog-array update's time, not yet checked
         self.text_bounds: tuple[int, int] | None = None  # _text, _etext (from kallsyms)
 
@@ -372,29 +373,31 @@ class Recorder:
         event_type, _flags, prog_id, tag = struct.unpack_from("<HHI8s", raw, 8)
         if event_type == BpfEventType.PROG_UNLOAD:
             self.watch.forget(prog_id)
-        if event_type != BpfEventType.PROG_LOAD or prog_id in self.captures:
-            if prog_id in self.captures and not self.captures[prog_id].tag:
-                self.captures[prog_id].tag = tag
+        ledger = self.ledger
+        if event_type != BpfEventType.PROG_LOAD or prog_id in ledger:
+            if prog_id in ledger.pending and not ledger.pending[prog_id].tag:
+                ledger.pending[prog_id].tag = tag
             return
-        cap = self.captures[prog_id] = ProgCapture(prog_id, tag)
+        cap = ledger.open(prog_id, tag, time.monotonic())
         if self.kernel is not None:  # taken at load by the capture program: arriving
             cap.reason = "the capture program's chunks for it did not all arrive"
             return
         try:
             self.held_fds[prog_id] = prog_fd_by_id(prog_id)
         except NoSuchObject:
-            cap.reason = "unloaded before user space could take it (BPF_PROG_GET_FD_BY_ID: ENOENT)"
+            ledger.failed(cap, "unloaded before user space could take it "
+                               "(BPF_PROG_GET_FD_BY_ID: ENOENT)")
         except TextraceError as e:
-            cap.reason = str(e)
+            ledger.failed(cap, str(e))
 
     def _read_held(self) -> None:
         """Read the programs whose fds we hold, then let them go."""
         for prog_id, fd in list(self.held_fds.items()):
-            cap = self.captures[prog_id]
+            cap = self.ledger.open(prog_id, b"", time.monotonic())
             try:
                 cap.info = read_prog_info(fd, ALL_ARRAYS)
                 cap.tag = cap.info.tag
-                cap.method = "user"
+                cap.method, cap.reason = "user", None
                 cap.time = clock_ns(self.opts.clockid)
                 self.watch.watch(cap.info, cap.time)
                 if cap.info.info["btf_id"]:
@@ -402,8 +405,9 @@ class Recorder:
                         cap.btf = read_btf(cap.info.info["btf_id"])
                     except TextraceError:
                         pass
+                self.ledger.captured(cap)
             except TextraceError as e:
-                cap.reason = str(e)
+                self.ledger.failed(cap, str(e))
             finally:
                 os.close(fd)
                 del self.held_fds[prog_id]
@@ -439,11 +443,11 @@ class Recorder:
         for prog_id in next_ids():
             if prog_id in own:
                 continue  # textrace's capture program is not part of what is recorded
-            cap = self.captures[prog_id] = ProgCapture(prog_id, b"")
+            cap = self.ledger.open(prog_id, b"", time.monotonic())
             try:
                 fd = prog_fd_by_id(prog_id)
             except TextraceError as e:
-                cap.reason = str(e)
+                self.ledger.failed(cap, str(e))
                 continue
             self.held_fds[prog_id] = fd
             self._read_held()
@@ -488,11 +492,10 @@ class Recorder:
 
     def _hold(self, fds: dict[int, int]) -> None:
         for prog_id, fd in fds.items():
-            if prog_id in self.held_fds or (prog_id in self.captures and
-                                            self.captures[prog_id].captured):
+            if prog_id in self.held_fds or self.ledger.is_captured(prog_id):
                 os.close(fd)
                 continue
-            self.captures.setdefault(prog_id, ProgCapture(prog_id, b"")).reason = None
+            self.ledger.open(prog_id, b"", time.monotonic()).reason = None
             self.held_fds[prog_id] = fd
 
     def drain(self, writer: PerfDataWriter) -> int:
@@ -569,7 +572,9 @@ class Recorder:
         changes = self.watch.recheck(self.now)
         if by is not None:
             changes = [dataclasses.replace(c, seen=min(c.seen, by)) for c in changes]
-        self.unreported += changes
+        for c in changes:
+            self.entries.add(Kind.UNREPORTED, c.to_json())
+        self.summary.unreported += len(changes)
         sid = SampleId(pid=0, tid=0, time=0, cpu=0, id=self.attrs[0].ids[0])
         return [pack_record(TextPokeRecord(addr=c.addr, old_bytes=c.old, new_bytes=c.new,
                                            sample_id=sid._replace(time=c.seen)), self.attrs)
@@ -577,10 +582,9 @@ class Recorder:
 
     def _take_kernel_capture(self, kc) -> None:
         info = kc.prog_info()
-        cap = self.captures.setdefault(kc.prog_id, ProgCapture(kc.prog_id, info.tag))
-        cap.info, cap.tag, cap.method, cap.reason = info, info.tag, "kernel", None
-        cap.time, cap.btf = kc.time, kc.btf
+        cap = ProgCapture(kc.prog_id, info.tag, info, "kernel", None, kc.time, kc.btf)
         self.watch.watch(info, kc.time)
+        self.ledger.captured(cap)
 
     def _start_kernel_capture(self) -> None:
         """Load the capture program (kernel or auto mode); auto falls back to user space
@@ -604,22 +608,37 @@ class Recorder:
                 f"which misses programs that live microseconds (--capture user: no warning)")
 
     def _write_round(self, writer: PerfDataWriter, batch: list[bytes]) -> int:
-        """One round: the records sorted by time, FINISHED_ROUND, the header patched."""
+        """One round: the records sorted by time, FINISHED_ROUND, the stream entries that
+        arrived with them (captures, kernel code, changes, losses), the header patched."""
         if batch:
             batch.sort(key=self._time_of)
             for raw in batch:
                 writer.write_bytes(raw)
             writer.write(FinishedRoundRecord())
-            writer.flush()
             self.summary.records += len(batch)
+        self._note_losses()
+        if batch or self.entries:
+            self.entries.write(writer)
+            writer.flush()
         return len(batch)
+
+    def _note_losses(self) -> None:
+        """Losses go into the stream when they change: a killed file still counts them."""
+        refused = self.kernel.lost if self.kernel is not None else self.summary.kernel_lost
+        now = (self.summary.lost, refused)
+        if now != self.lost_written:
+            self.lost_written = now
+            self.summary.kernel_lost = refused
+            self.entries.add(Kind.RECORD_INFO, json.dumps(
+                {"lost_records": now[0], "capture_lost_chunks": now[1]}).encode())
 
     def run(self) -> RecordSummary:
         opts = self.opts
         with open("/proc/kallsyms") as f:
             kallsyms = f.read()
         self._start_kernel_capture()  # before the events: its calibration load is not ours
-        self.code = CodeReads(*open_kernel_memory(self.kernel), clock=self.now)
+        self.code = CodeReads(*open_kernel_memory(self.kernel), clock=self.now,
+                              sink=self._code_read)
         self.open_events()
         if self.summary.capture_note and self.notice:  # once the events opened: a refusal
             self.notice(self.summary.capture_note)     # there is the one line to print
@@ -628,12 +647,17 @@ class Recorder:
         t_start = clock_ns(opts.clockid)
         for fd in self.fds:
             live.enable(fd)
+        # how the recording is made, and kallsyms: streamed first, so a file whose end is
+        # never written can still be finished (finish.py)
+        self.entries.add(Kind.RECORD_INFO, encode_record_info(
+            self._start_info(t_start_wall, t_start)))
+        self.entries.add(Kind.KALLSYMS, encode_kallsyms(kallsyms))
         self.synthesize(writer, kallsyms)
         writer.flush()
         if opts.kernel_text:
             self._read_kernel_text()
         if self.kernel is None:  # user space races the loaders; the kernel needs no race
-            self.scanner = IdScanner(max(self.captures, default=0))
+            self.scanner = IdScanner(self.ledger.max_id)
         started = self._start_command()  # after enabling: the command is recorded whole
         if started:
             os.write(started[1], b"x")
@@ -648,6 +672,8 @@ class Recorder:
         try:
             while not self.stop:
                 poller.poll(opts.round_ms / 1000)
+                if self.kernel is not None:  # chunks lost in the capture ring: given up
+                    self.ledger.expire(time.monotonic())
                 self.drain(writer)
                 if self.progress:
                     self.progress(self)
@@ -708,52 +734,40 @@ class Recorder:
     def _on_signal(self, signum, frame) -> None:
         self.stop = True
 
-    def _finish(self, writer: PerfDataWriter, kallsyms: str, wall: int, t0: int) -> None:
-        caps = self.captures.values()
-        self.summary.programs_seen = len(self.captures)
-        self.summary.programs_captured = sum(c.captured for c in caps)
-        self.summary.failures = [c for c in caps if not c.captured]
-        progs = [c.info.to_bpil() for c in caps if c.captured]
-        btfs = {c.info.info["btf_id"]: c.btf for c in caps if c.captured and c.btf}
+    def _code_read(self, addr: int, t: int, data: bytes) -> None:
+        self.entries.add(Kind.KERNEL_CODE, pack_kernel_code(addr, t, data))
+
+    def _start_info(self, wall: int, t0: int) -> dict:
+        """RECORD_INFO at the start: what the file's header features are made from."""
         with open("/proc/meminfo") as f:
             kib = int(f.readline().split()[1])
-        attr_size = self.attrs[0].attr.size
-        features = [
-            BpfProgInfo(programs=tuple(BpfProgInfoEntry(arrays=arrays, info=info, data=data)
-                                       for _il, _dl, arrays, info, data in progs)),
-            BpfBtf(btfs=tuple(BtfEntry(id=i, data=b) for i, b in sorted(btfs.items()))),
-            Hostname(value=socket.gethostname()),
-            OsRelease(value=platform.release()),
-            Version(value=f"textrace {__version__}"),
-            Arch(value=platform.machine()),
+        return {
+            "capture": self.summary.capture, "clockid": self.opts.clockid,
+            "hostname": socket.gethostname(), "os_release": platform.release(),
+            "version": f"textrace {__version__}", "arch": platform.machine(),
             # perf's "avail" is the highest present cpu + 1
-            NrCpus(nr_cpus_available=os.cpu_count() or 1,
-                   nr_cpus_online=len(live.online_cpus())),
-            TotalMem(total_mem_kb=kib),
-            Cmdline(argv=tuple(sys.argv)),
-            EventDesc(attr_size=attr_size, events=tuple(
-                EventDescEntry(attr=a.attr, name=a.name or "", ids=tuple(a.ids))
-                for a in self.attrs)),
-            Clockid(clockid_res_ns=max(1, round(time.clock_getres(self.opts.clockid) * 1e9))),
-            ClockData(clockid=self.opts.clockid, tod_ns=wall, clockid_ns=t0),
-        ]
-        for feat in features:
-            writer.add_feature(feat.feature_id, feat.pack())
-        private = PrivateSection()
-        private.add(Kind.CAPTURES, b"\n".join(c.outcome_json() for c in caps))
-        import zstandard
-        private.add(Kind.KALLSYMS, zstandard.ZstdCompressor(level=3).compress(
-            kallsyms.encode()))
-        self.code.add_to(private)
-        if self.unreported:
-            private.add(Kind.UNREPORTED, b"\n".join(c.to_json() for c in self.unreported))
-        self.summary.code = self.code.summary()
-        self.summary.unreported = len(self.unreported)
-        private.add(Kind.RECORD_INFO, json.dumps({
-            "capture": self.summary.capture, "capture_note": self.summary.capture_note,
-            "clockid": self.opts.clockid,
-            "lost_records": self.summary.lost, "capture_lost_chunks": self.summary.kernel_lost,
-            "kernel_code": self.summary.code, "unreported_changes": len(self.unreported),
-        }).encode())
-        writer.add_feature(FEATURE_BIT, private.pack())
-        writer.close()
+            "nr_cpus_available": os.cpu_count() or 1,
+            "nr_cpus_online": len(live.online_cpus()), "total_mem_kb": kib,
+            "cmdline": list(sys.argv), "event_names": [a.name or "" for a in self.attrs],
+            "clockid_res_ns": max(1, round(time.clock_getres(self.opts.clockid) * 1e9)),
+            "tod_ns": wall, "clockid_ns": t0}
+
+    def _finish(self, writer: PerfDataWriter, kallsyms: str, wall: int, t0: int) -> None:
+        """The last entries into the stream, then the end of the file made from the stream
+        alone (finish.py, as `textrace recover` does): a kill at any point of it leaves a
+        file recover finishes."""
+        ledger, s = self.ledger, self.summary
+        ledger.fail_all()
+        s.programs_seen, s.programs_captured = ledger.n_seen, ledger.n_captured
+        s.programs_failed = ledger.n_failed
+        s.code = self.code.summary()
+        self.entries.add(Kind.RECORD_INFO, encode_record_info({
+            "capture_note": s.capture_note,
+            "lost_records": s.lost, "capture_lost_chunks": s.kernel_lost,
+            "kernel_code": s.code, "unreported_changes": s.unreported,
+            "programs_seen": s.programs_seen, "programs_captured": s.programs_captured,
+            "programs_failed": s.programs_failed}))
+        self.entries.write(writer)
+        writer.close()  # the data and a header for it; no features yet
+        from .finish import finish_file
+        finish_file(self.opts.output)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
 from ..perf.abi import RecordType
-from ..perf.private import Kind, PrivateSection, unpack_kernel_code
 from .code_history import CodeHistory, Image, Poke
 from .kallsyms import KernelSymbols
 from .programs import Program, programs_from_records, regions_of
@@ -37,25 +34,15 @@ def build_history(records, *, kernel: KernelSymbols | None = None,
     return history, programs
 
 
-def kernel_code_images(section: PrivateSection | None) -> list[Image]:
-    """The kernel code the recorder read (kcore or the capture program), each image as it
-    was at its read time: the base the history replays TEXT_POKE records from."""
-    if section is None:
-        return []
-    images = []
-    for blob in section.get(Kind.KERNEL_CODE):
-        addr, time, data = unpack_kernel_code(blob)
-        images.append(Image(addr, data, time, "kernel"))
-    return images
+def kernel_code_images(reads) -> list[Image]:
+    """The kernel code the recorder read (kcore or the capture program), (addr, time,
+    bytes) each, as images as they were at their read time: the base the history replays
+    TEXT_POKE records from."""
+    return [Image(addr, data, time, "kernel") for addr, time, data in reads]
 
 
-def unreported_windows(section: PrivateSection | None) -> dict[tuple[int, int], tuple[int, int]]:
+def unreported_windows(changes) -> dict[tuple[int, int], tuple[int, int]]:
     """(addr, time) of each TEXT_POKE textrace wrote for a change no kernel record reported
-    -> (after, seen): the change happened after the old bytes were last known and by the
-    record's time."""
-    out = {}
-    for blob in section.get(Kind.UNREPORTED) if section is not None else ():
-        for line in blob.splitlines():
-            d = json.loads(line)
-            out[(d["addr"], d["seen"])] = (d["after"], d["seen"])
-    return out
+    (UNREPORTED entries, dicts) -> (after, seen): the change happened after the old bytes
+    were last known and by the record's time."""
+    return {(d["addr"], d["seen"]): (d["after"], d["seen"]) for d in changes}

@@ -31,6 +31,8 @@ class Kind(enum.IntEnum):
     KERNEL_CODE = 3   # code read from the kernel: {u64 addr; u64 time; u32 len; u32 0; bytes}
     RECORD_INFO = 4   # JSON: how the recording was made (capture mode, clock, losses)
     UNREPORTED = 5    # JSON lines: code changes no TEXT_POKE reported (unreported.py)
+    CAPTURE = 6       # one program's capture (capture.py); in the data stream (stream.py)
+    BTF = 7           # {u32 btf id; u32 0; raw BTF}: BTF kept out of HEADER_BPF_BTF (finish.py)
 
 
 COMPRESSED = frozenset({Kind.KERNEL_CODE})
@@ -39,6 +41,13 @@ COMPRESSED = frozenset({Kind.KERNEL_CODE})
 @dataclass
 class PrivateSection:
     entries: list[tuple[int, bytes]] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # file offset of each entry's data
+    damage: list[str] = field(default_factory=list)  # what a salvaged parse skipped
+
+    def items(self):
+        """(kind, data, file offset) of every entry."""
+        offs = self.offsets or [0] * len(self.entries)
+        return [(k, d, o) for (k, d), o in zip(self.entries, offs)]
 
     def get(self, kind: int) -> list[bytes]:
         return [data for k, data in self.entries if k == kind]
@@ -58,27 +67,44 @@ class PrivateSection:
         return b"".join(out)
 
     @classmethod
-    def parse(cls, buf, *, file: str | None = None, offset: int = 0) -> "PrivateSection":
+    def parse(cls, buf, *, file: str | None = None, offset: int = 0,
+              salvage: bool = False) -> "PrivateSection":
+        """The entries; with `salvage`, those before the first damage to the layout, less
+        those that do not inflate (each said in `damage`), instead of a FormatError."""
         buf = memoryview(buf)
-        if bytes(buf[:8]) != MAGIC:
-            raise FormatError("textrace section does not start with TXTRACE1", file=file,
-                              offset=offset, field="textrace.magic")
-        pos, entries = 8, []
-        while pos < len(buf):
-            if pos + ENTRY.size > len(buf):
-                raise FormatError("textrace section ends inside an entry header", file=file,
-                                  offset=offset + pos, field="textrace.entry")
-            kind, flags, size = ENTRY.unpack_from(buf, pos)
-            pos += ENTRY.size
-            if size > len(buf) - pos:
-                raise FormatError(f"entry of {size} bytes overruns the section", file=file,
-                                  offset=offset + pos - 8, field="textrace.entry.size")
-            data = bytes(buf[pos:pos + size])
-            if flags & ZSTD:
-                data = _inflate(data, file, offset + pos)
-            entries.append((kind, data))
-            pos += size + (-size % 8)
-        return cls(entries)
+        out = cls()
+        try:
+            if bytes(buf[:8]) != MAGIC:
+                raise FormatError("textrace section does not start with TXTRACE1", file=file,
+                                  offset=offset, field="textrace.magic")
+            pos = 8
+            while pos < len(buf):
+                if pos + ENTRY.size > len(buf):
+                    raise FormatError("textrace section ends inside an entry header",
+                                      file=file, offset=offset + pos, field="textrace.entry")
+                kind, flags, size = ENTRY.unpack_from(buf, pos)
+                pos += ENTRY.size
+                if size > len(buf) - pos:
+                    raise FormatError(f"entry of {size} bytes overruns the section",
+                                      file=file, offset=offset + pos - 8,
+                                      field="textrace.entry.size")
+                data = bytes(buf[pos:pos + size])
+                at, pos = pos, pos + size + (-size % 8)
+                if flags & ZSTD:
+                    try:
+                        data = _inflate(data, file, offset + at)
+                    except FormatError as e:
+                        if not salvage:
+                            raise
+                        out.damage.append(f"{e} (entry skipped)")
+                        continue
+                out.entries.append((kind, data))
+                out.offsets.append(offset + at)
+        except FormatError as e:
+            if not salvage:
+                raise
+            out.damage.append(f"{e} (the rest of the section skipped)")
+        return out
 
 
 def _inflate(data: bytes, file: str | None, offset: int) -> bytes:
@@ -87,6 +113,9 @@ def _inflate(data: bytes, file: str | None, offset: int) -> bytes:
         return zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_INFLATED)
     except zstandard.ZstdError as e:
         raise FormatError(f"compressed entry does not inflate: {e}", file=file,
+                          offset=offset, field="textrace.entry.data") from None
+    except MemoryError:
+        raise FormatError("compressed entry inflates beyond memory", file=file,
                           offset=offset, field="textrace.entry.data") from None
 
 
@@ -103,8 +132,10 @@ def unpack_kernel_code(data: bytes) -> tuple[int, int, bytes]:
 
 
 def private_section(data) -> PrivateSection | None:
-    """textrace's section of a PerfData, or None in a file textrace did not record."""
+    """textrace's section of a PerfData, or None in a file without one (perf's own, or a
+    recording not finished: its entries are in the stream, see recorded.py)."""
     raw = data.feature_bytes(FEATURE_BIT)
     if raw is None:
         return None
-    return PrivateSection.parse(raw, file=data.path, offset=data.feature_offset(FEATURE_BIT))
+    return PrivateSection.parse(raw, file=data.path, offset=data.feature_offset(FEATURE_BIT),
+                                salvage=getattr(data, "salvage", False))

@@ -315,6 +315,15 @@ class PerfData:
                 return
         yield from self._walk()
 
+    def raw_records(self, types: frozenset[int], *,
+                    bulk: bool = True) -> Iterator[tuple[int, memoryview]]:
+        """(file offset, whole record bytes) of every record of these kinds, undecoded.
+        `bulk`: locate them with numpy (fast; arrays as long as the file has records),
+        else walk record by record (memory flat whatever the file's size)."""
+        for raw in (self._walk_selected(types) if bulk else self._walk()):
+            if raw.type in types:
+                yield raw.offset, memoryview(raw.buf)[raw.pos:raw.pos + raw.size]
+
     def _damaged(self, offset: int, message: str, fieldname: str):
         err = TruncatedError(message, file=self.path, offset=offset, field=fieldname)
         if not self.salvage:

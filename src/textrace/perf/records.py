@@ -769,7 +769,23 @@ class CompressedRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class FinishedInitRecord(Record):
+    """perf's own is 8 bytes; textrace's stream chunks ride in its tail (stream.py)."""
+
     TYPE = RecordType.FINISHED_INIT
+    TAIL, TAIL_KIND = "data", "bytes"
+    data: bytes = b""
+
+    def to_dict(self) -> dict[str, Any]:
+        from .stream import CHUNK, MAGIC
+        if len(self.data) < CHUNK.size or self.data[:8] != MAGIC:
+            return super().to_dict()
+        from .private import Kind
+        _m, kind, seq, index, count, n, crc, _z = CHUNK.unpack_from(self.data, 0)
+        d = {"type": self.type_name, "time": None, "cpu": None, "pid": None, "tid": None}
+        d["textrace"] = {"kind": Kind(kind).name if kind in Kind._value2member_map_ else kind,
+                         "entry": seq, "chunk": index, "chunks": count, "len": n,
+                         "crc32": crc}
+        return d
 
 
 @kind

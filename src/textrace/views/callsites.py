@@ -16,7 +16,6 @@ from ..bpf.btf import Btf
 from ..bpf.insn import decode
 from ..bpf.prog_info import ProgInfo
 from ..errors import TextraceError
-from ..perf.abi import Feature
 from ..perf.reader import PerfData
 from .progs import captured_programs
 from .show import load_history
@@ -53,11 +52,9 @@ def find_program(data: PerfData, spec: str) -> tuple[ProgInfo, object]:
 
 
 def _btf_of(data: PerfData, info: ProgInfo) -> Btf | None:
-    feat = data.feature(Feature.BPF_BTF)
-    for entry in feat.btfs if feat is not None else ():
-        if entry.id == info.btf_id:
-            return Btf.parse(entry.data, file=data.path)
-    return None
+    from ..recorded import recorded
+    raw = recorded(data).btfs.get(info.btf_id) if info.btf_id else None
+    return Btf.parse(raw, file=data.path) if raw is not None else None
 
 
 def callsites(data: PerfData, spec: str) -> list[CallSite]:

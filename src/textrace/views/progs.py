@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..bpf.prog_info import ProgInfo, prog_type_name
-from ..capture import outcomes_from_json
 from ..history.programs import programs_from_records
-from ..perf.abi import Feature, RecordType
-from ..perf.private import Kind, private_section
+from ..perf.abi import RecordType
 from ..perf.reader import PerfData
+from ..recorded import recorded
 
 BPF_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT})
 METADATA_RECORDS = frozenset({RecordType.BPF_METADATA})
@@ -34,27 +33,15 @@ class ProgRow:
 
 
 def captured_programs(data: PerfData) -> dict[int, ProgInfo]:
-    """Programs whose info and JIT images the file holds (HEADER_BPF_PROG_INFO)."""
-    feat = data.feature(Feature.BPF_PROG_INFO)
-    out = {}
-    for e in feat.programs if feat is not None else ():
-        info = ProgInfo.from_bpil(e.info_len, e.data_len, e.arrays, e.info, e.data,
-                                  file=data.path, offset=data.feature_offset(
-                                      Feature.BPF_PROG_INFO))
-        out[info.id] = info
-    return out
+    """Programs whose info and JIT images the file holds (HEADER_BPF_PROG_INFO, or the
+    stream of a recording never finished)."""
+    return recorded(data).infos
 
 
 def capture_outcomes(data: PerfData) -> dict[int, dict] | None:
     """textrace's record of how each program was captured or why not; None for files
     textrace did not record."""
-    section = private_section(data)
-    if section is None:
-        return None
-    out: dict[int, dict] = {}
-    for blob in section.get(Kind.CAPTURES):
-        out.update(outcomes_from_json(blob))
-    return out
+    return recorded(data).outcomes
 
 
 def program_metadata(data: PerfData) -> dict[str, dict[str, str]]:

@@ -101,19 +101,12 @@ def kernel_symbols_for(data: PerfData, live=KernelSymbols.from_proc) -> KernelSy
 def _recorded_kallsyms(data: PerfData) -> KernelSymbols | None:
     """The /proc/kallsyms text `textrace record` saved at the start (zstd), parsed; None
     in a file without it (perf's own)."""
-    from ..perf.private import FEATURE_BIT, Kind, private_section
-    if data.feature_bytes(FEATURE_BIT) is None:
-        return None
-    section = private_section(data)
-    blobs = section.get(Kind.KALLSYMS) if section is not None else []
-    if not blobs:
-        return None
-    import zstandard
-    try:
-        text = zstandard.ZstdDecompressor().decompress(blobs[0], max_output_size=1 << 30)
-    except zstandard.ZstdError:
-        return None
-    return KernelSymbols.parse(text)
+    from ..perf.private import FEATURE_BIT
+    if data.features and data.feature_bytes(FEATURE_BIT) is None:
+        return None  # finished by perf, not textrace: no need to look in the stream
+    from ..recorded import recorded
+    text = recorded(data).kallsyms
+    return KernelSymbols.parse(text) if text is not None else None
 
 
 def _kernel_map_pgoff(data: PerfData) -> int | None:

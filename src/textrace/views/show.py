@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..history.build import build_history, kernel_code_images, unreported_windows
+from ..recorded import recorded
 from ..history.code_history import INT3_WINDOW_NS, CodeHistory, Image, UnknownCode
 from ..perf.abi import RecordType
-from ..perf.private import private_section
 from ..perf.reader import PerfData
 from .progs import capture_outcomes, captured_programs
 from .report import kernel_symbols_for
@@ -64,11 +64,11 @@ def program_images(data: PerfData, programs) -> list[Image]:
 def load_history(data: PerfData) -> tuple[CodeHistory, list]:
     """The recording's code history: its records, the captured programs' images, the
     kernel code the recorder read, and its inferred changes with their intervals."""
-    section = private_section(data)
+    rec = recorded(data)
     history, programs = build_history(data.records_by_time(CODE_RECORDS),
                                       kernel=kernel_symbols_for(data),
-                                      inferred=unreported_windows(section))
-    history.add_images(program_images(data, programs) + kernel_code_images(section))
+                                      inferred=unreported_windows(rec.unreported))
+    history.add_images(program_images(data, programs) + kernel_code_images(rec.kernel_code))
     return history, programs
 
 

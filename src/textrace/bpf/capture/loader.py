@@ -103,6 +103,10 @@ def ensure_tracefs() -> None:
                           f"{os.strerror(err)}", file=TRACEFS, field="capture")
 
 
+STALE_AFTER_PENDING = 256   # incomplete captures kept before old ones are dropped
+STALE_NS = 10_000_000_000   # incomplete for 10 s: a chunk of it was refused (counted in lost)
+
+
 @dataclass
 class _Blob:
     total: int
@@ -379,6 +383,10 @@ class CaptureProgram:
         for c in ready:
             del self.pending[c.prog_id]
             c.swap_calls = self.pseudo_calls_swapped
+        if len(self.pending) > STALE_AFTER_PENDING:  # chunks the ring refused never come
+            newest = max(c.time for c in self.pending.values())
+            for c in [c for c in self.pending.values() if c.time < newest - STALE_NS]:
+                del self.pending[c.prog_id]
         return ready
 
     # --- kernel code on demand ----------------------------------------------------------

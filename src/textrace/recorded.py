@@ -1,0 +1,149 @@
+"""What textrace saved in a recording, finished or not: one loader for every view.
+
+A finished file (the recorder's end, or `textrace recover`) holds it in perf's features
+(HEADER_BPF_PROG_INFO, HEADER_BPF_BTF) and textrace's own section; a file whose recorder was
+killed holds it only in the data stream (perf/stream.py), where each entry was written as it
+arrived.  Either way the views get the same thing from `recorded(data)`.  Every entry is
+decoded through its codec (entries.py): a damaged one is a FormatError naming file, offset
+and entry, or with --salvage (`data.salvage`) it is skipped and said in `data.warnings`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from functools import cached_property
+
+from .bpf.prog_info import ProgInfo
+from .entries import decode
+from .errors import FormatError
+from .perf.abi import Feature, RecordType
+from .perf.private import FEATURE_BIT, Kind, PrivateSection
+from .perf.reader import PerfData
+from .perf.stream import StreamDamage, read_entries
+
+_CACHE: "weakref.WeakKeyDictionary[PerfData, Recorded]" = weakref.WeakKeyDictionary()
+
+
+def recorded(data: PerfData) -> "Recorded":
+    """The Recorded of this PerfData, read once."""
+    got = _CACHE.get(data)
+    if got is None:
+        got = _CACHE[data] = Recorded(data)
+    return got
+
+
+class Recorded:
+    """`finished`: the file has textrace's section; `streamed`: entries were read from the
+    data stream (an unfinished file); `textrace`: either (a file textrace made)."""
+
+    def __init__(self, data: PerfData):
+        self.data = data
+        self.damage: list[str] = []
+        self.entries: dict[int, list[tuple[bytes, int]]] = {}
+        self.finished = FEATURE_BIT in data.features
+        self.streamed = False
+        if self.finished:
+            raw = data.feature_bytes(FEATURE_BIT)
+            section = PrivateSection.parse(raw, file=data.path,
+                                           offset=data.feature_offset(FEATURE_BIT),
+                                           salvage=data.salvage)
+            for msg in section.damage:
+                self._damaged(msg)
+            for kind, blob, off in section.items():
+                self.entries.setdefault(kind, []).append((blob, off))
+        elif not data.features:  # a file nobody finished: what the stream holds
+            for e in self.stream_entries():
+                self.entries.setdefault(e.kind, []).append((e.data, e.offset))
+            self.streamed = bool(self.entries)
+        self.textrace = self.finished or self.streamed
+
+    def stream_entries(self):
+        damage: list[StreamDamage] = []
+        chunks = self.data.raw_records(frozenset({RecordType.FINISHED_INIT}))
+        yield from read_entries(chunks, damage)
+        for d in damage:  # a kill cuts the last entry short: said, never fatal
+            self._damaged(f"{self.data.path}: offset {d.offset:#x}: {d.message}")
+
+    def _damaged(self, msg: str) -> None:
+        self.damage.append(msg)
+        self.data.warnings.append(msg)
+
+    def decoded(self, kind: int) -> list:
+        """Every entry of `kind`, decoded; damaged ones raise, or are skipped with salvage."""
+        out = []
+        for blob, off in self.entries.get(kind, ()):
+            try:
+                out.append(decode(kind, blob, file=self.data.path, offset=off))
+            except FormatError as e:
+                if not self.data.salvage:
+                    raise
+                self._damaged(f"{e} (entry skipped)")
+        return out
+
+    # --- what the views ask -------------------------------------------------------------
+    @cached_property
+    def captures(self) -> list:
+        """ProgCaptures streamed (unfinished files); later ones win."""
+        return self.decoded(Kind.CAPTURE)
+
+    @cached_property
+    def infos(self) -> dict[int, ProgInfo]:
+        """Programs whose info and JIT images the file holds."""
+        out: dict[int, ProgInfo] = {}
+        feat = self.data.feature(Feature.BPF_PROG_INFO)
+        for e in feat.programs if feat is not None else ():
+            info = ProgInfo.from_bpil(e.info_len, e.data_len, e.arrays, e.info, e.data,
+                                      file=self.data.path,
+                                      offset=self.data.feature_offset(Feature.BPF_PROG_INFO))
+            out[info.id] = info
+        for cap in self.captures:
+            if cap.info is not None:
+                out[cap.prog_id] = cap.info
+        return out
+
+    @cached_property
+    def btfs(self) -> dict[int, bytes]:
+        out = {}
+        feat = self.data.feature(Feature.BPF_BTF)
+        for entry in feat.btfs if feat is not None else ():
+            out[entry.id] = entry.data
+        for btf_id, raw in self.decoded(Kind.BTF):
+            out[btf_id] = raw
+        for cap in self.captures:
+            if cap.info is not None and cap.btf:
+                out[cap.info.btf_id] = cap.btf
+        return out
+
+    @cached_property
+    def outcomes(self) -> dict[int, dict] | None:
+        """How each program was captured or why not; None for files textrace did not make."""
+        if not self.textrace:
+            return None
+        out: dict[int, dict] = {}
+        for blob in self.decoded(Kind.CAPTURES):
+            out.update(blob)
+        for cap in self.captures:
+            if cap.prog_id not in out or out[cap.prog_id].get("method") is None:
+                out[cap.prog_id] = cap.outcome()
+        return out
+
+    @cached_property
+    def kallsyms(self) -> bytes | None:
+        got = self.decoded(Kind.KALLSYMS)
+        return got[0] if got else None
+
+    @cached_property
+    def kernel_code(self) -> list[tuple[int, int, bytes]]:
+        return self.decoded(Kind.KERNEL_CODE)
+
+    @cached_property
+    def unreported(self) -> list[dict]:
+        return [d for blob in self.decoded(Kind.UNREPORTED) for d in blob]
+
+    @cached_property
+    def info(self) -> dict:
+        """RECORD_INFO, the later entries' keys over the earlier ones'."""
+        out: dict = {}
+        for d in self.decoded(Kind.RECORD_INFO):
+            out.update(d)
+        return out
