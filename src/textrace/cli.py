@@ -66,34 +66,36 @@ def cmd_report(args) -> int:
     from .history.kallsyms_reader import KallsymsReader
     live = KallsymsReader()
     try:
-        from .views.report import report_rows
+        from .views.report import report_table
         data = _open(args)
-        rows = report_rows(data, sort=args.sort, live=live)
+        table = report_table(data, sort=args.sort, live=live)
     finally:
         live.close()
     if args.limit:
-        rows = rows[:args.limit]
-    if args.json:
-        sys.stdout.write("".join(row.to_json() + "\n" for row in rows))
-    else:
-        from rich.table import Table
-        table = Table(box=None, pad_edge=False, show_edge=False)
-        table.add_column("Overhead", justify="right")
-        table.add_column("Samples", justify="right")
-        table.add_column("Shared Object")
-        table.add_column("Symbol")
-        for row in rows:
-            tag = "[.]" if row.kind in ("user", "unknown") and not row.dso.startswith("[k") \
-                else "[k]"
-            table.add_row(f"{row.percent:.2f}%", str(row.samples), row.dso,
-                          f"{tag} {row.symbol}")
-        _console().print(table)
+        table = table.head(args.limit)
+    sys.stdout.write(table.json_lines() if args.json else report_text(table))
     _warn_damage(data)
     # What is left lives until exit: spare the exit's collection of numpy's ~100k objects
     # (~10 ms).
     import gc
     gc.freeze()
     return 0
+
+
+def report_text(table) -> str:
+    """A ReportTable as perf --stdio lays it out: overhead, samples, shared object, [k] or
+    [.] and the symbol, columns aligned (texttable: 114k rows in ~0.1 s, where rich's
+    Table took 14 s for 24k)."""
+    from .texttable import format_columns
+    tags = {kind: "[.] " if kind in ("user", "unknown") else "[k] " for kind in
+            set(table.kind)}
+    return format_columns(
+        ("Overhead", "Samples", "Shared Object", "Symbol"),
+        (["%.2f%%" % p for p in table.percent.tolist()],
+         list(map(str, table.samples.tolist())), table.dso,
+         ["[k] " + sym if dso.startswith("[k") else tags[kind] + sym
+          for sym, dso, kind in zip(table.symbol, table.dso, table.kind)]),
+        right=(True, True))
 
 
 def cmd_progs(args) -> int:
