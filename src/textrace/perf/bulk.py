@@ -109,7 +109,11 @@ def _header_candidates(words: np.ndarray) -> np.ndarray:
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
-def locate_records_aligned(buf, start: int, end: int) -> tuple[np.ndarray, np.ndarray] | None:
+_WINDOW = 16 << 20   # bytes of the file located at a time (a multiple of 8)
+
+
+def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
+                           window: int = _WINDOW) -> tuple[np.ndarray, np.ndarray] | None:
     """Offsets and types of every record in [start, end), found without a Python loop.
 
     Every 8-aligned word shaped like a header with a known type is a candidate: every
@@ -119,31 +123,62 @@ def locate_records_aligned(buf, start: int, end: int) -> tuple[np.ndarray, np.nd
     consecutive candidates except where a record's size steps over false ones, so only
     those few steps are taken one by one.  None when the chain breaks off before `end`
     (misaligned data, a damaged file), so the caller walks record by record instead.
+
+    The file is taken `window` bytes at a time (the next window starts where the last
+    record begun in this one ends), so the scratch arrays stay window-sized whatever the
+    file's size; window_done(lo, hi), if given, is called when [lo, hi) has been read (the
+    caller may give its pages back).
     """
     if start % 8 or (end - start) % 8 or end <= start:
         return None
+    offsets, kinds = [], []
+    pos = start
+    while pos < end:
+        got = _chain(buf, pos, min(end, pos + window))
+        if got is None:
+            return None
+        cand, kind, nxt = got
+        offsets.append(cand)
+        kinds.append(kind)
+        if window_done is not None:
+            window_done(pos, min(nxt, end))
+        pos = nxt
+    if pos != end:
+        return None
+    if len(offsets) == 1:
+        return offsets[0], kinds[0]
+    return np.concatenate(offsets), np.concatenate(kinds)
+
+
+def _chain(buf, start: int, end: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The records that begin in [start, end) (the first at `start`), as
+    locate_records_aligned finds them, and where the last of them ends (at or past
+    `end`); None when the chain breaks off."""
     words = np.frombuffer(buf, dtype="<u8", count=(end - start) // 8, offset=start)
     nwords = len(words)
     cand = _header_candidates(words)
     head = words[cand]
-    kind = (head & np.uint64(0xFFFF)).astype(np.int64)
+    kind = (head & np.uint64(0xFFFF)).astype(np.uint16)   # types are below 2**16
     known = _KNOWN_TYPES[kind]
     if not known.all():
         cand, head, kind = cand[known], head[known], kind[known]
     if not len(cand) or cand[0] != 0:
         return None
     nxt = cand + (head >> np.uint64(51)).astype(np.int64)
-    # steps that do not land on the very next candidate: records holding false ones
+    # steps that do not land on the very next candidate: records holding false ones, and
+    # the last record begun here
     jumps = np.flatnonzero(nxt[:-1] != cand[1:])
-    if len(jumps) or nxt[-1] != nwords:
+    last = int(nxt[-1])
+    if len(jumps) or nxt[-1] < nwords:
         keep = np.ones(len(cand), dtype=bool)
         at = 0
         for j in jumps.tolist() + [len(cand) - 1]:
             if j < at:         # a false candidate's own step: never reached
                 continue
             target = int(nxt[j])
-            if target == nwords:
+            if target >= nwords:   # past this window: the next one starts there
                 keep[j + 1:] = False
+                last = target
                 break
             k = int(np.searchsorted(cand, target))
             if k == len(cand) or cand[k] != target:
@@ -155,7 +190,7 @@ def locate_records_aligned(buf, start: int, end: int) -> tuple[np.ndarray, np.nd
         cand, kind = cand[keep], kind[keep]
     cand <<= 3
     cand += start
-    return cand, kind
+    return cand, kind, start + 8 * last
 
 
 def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int, int]]]:
@@ -192,9 +227,17 @@ def located(data) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     found = data._located
     if found is None:
-        _map_in(data, data._data.offset, data._data.end)
-        found = data._located = locate_records_aligned(data._buf, data._data.offset,
-                                                       data._data.end) or False
+        # each window's pages mapped in at once before it is scanned, and given back
+        # after: a big file is never resident in this process as a whole
+        window = _WINDOW
+        start, end = data._data.offset, data._data.end
+        _map_in(data, start, min(end, start + window))
+
+        def done(lo: int, hi: int) -> None:
+            _map_in(data, hi, min(end, hi + window))
+            _release(data, lo, hi)
+        found = data._located = locate_records_aligned(data._buf, start, end,
+                                                       window_done=done) or False
     if not found or _PAYLOAD_OR_PACKED_TYPES[found[1]].any():
         return None
     return found
@@ -345,10 +388,16 @@ def _arrays(g: _Gather, aligned: bool, attr_idx: np.ndarray, misc: np.ndarray,
 _GATHER_RECORDS = 8192
 
 
-def _gather_words(words: np.ndarray, base: np.ndarray, offsets: list[int]) -> list[np.ndarray]:
+_RELEASE_BLOCKS = 16     # blocks of records read between two page releases
+
+
+def _gather_words(words: np.ndarray, base: np.ndarray, offsets: list[int],
+                  release=None) -> list[np.ndarray]:
     """words[base + off] for each of the ascending `offsets` (all within `words`),
     gathered a block of records at a time: every field of a record is read while its
-    cache lines are fresh, not once per field over a file that outgrows the cache."""
+    cache lines are fresh, not once per field over a file that outgrows the cache.
+    release(byte), if given, is told every few blocks that the records before that byte
+    offset are read (`base` ascending: their pages can go)."""
     n = len(base)
     outs = [np.empty(n, dtype=np.uint64) for _ in offsets]
     at = np.empty(min(_GATHER_RECORDS, n), dtype=np.int64)
@@ -360,6 +409,9 @@ def _gather_words(words: np.ndarray, base: np.ndarray, offsets: list[int]) -> li
             # mode="wrap": no bounds to enforce (the caller checked them), and with out=
             # the default mode would copy
             np.take(words, at[:m], out=out[first:first + m], mode="wrap")
+        if release is not None and first % (_GATHER_RECORDS * _RELEASE_BLOCKS) == 0 \
+                and first:
+            release(8 * int(block[0]))
     return outs
 
 
@@ -394,8 +446,12 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
         raw.add("pid_tid")
     wanted = [(1 + k, name) for k, name in enumerate(names) if name in raw]
     words = g.u64
+    ascending = n < 2 or bool((base[1:] > base[:-1]).all())
+    start = data._data.offset
     header, *got = _gather_words(words, base, [0] + [k for k, _name in wanted]
-                                 + ([width - 1] if chain else []))
+                                 + ([width - 1] if chain else []),
+                                 release=(lambda upto: _release(data, start, upto))
+                                 if ascending and not callchains else None)
     cols = {name: col for (_k, name), col in zip(wanted, got)}
     size_words = header >> np.uint64(51)
     if int(size_words.min()) < width:
@@ -427,7 +483,8 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
             _check(data, o, 8 * width + 8 * nr.astype(np.int64) > size, "callchain.nr")
         if callchains:
             nr_all, chain_pos = nr.astype(np.int64), o + 8 * width
-    misc = header.view("<u2")[2::4]      # the header's misc half-word, in place
+    misc = header.view("<u2")[2::4].copy()   # the header's misc half-word
+    del header, size_words
     return _arrays(g, True, attr_idx, misc, cols, nr_all, chain_pos, fields)
 
 
@@ -543,6 +600,17 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
     if ordered:
         events.sort(key=lambda e: (e[0], e[1]))
     return [e[2] for e in events]
+
+
+def _release(data, start: int, end: int) -> None:
+    """release_pages() for the whole pages of [start, end) only."""
+    import mmap
+    m = getattr(data._buf, "obj", None)
+    if isinstance(m, mmap.mmap) and hasattr(m, "madvise"):
+        lo = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        hi = end - end % mmap.PAGESIZE
+        if hi > lo:
+            m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def release_pages(data) -> None:
