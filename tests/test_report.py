@@ -42,8 +42,13 @@ def textrace_report(path, *extra) -> list[dict]:
 def test_overheads_match_perf_report(corpus, name):
     path = corpus.path(name)
     theirs = perf_report(path)
-    ours = {(r["dso"], r["symbol"]): r["percent"] for r in textrace_report(path)}
-    assert abs(sum(ours.values()) - 100) < 0.5
+    rows = textrace_report(path)
+    ours = {(r["dso"], r["symbol"]): r["percent"] for r in rows}
+    # each row's percent is rounded to 0.01: a system-wide recording with a JIT running
+    # (qemu TCG) has hundreds of one-sample rows, as perf's table does
+    assert len(ours) == len(rows)
+    assert abs(sum(ours.values()) - 100) < 0.5 + 0.005 * len(rows)
+    assert sum(r["period"] for r in rows) > 0
     significant = {k: v for k, v in theirs.items() if v >= 1.0 and "[unknown]" not in k[1]
                    and not k[1].startswith("0x")}
     assert significant, theirs

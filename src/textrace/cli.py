@@ -55,16 +55,20 @@ def cmd_events(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    # No BLAS in a report: without this, numpy's OpenBLAS starts a thread per CPU at import
-    # that spins on the other CPUs (~100 ms of CPU in a report on 2 CPUs, ~25 ms of its
-    # wall time, competing with the kallsyms reader).  Set before the reader forks: the
-    # child imports numpy too.
+def _kallsyms_child():
+    """A KallsymsReader: /proc/kallsyms read and parsed by a child process from the start,
+    while numpy loads and the recording is read (report, annotate, show, pokes)."""
+    # No BLAS: without this, numpy's OpenBLAS starts a thread per CPU at import that spins
+    # on the other CPUs (~100 ms of CPU in a report on 2 CPUs, ~25 ms of its wall time,
+    # competing with the kallsyms reader).  Set before the reader forks: the child imports
+    # numpy too.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    # kallsyms is read from the start, by a child process, while numpy loads and the
-    # samples are attributed
     from .history.kallsyms_reader import KallsymsReader
-    live = KallsymsReader()
+    return KallsymsReader()
+
+
+def cmd_report(args) -> int:
+    live = _kallsyms_child()
     try:
         from .views.report import report_table
         data = _open(args)
@@ -126,8 +130,12 @@ def cmd_progs(args) -> int:
 
 
 def cmd_annotate(args) -> int:
-    from .views.annotate import annotate
-    rows, total = annotate(_open(args), args.prog)
+    live = _kallsyms_child()
+    try:
+        from .views.annotate import annotate
+        rows, total = annotate(_open(args), args.prog, live)
+    finally:
+        live.close()
     if args.json:
         for row in rows:
             sys.stdout.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
@@ -170,15 +178,18 @@ def cmd_callsites(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .views.events import format_time
-    from .views.show import show
-    data = _open(args)
     try:
         addr = int(args.addr, 0)
     except ValueError:
         raise TextraceError(f"{args.addr!r} is not an address (e.g. 0xffffffffc0012345)",
                             field="ADDR") from None
-    versions = show(data, addr, at=args.at)
+    live = _kallsyms_child()
+    try:
+        from .views.show import show
+        versions = show(_open(args), addr, at=args.at, live=live)
+    finally:
+        live.close()
+    from .views.events import format_time
     if args.json:
         for v in versions:
             sys.stdout.write(json.dumps(v.to_dict(), separators=(",", ":")) + "\n")
@@ -209,10 +220,14 @@ def cmd_show(args) -> int:
 
 
 def cmd_pokes(args) -> int:
+    live = _kallsyms_child()
+    try:
+        from .views.pokes import kind_counts, poke_rows
+        data = _open(args)
+        rows = poke_rows(data, kind=args.kind, window_ns=args.window, live=live)
+    finally:
+        live.close()
     from .views.events import format_time
-    from .views.pokes import kind_counts, poke_rows
-    data = _open(args)
-    rows = poke_rows(data, kind=args.kind, window_ns=args.window)
     if args.json:
         for row in rows:
             sys.stdout.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")

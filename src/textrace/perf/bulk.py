@@ -294,9 +294,9 @@ def sample_arrays(data, *, callchains: bool = True,
     o = np.asarray(offs, dtype=np.int64)
     n = len(o)
     aligned = not (o & 7).any()
-    if aligned and n and len({(a.attr.sample_type, a.attr.read_format)
-                              for a in data.attrs}) == 1:
-        got = _one_layout(data, g, o, callchains, fields)
+    attr = _one_sampling_layout(data, g, o) if aligned and n else None
+    if attr is not None:
+        got = _one_layout(data, g, o, callchains, fields, attr)
         if got is not None:
             return got
     attr_idx = _attr_of_samples(data, g, o, aligned)
@@ -422,15 +422,33 @@ def _halves(words: np.ndarray, which: int) -> np.ndarray:
     return np.ascontiguousarray(words).view("<i4")[which::2]
 
 
+def _one_sampling_layout(data, g: _Gather, o: np.ndarray):
+    """The attr whose sample layout every sample has, or None.  One attr, or attrs of one
+    layout; or several, when those that sampled share one (textrace record's sideband
+    dummy event has a layout of its own and no samples): the samples' ids say which."""
+    from .sampleid import sample_id_position
+    attrs = data.attrs
+    if len({(a.attr.sample_type, a.attr.read_format) for a in attrs}) == 1:
+        return attrs[0].attr
+    pos = sample_id_position(attrs[0].attr)
+    if pos is None or int(o.max()) + 16 + pos > 8 * len(g.u64):
+        return None
+    present = np.unique(_attr_from_ids(data, g.u64[(o >> 3) + (1 + pos // 8)]))
+    if len({(attrs[i].attr.sample_type, attrs[i].attr.read_format)
+            for i in present.tolist()}) != 1:
+        return None
+    return attrs[int(present[0])].attr
+
+
 def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
-                fields: frozenset[str]) -> SampleArrays | None:
+                fields: frozenset[str], attr=None) -> SampleArrays | None:
     """The common case, every attr with one sample layout and every record 8-aligned: each
     fixed field asked for is a u64 at the same place in every record, all of them gathered
     in one pass (_gather_words).  The checks are the general path's, in its order.  None
     when a field would be read past the buffer (a damaged file: the general path names
     the field)."""
     from .sampleid import sample_id_position
-    attr = data.attrs[0].attr
+    attr = attr if attr is not None else data.attrs[0].attr
     st = attr.sample_type
     names = [name for bit, name in _FIXED if st & bit]
     chain = bool(st & S.CALLCHAIN) and not st & S.READ

@@ -322,6 +322,15 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
     if times is None:
         times = np.broadcast_to(np.int64(_FOREVER), (len(ips),))
     mapping, every = maps.lookup_all(pids, ips, times)
+    # as perf: an address no mapping covers is a row of its own in [unknown], named by
+    # the address
+    unmapped = np.flatnonzero(mapping < 0)
+    if len(unmapped):
+        addrs, which = np.unique(ips[unmapped], return_inverse=True)
+        first = syms.block(len(addrs), lambda i, a=addrs: (
+            f"0x{int(a[i]):016x}", UNKNOWN, "unknown"), lambda ix, a=addrs: [
+            ("0x%016x" % x, UNKNOWN, "unknown") for x in a[ix].tolist()])
+        out[unmapped] = first + which.reshape(-1)
     mapped = np.flatnonzero(mapping >= 0)
     if not len(mapped):
         return out, since
