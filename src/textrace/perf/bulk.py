@@ -677,24 +677,40 @@ def code_events(data, offsets: np.ndarray) -> list[CodeEvent]:
     skipped), read straight from the file without the record classes (a report needs
     nothing else of them), in time order as PerfData.records_by_time() delivers them:
     by sample_id time, file order among equal times (no time counts as 0)."""
-    from .reader import _RawRec
-    from .sampleid import id_trailer_size, parse_sample_id
+    from .sampleid import trailer_id_position, trailer_layout
     buf = data._buf
     events = []
+    attrs = [a.attr for a in data.attrs]
+    # which attr a record is: the id at perf's is_pos from its end (PerfData's
+    # _attr_index_for, without a record object per record)
+    back = trailer_id_position(attrs[0]) if len(attrs) > 1 else None
+    id_to_attr = data._id_to_attr
+
+    def reader(attr):
+        """(trailer bytes, its layout, where time, cpu and tid are in it) of one attr."""
+        size, layout, names = trailer_layout(attr)
+        return size, layout, tuple(names.index(f) if f in names else None
+                                   for f in ("time", "cpu", "tid"))
+    readers = [reader(a) for a in attrs]
     for off in offsets.tolist():
-        rtype, misc, size = _HEADER.unpack_from(buf, off)
+        rtype, _misc, size = _HEADER.unpack_from(buf, off)
         if rtype not in (RecordType.KSYMBOL, RecordType.BPF_EVENT):
             continue
         end = off + size
-        idx = data._attr_index_for(_RawRec(off, rtype, misc, size, buf, off))
-        attr = data.attrs[idx].attr if idx is not None else None
         time = cpu = tid = None
-        if attr is not None and attr.sample_id_all:
-            trailer = id_trailer_size(attr)
-            _need(data, off, size >= 8 + trailer, RecordType(rtype).name)
-            sid = parse_sample_id(buf, end, attr)
-            time, cpu, tid = sid.time, sid.cpu, sid.tid
-            end -= trailer
+        if attrs:
+            if back is None or back + 8 > size:
+                trailer, layout, (ti, ci, di) = readers[0]
+            else:
+                trailer, layout, (ti, ci, di) = readers[
+                    id_to_attr.get(_U64.unpack_from(buf, end - back)[0], 0)]
+            if trailer:
+                _need(data, off, size >= 8 + trailer, RecordType(rtype).name)
+                sid = layout.unpack_from(buf, end - trailer)
+                time = sid[ti] if ti is not None else None
+                cpu = sid[ci] if ci is not None else None
+                tid = sid[di] if di is not None else None
+                end -= trailer
         body = off + 8
         if rtype == RecordType.KSYMBOL:
             _need(data, off, body + _KSYMBOL.size <= end, "KSYMBOL")

@@ -53,6 +53,11 @@ def _trailer_layout(sample_type: int, sample_id_all: bool) -> tuple[int, struct.
     return layout.size, layout, tuple(names)
 
 
+def trailer_layout(attr: EventAttr) -> tuple[int, struct.Struct, tuple]:
+    """(bytes, layout, the SampleId field of each value or None) of this attr's trailer."""
+    return _trailer_layout(int(attr.sample_type), bool(attr.sample_id_all))
+
+
 def id_trailer_size(attr: EventAttr) -> int:
     """Bytes of sample_id trailer a kernel record of this attr ends with."""
     return _trailer_layout(int(attr.sample_type), bool(attr.sample_id_all))[0]

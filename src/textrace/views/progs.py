@@ -43,10 +43,10 @@ def captured_programs(data: PerfData) -> dict[int, ProgInfo]:
     return out
 
 
-def capture_outcomes(data: PerfData) -> dict[int, dict] | None:
+def capture_outcomes(data: PerfData, section=False) -> dict[int, dict] | None:
     """textrace's record of how each program was captured or why not; None for files
-    textrace did not record."""
-    section = private_section(data)
+    textrace did not record.  `section`: private_section(data) if already read."""
+    section = private_section(data) if section is False else section
     if section is None:
         return None
     out: dict[int, dict] = {}

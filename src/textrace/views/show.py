@@ -43,12 +43,13 @@ class Version:
         return dict(self.__dict__)
 
 
-def program_images(data: PerfData, programs, infos: dict | None = None) -> list[Image]:
+def program_images(data: PerfData, programs, infos: dict | None = None,
+                   section=False) -> list[Image]:
     """An image per captured function, stamped with the time its bytes were read (the
     capture's time; the load time for a capture taken at load).  `infos`: the
-    captured_programs() already read, if any."""
+    captured_programs() already read, `section` the private_section(), if any."""
     infos = captured_programs(data) if infos is None else infos
-    outcomes = capture_outcomes(data) or {}
+    outcomes = capture_outcomes(data, section) or {}
     images = []
     for prog in programs:
         info = infos.get(prog.id)
@@ -91,7 +92,8 @@ def load_history(data: PerfData, *, infos: dict | None = None,
     kernel = kernel_symbols_for(data, live) if live is not None else kernel_symbols_for(data)
     history, programs = build_history(code_records(data), kernel=kernel,
                                       inferred=unreported_windows(section))
-    history.add_images(program_images(data, programs, infos) + kernel_code_images(section))
+    history.add_images(program_images(data, programs, infos, section)
+                       + kernel_code_images(section))
     return history, programs
 
 
