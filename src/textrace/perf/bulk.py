@@ -433,7 +433,15 @@ def _one_sampling_layout(data, g: _Gather, o: np.ndarray):
     pos = sample_id_position(attrs[0].attr)
     if pos is None or int(o.max()) + 16 + pos > 8 * len(g.u64):
         return None
-    present = np.unique(_attr_from_ids(data, g.u64[(o >> 3) + (1 + pos // 8)]))
+    # the ids gathered a block at a time, each block's pages given back after it (the
+    # gather touches every page of the file)
+    ids = np.empty(len(o), dtype=np.uint64)
+    step = _GATHER_RECORDS * _RELEASE_BLOCKS
+    for at in range(0, len(o), step):
+        block = o[at:at + step]
+        ids[at:at + step] = g.u64[(block >> 3) + (1 + pos // 8)]
+        _release(data, data._data.offset, int(block[0]))
+    present = np.unique(_attr_from_ids(data, ids))
     if len({(attrs[i].attr.sample_type, attrs[i].attr.read_format)
             for i in present.tolist()}) != 1:
         return None
