@@ -149,8 +149,8 @@ class CodeHistory:
         if self.kernel is not None:
             i = int(self.kernel.lookup(np.array([addr]))[0])
             if i >= 0:
-                module = self.kernel.modules[i]
-                return Symbol(self.kernel.names[i], addr - int(self.kernel.addrs[i]),
+                module = self.kernel.module(i)   # one name decoded, not 200k
+                return Symbol(self.kernel.name(i), addr - int(self.kernel.addrs[i]),
                               "module" if module else "kernel", None, module)
         return None
 

@@ -36,7 +36,7 @@ def distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
         bits = min(22, max(10, len(ta).bit_length()))
         h = ((ta ^ (tb * np.uint64(0xFF51AFD7ED558CCD))) * np.uint64(mult)) \
             >> np.uint64(64 - bits)
-        h = h.astype(np.intp)
+        h = h.view(np.intp)   # below 2**22: the same numbers, no copy
         slot_a = np.empty(1 << bits, dtype=np.uint64)
         slot_b = np.empty(1 << bits, dtype=np.uint64)
         slot_a[h] = ta

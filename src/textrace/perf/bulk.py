@@ -109,7 +109,11 @@ def _header_candidates(words: np.ndarray) -> np.ndarray:
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
-def locate_records_aligned(buf, start: int, end: int) -> tuple[np.ndarray, np.ndarray] | None:
+_WINDOW = 16 << 20   # bytes of the file located at a time (a multiple of 8)
+
+
+def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
+                           window: int = _WINDOW) -> tuple[np.ndarray, np.ndarray] | None:
     """Offsets and types of every record in [start, end), found without a Python loop.
 
     Every 8-aligned word shaped like a header with a known type is a candidate: every
@@ -119,31 +123,62 @@ def locate_records_aligned(buf, start: int, end: int) -> tuple[np.ndarray, np.nd
     consecutive candidates except where a record's size steps over false ones, so only
     those few steps are taken one by one.  None when the chain breaks off before `end`
     (misaligned data, a damaged file), so the caller walks record by record instead.
+
+    The file is taken `window` bytes at a time (the next window starts where the last
+    record begun in this one ends), so the scratch arrays stay window-sized whatever the
+    file's size; window_done(lo, hi), if given, is called when [lo, hi) has been read (the
+    caller may give its pages back).
     """
     if start % 8 or (end - start) % 8 or end <= start:
         return None
+    offsets, kinds = [], []
+    pos = start
+    while pos < end:
+        got = _chain(buf, pos, min(end, pos + window))
+        if got is None:
+            return None
+        cand, kind, nxt = got
+        offsets.append(cand)
+        kinds.append(kind)
+        if window_done is not None:
+            window_done(pos, min(nxt, end))
+        pos = nxt
+    if pos != end:
+        return None
+    if len(offsets) == 1:
+        return offsets[0], kinds[0]
+    return np.concatenate(offsets), np.concatenate(kinds)
+
+
+def _chain(buf, start: int, end: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The records that begin in [start, end) (the first at `start`), as
+    locate_records_aligned finds them, and where the last of them ends (at or past
+    `end`); None when the chain breaks off."""
     words = np.frombuffer(buf, dtype="<u8", count=(end - start) // 8, offset=start)
     nwords = len(words)
     cand = _header_candidates(words)
     head = words[cand]
-    kind = (head & np.uint64(0xFFFF)).astype(np.int64)
+    kind = (head & np.uint64(0xFFFF)).astype(np.uint16)   # types are below 2**16
     known = _KNOWN_TYPES[kind]
     if not known.all():
         cand, head, kind = cand[known], head[known], kind[known]
     if not len(cand) or cand[0] != 0:
         return None
     nxt = cand + (head >> np.uint64(51)).astype(np.int64)
-    # steps that do not land on the very next candidate: records holding false ones
+    # steps that do not land on the very next candidate: records holding false ones, and
+    # the last record begun here
     jumps = np.flatnonzero(nxt[:-1] != cand[1:])
-    if len(jumps) or nxt[-1] != nwords:
+    last = int(nxt[-1])
+    if len(jumps) or nxt[-1] < nwords:
         keep = np.ones(len(cand), dtype=bool)
         at = 0
         for j in jumps.tolist() + [len(cand) - 1]:
             if j < at:         # a false candidate's own step: never reached
                 continue
             target = int(nxt[j])
-            if target == nwords:
+            if target >= nwords:   # past this window: the next one starts there
                 keep[j + 1:] = False
+                last = target
                 break
             k = int(np.searchsorted(cand, target))
             if k == len(cand) or cand[k] != target:
@@ -155,7 +190,7 @@ def locate_records_aligned(buf, start: int, end: int) -> tuple[np.ndarray, np.nd
         cand, kind = cand[keep], kind[keep]
     cand <<= 3
     cand += start
-    return cand, kind
+    return cand, kind, start + 8 * last
 
 
 def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int, int]]]:
@@ -193,9 +228,17 @@ def located(data) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     found = data._located
     if found is None:
-        _map_in(data, data._data.offset, data._data.end)
-        found = data._located = locate_records_aligned(data._buf, data._data.offset,
-                                                       data._data.end) or False
+        # each window's pages mapped in at once before it is scanned, and given back
+        # after: a big file is never resident in this process as a whole
+        window = _WINDOW
+        start, end = data._data.offset, data._data.end
+        _map_in(data, start, min(end, start + window))
+
+        def done(lo: int, hi: int) -> None:
+            _map_in(data, hi, min(end, hi + window))
+            _release(data, lo, hi)
+        found = data._located = locate_records_aligned(data._buf, start, end,
+                                                       window_done=done) or False
     if not found or _PAYLOAD_OR_PACKED_TYPES[found[1]].any():
         return None
     return found
@@ -252,9 +295,9 @@ def sample_arrays(data, *, callchains: bool = True,
     o = np.asarray(offs, dtype=np.int64)
     n = len(o)
     aligned = not (o & 7).any()
-    if aligned and n and len({(a.attr.sample_type, a.attr.read_format)
-                              for a in data.attrs}) == 1:
-        got = _one_layout(data, g, o, callchains, fields)
+    attr = _one_sampling_layout(data, g, o) if aligned and n else None
+    if attr is not None:
+        got = _one_layout(data, g, o, callchains, fields, attr)
         if got is not None:
             return got
     attr_idx = _attr_of_samples(data, g, o, aligned)
@@ -346,10 +389,16 @@ def _arrays(g: _Gather, aligned: bool, attr_idx: np.ndarray, misc: np.ndarray,
 _GATHER_RECORDS = 8192
 
 
-def _gather_words(words: np.ndarray, base: np.ndarray, offsets: list[int]) -> list[np.ndarray]:
+_RELEASE_BLOCKS = 16     # blocks of records read between two page releases
+
+
+def _gather_words(words: np.ndarray, base: np.ndarray, offsets: list[int],
+                  release=None) -> list[np.ndarray]:
     """words[base + off] for each of the ascending `offsets` (all within `words`),
     gathered a block of records at a time: every field of a record is read while its
-    cache lines are fresh, not once per field over a file that outgrows the cache."""
+    cache lines are fresh, not once per field over a file that outgrows the cache.
+    release(byte), if given, is told every few blocks that the records before that byte
+    offset are read (`base` ascending: their pages can go)."""
     n = len(base)
     outs = [np.empty(n, dtype=np.uint64) for _ in offsets]
     at = np.empty(min(_GATHER_RECORDS, n), dtype=np.int64)
@@ -361,6 +410,9 @@ def _gather_words(words: np.ndarray, base: np.ndarray, offsets: list[int]) -> li
             # mode="wrap": no bounds to enforce (the caller checked them), and with out=
             # the default mode would copy
             np.take(words, at[:m], out=out[first:first + m], mode="wrap")
+        if release is not None and first % (_GATHER_RECORDS * _RELEASE_BLOCKS) == 0 \
+                and first:
+            release(8 * int(block[0]))
     return outs
 
 
@@ -371,15 +423,41 @@ def _halves(words: np.ndarray, which: int) -> np.ndarray:
     return np.ascontiguousarray(words).view("<i4")[which::2]
 
 
+def _one_sampling_layout(data, g: _Gather, o: np.ndarray):
+    """The attr whose sample layout every sample has, or None.  One attr, or attrs of one
+    layout; or several, when those that sampled share one (textrace record's sideband
+    dummy event has a layout of its own and no samples): the samples' ids say which."""
+    from .sampleid import sample_id_position
+    attrs = data.attrs
+    if len({(a.attr.sample_type, a.attr.read_format) for a in attrs}) == 1:
+        return attrs[0].attr
+    pos = sample_id_position(attrs[0].attr)
+    if pos is None or int(o.max()) + 16 + pos > 8 * len(g.u64):
+        return None
+    # the ids gathered a block at a time, each block's pages given back after it (the
+    # gather touches every page of the file)
+    ids = np.empty(len(o), dtype=np.uint64)
+    step = _GATHER_RECORDS * _RELEASE_BLOCKS
+    for at in range(0, len(o), step):
+        block = o[at:at + step]
+        ids[at:at + step] = g.u64[(block >> 3) + (1 + pos // 8)]
+        _release(data, data._data.offset, int(block[0]))
+    present = np.unique(_attr_from_ids(data, ids))
+    if len({(attrs[i].attr.sample_type, attrs[i].attr.read_format)
+            for i in present.tolist()}) != 1:
+        return None
+    return attrs[int(present[0])].attr
+
+
 def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
-                fields: frozenset[str]) -> SampleArrays | None:
+                fields: frozenset[str], attr=None) -> SampleArrays | None:
     """The common case, every attr with one sample layout and every record 8-aligned: each
     fixed field asked for is a u64 at the same place in every record, all of them gathered
     in one pass (_gather_words).  The checks are the general path's, in its order.  None
     when a field would be read past the buffer (a damaged file: the general path names
     the field)."""
     from .sampleid import sample_id_position
-    attr = data.attrs[0].attr
+    attr = attr if attr is not None else data.attrs[0].attr
     st = attr.sample_type
     names = [name for bit, name in _FIXED if st & bit]
     chain = bool(st & S.CALLCHAIN) and not st & S.READ
@@ -395,8 +473,12 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
         raw.add("pid_tid")
     wanted = [(1 + k, name) for k, name in enumerate(names) if name in raw]
     words = g.u64
+    ascending = n < 2 or bool((base[1:] > base[:-1]).all())
+    start = data._data.offset
     header, *got = _gather_words(words, base, [0] + [k for k, _name in wanted]
-                                 + ([width - 1] if chain else []))
+                                 + ([width - 1] if chain else []),
+                                 release=(lambda upto: _release(data, start, upto))
+                                 if ascending and not callchains else None)
     cols = {name: col for (_k, name), col in zip(wanted, got)}
     size_words = header >> np.uint64(51)
     if int(size_words.min()) < width:
@@ -428,7 +510,8 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
             _check(data, o, 8 * width + 8 * nr.astype(np.int64) > size, "callchain.nr")
         if callchains:
             nr_all, chain_pos = nr.astype(np.int64), o + 8 * width
-    misc = header.view("<u2")[2::4]      # the header's misc half-word, in place
+    misc = header.view("<u2")[2::4].copy()   # the header's misc half-word
+    del header, size_words
     return _arrays(g, True, attr_idx, misc, cols, nr_all, chain_pos, fields)
 
 
@@ -546,6 +629,17 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
     return [e[2] for e in events]
 
 
+def _release(data, start: int, end: int) -> None:
+    """release_pages() for the whole pages of [start, end) only."""
+    import mmap
+    m = getattr(data._buf, "obj", None)
+    if isinstance(m, mmap.mmap) and hasattr(m, "madvise"):
+        lo = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        hi = end - end % mmap.PAGESIZE
+        if hi > lo:
+            m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
 def release_pages(data) -> None:
     """Take a mapped file's pages out of this process's memory (they stay in the page
     cache, and a later read maps them back), as perf's reader does by unmapping each
@@ -592,24 +686,40 @@ def code_events(data, offsets: np.ndarray) -> list[CodeEvent]:
     skipped), read straight from the file without the record classes (a report needs
     nothing else of them), in time order as PerfData.records_by_time() delivers them:
     by sample_id time, file order among equal times (no time counts as 0)."""
-    from .reader import _RawRec
-    from .sampleid import id_trailer_size, parse_sample_id
+    from .sampleid import trailer_id_position, trailer_layout
     buf = data._buf
     events = []
+    attrs = [a.attr for a in data.attrs]
+    # which attr a record is: the id at perf's is_pos from its end (PerfData's
+    # _attr_index_for, without a record object per record)
+    back = trailer_id_position(attrs[0]) if len(attrs) > 1 else None
+    id_to_attr = data._id_to_attr
+
+    def reader(attr):
+        """(trailer bytes, its layout, where time, cpu and tid are in it) of one attr."""
+        size, layout, names = trailer_layout(attr)
+        return size, layout, tuple(names.index(f) if f in names else None
+                                   for f in ("time", "cpu", "tid"))
+    readers = [reader(a) for a in attrs]
     for off in offsets.tolist():
-        rtype, misc, size = _HEADER.unpack_from(buf, off)
+        rtype, _misc, size = _HEADER.unpack_from(buf, off)
         if rtype not in (RecordType.KSYMBOL, RecordType.BPF_EVENT):
             continue
         end = off + size
-        idx = data._attr_index_for(_RawRec(off, rtype, misc, size, buf, off))
-        attr = data.attrs[idx].attr if idx is not None else None
         time = cpu = tid = None
-        if attr is not None and attr.sample_id_all:
-            trailer = id_trailer_size(attr)
-            _need(data, off, size >= 8 + trailer, RecordType(rtype).name)
-            sid = parse_sample_id(buf, end, attr)
-            time, cpu, tid = sid.time, sid.cpu, sid.tid
-            end -= trailer
+        if attrs:
+            if back is None or back + 8 > size:
+                trailer, layout, (ti, ci, di) = readers[0]
+            else:
+                trailer, layout, (ti, ci, di) = readers[
+                    id_to_attr.get(_U64.unpack_from(buf, end - back)[0], 0)]
+            if trailer:
+                _need(data, off, size >= 8 + trailer, RecordType(rtype).name)
+                sid = layout.unpack_from(buf, end - trailer)
+                time = sid[ti] if ti is not None else None
+                cpu = sid[ci] if ci is not None else None
+                tid = sid[di] if di is not None else None
+                end -= trailer
         body = off + 8
         if rtype == RecordType.KSYMBOL:
             _need(data, off, body + _KSYMBOL.size <= end, "KSYMBOL")

@@ -39,10 +39,11 @@ class AsmRow:
         return dict(self.__dict__)
 
 
-def annotate(data: PerfData, spec: str) -> tuple[list[AsmRow], int]:
-    """The rows, and the number of samples that fell in the program."""
+def annotate(data: PerfData, spec: str, live=None) -> tuple[list[AsmRow], int]:
+    """The rows, and the number of samples that fell in the program.  `live`: a
+    KallsymsReader started earlier."""
     import capstone
-    info, (history, prog) = find_program(data, spec)
+    info, (history, prog) = find_program(data, spec, live)
     t = prog.loaded_ns if prog.loaded_ns is not None else 0
     btf = _btf_of(data, info)
     insns = decode(info.xlated_insns) if info.xlated_insns else []
@@ -90,15 +91,23 @@ def annotate(data: PerfData, spec: str) -> tuple[list[AsmRow], int]:
 
 
 def _samples_in(data: PerfData, history, prog_id: int) -> Counter:
-    """Sample counts by ip, for samples that hit this program while it was alive."""
-    s = sample_arrays(data)
-    if not len(s):
-        return Counter()
-    ids, _names = history.symbolize(s.ip, s.time.astype(np.int64))
+    """Sample counts by ip, for samples that hit this program while it was alive.  Only
+    the ips (no callchains) are read, and only the samples inside the program's address
+    ranges are resolved by time (a few of a recording's million)."""
     regions = history.table.regions
-    mine = np.array([i for i, r in enumerate(regions) if r.prog_id == prog_id], dtype=np.int64)
-    sel = np.isin(ids, mine)
-    ips, counts = np.unique(s.ip[sel], return_counts=True)
+    mine = [i for i, r in enumerate(regions) if r.prog_id == prog_id]
+    if not mine:
+        return Counter()
+    s = sample_arrays(data, callchains=False, fields=frozenset({"ip", "time"}))
+    inside = np.zeros(len(s), dtype=bool)
+    for i in mine:
+        inside |= (s.ip >= np.uint64(regions[i].start)) & (s.ip < np.uint64(regions[i].end))
+    at = np.flatnonzero(inside)
+    if not len(at):
+        return Counter()
+    ips = s.ip[at]
+    ids, _names = history.symbolize(ips, s.time[at].astype(np.int64))
+    ips, counts = np.unique(ips[np.isin(ids, mine)], return_counts=True)
     return Counter(dict(zip(ips.tolist(), counts.tolist())))
 
 

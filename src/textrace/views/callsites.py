@@ -35,10 +35,11 @@ class CallSite:
         return dict(self.__dict__)
 
 
-def find_program(data: PerfData, spec: str) -> tuple[ProgInfo, object]:
-    """PROG as an id, a name or a tag; the most recently loaded match wins."""
+def find_program(data: PerfData, spec: str, live=None) -> tuple[ProgInfo, object]:
+    """PROG as an id, a name or a tag; the most recently loaded match wins.  `live`: a
+    KallsymsReader started earlier."""
     infos = captured_programs(data)
-    history, programs = load_history(data)
+    history, programs = load_history(data, infos=infos, live=live)
     matches = [p for p in programs if str(p.id) == spec or p.name == spec
                or p.tag.hex() == spec.lower()]
     if not matches:

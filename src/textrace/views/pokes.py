@@ -41,10 +41,10 @@ class PokeRow:
 
 
 def poke_rows(data: PerfData, *, kind: str | None = None,
-              window_ns: int | None = None, history=None) -> list[PokeRow]:
+              window_ns: int | None = None, history=None, live=None) -> list[PokeRow]:
     """One row per TEXT_POKE in time order; only those of `kind` when given.  `window_ns`:
     the INT3 window on each side of a poke (INT3_WINDOW_NS when None); `history`: the
-    recording's, when already loaded."""
+    recording's, when already loaded; `live`: a KallsymsReader started earlier."""
     if kind is not None and kind not in KINDS:
         raise TextraceError(f"unknown poke kind {kind!r}; known: {', '.join(KINDS)}",
                             field="--kind")
@@ -53,7 +53,7 @@ def poke_rows(data: PerfData, *, kind: str | None = None,
     if window_ns < 0:
         raise TextraceError(f"--window {window_ns} is negative", field="--window")
     if history is None:
-        history, _programs = load_history(data)
+        history, _programs = load_history(data, live=live)
     rows = []
     for w in history.poke_windows(window_ns):
         for p in w.pokes:

@@ -124,6 +124,24 @@ def _kernel_map_pgoff(data: PerfData) -> int | None:
     return None
 
 
+def _anonymous(filename: str) -> bool:
+    """perf's is_anon_memory() and is_no_dso_memory() (tools/perf/util/map.c, 6.1)."""
+    return (filename == "//anon" or filename.startswith(("/dev/zero", "/anon_hugepage",
+                                                         "[stack", "/SYSV"))
+            or filename == "[heap]")
+
+
+def _mapping(pid: int, time: int, addr: int, length: int, pgoff: int,
+             filename: str) -> Mapping:
+    """An executable mapping as perf's map__new() makes it: anonymous code (a JIT's: qemu
+    TCG, a JVM) belongs to "[JIT] tid PID" (perf's /tmp/perf-PID.map dso) and its
+    addresses are not file offsets (perf's identity map_ip): pgoff is set to its start, so
+    that ip - start + pgoff is the ip itself."""
+    if _anonymous(filename):
+        return Mapping(min(time, _FOREVER), addr, addr + length, addr, f"[JIT] tid {pid}")
+    return Mapping(min(time, _FOREVER), addr, addr + length, pgoff, filename)
+
+
 def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
     """Every process's executable mappings over time, and the dynamic kernel code regions
     (BPF programs, trampolines) with their lifetimes."""
@@ -138,8 +156,8 @@ def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
             for r in records:
                 if r.type == RecordType.MMAP2 or r.type == RecordType.MMAP:
                     if r.type == RecordType.MMAP or r.prot & PROT_EXEC:
-                        maps.mmap(r.pid, Mapping(min(r.time or 0, _FOREVER), r.addr,
-                                                 r.addr + r.len, r.pgoff, r.filename))
+                        maps.mmap(r.pid, _mapping(r.pid, r.time or 0, r.addr, r.len,
+                                                  r.pgoff, r.filename))
                 elif r.type == RecordType.FORK:
                     maps.fork(r.ppid, r.pid)
                 yield r
@@ -153,8 +171,8 @@ def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
         if ev.kind == "fork":
             maps.fork(ev.ppid, ev.pid)
         elif ev.kind == "mmap" or ev.prot & PROT_EXEC:
-            maps.mmap(ev.pid, Mapping(min(ev.time, _FOREVER), ev.addr, ev.addr + ev.len,
-                                      ev.pgoff, ev.filename))
+            maps.mmap(ev.pid, _mapping(ev.pid, ev.time, ev.addr, ev.len, ev.pgoff,
+                                       ev.filename))
     programs, ool = programs_from_records(
         code_events(data, offsets[_of_types(kinds, PROGRAM_RECORDS)]))
     return maps, RegionTable(regions_of(programs, ool))
@@ -165,14 +183,15 @@ class _Symbols:
     block of consecutive codes, a sample one code; names are made only for codes hit."""
 
     def __init__(self):
-        self.blocks: list[tuple[int, int, object]] = []   # (first code, count, namer)
+        self.blocks: list[tuple[int, int, object, object]] = []  # (first, count, namer, many)
         self.size = 0
         self.named: dict[int, tuple] = {}
 
-    def block(self, count: int, namer) -> int:
-        """Reserve `count` codes; namer(i) gives (symbol, dso, kind) of the i-th."""
+    def block(self, count: int, namer, many=None) -> int:
+        """Reserve `count` codes; namer(i) gives (symbol, dso, kind[, address]) of the i-th,
+        many(indexes), if given, those of many at once (a list)."""
         first = self.size
-        self.blocks.append((first, count, namer))
+        self.blocks.append((first, count, namer, many))
         self.size += count
         return first
 
@@ -181,12 +200,22 @@ class _Symbols:
         named = self.named
         todo = [code for code in codes if code not in named]
         if todo:
+            t = np.array(todo, dtype=np.int64)
             firsts = np.array([b[0] for b in self.blocks], dtype=np.int64)
-            which = np.searchsorted(firsts, todo, side="right") - 1  # the block of each
-            blocks = self.blocks
-            for code, b in zip(todo, which.tolist()):
-                first, _count, namer = blocks[b]
-                named[code] = namer(code - first)
+            which = np.searchsorted(firsts, t, side="right") - 1  # the block of each
+            order = np.argsort(which, kind="stable")
+            t, which = t[order], which[order]
+            cuts = np.flatnonzero(np.diff(which)) + 1
+            starts = [0, *cuts.tolist()]
+            ends = [*cuts.tolist(), len(t)]
+            for lo, hi in zip(starts, ends):
+                first, _count, namer, many = self.blocks[int(which[lo])]
+                these = t[lo:hi]
+                if many is not None:
+                    named.update(zip(these.tolist(), many(these - first)))
+                else:
+                    for code in these.tolist():
+                        named[code] = namer(code - first)
         return [named[code] for code in codes]
 
 
@@ -234,10 +263,13 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     # of one name can differ (C++ overloads, local functions of one name), the symbol's
     # address: perf keeps them apart, a row each.
     hit = np.flatnonzero(np.bincount(codes, minlength=syms.size)).tolist()
-    table_ids: dict[tuple[str, str, str], int] = {}
+    # (dict.fromkeys and map: no Python-level loop over the 100k+ keys of a big report)
+    named = syms.keys(hit)
+    distinct = list(dict.fromkeys(named))
+    number = dict(zip(distinct, range(len(distinct))))
     remap = np.zeros(syms.size, dtype=np.int64)
-    remap[hit] = [table_ids.setdefault(key, len(table_ids)) for key in syms.keys(hit)]
-    return list(table_ids), remap[codes], s
+    remap[hit] = np.fromiter(map(number.__getitem__, named), dtype=np.int64, count=len(hit))
+    return distinct, remap[codes], s
 
 
 def _kernel_codes(syms: _Symbols, table: RegionTable, kernel: KernelSymbols | None,
@@ -283,6 +315,15 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
     if times is None:
         times = np.broadcast_to(np.int64(_FOREVER), (len(ips),))
     mapping, every = maps.lookup_all(pids, ips, times)
+    # as perf: an address no mapping covers is a row of its own in [unknown], named by
+    # the address
+    unmapped = np.flatnonzero(mapping < 0)
+    if len(unmapped):
+        addrs, which = np.unique(ips[unmapped], return_inverse=True)
+        first = syms.block(len(addrs), lambda i, a=addrs: (
+            f"0x{int(a[i]):016x}", UNKNOWN, "unknown"), lambda ix, a=addrs: [
+            ("0x%016x" % x, UNKNOWN, "unknown") for x in a[ix].tolist()])
+        out[unmapped] = first + which.reshape(-1)
     mapped = np.flatnonzero(mapping >= 0)
     if not len(mapped):
         return out, since
@@ -325,16 +366,77 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
         if len(miss):
             addrs, which = np.unique(offs[sel[miss]], return_inverse=True)
             first = syms.block(len(addrs), lambda i, a=addrs, d=dso: (
-                f"0x{int(a[i]):016x}", d, "user"))
+                f"0x{int(a[i]):016x}", d, "user"), lambda ix, a=addrs, d=dso: [
+                ("0x%016x" % x, d, "user") for x in a[ix].tolist()])
             out[mapped[sel[miss]]] = first + which.reshape(-1)
     return out, since
 
 
-def report_rows(data: PerfData, *, sort: str = "symbol",
-                kernel: KernelSymbols | None = None, live=None) -> list[ReportRow]:
-    """The report's rows, largest first.  `kernel`: the kernel symbols to use, else those
-    of kernel_symbols_for(); `live`: a KallsymsReader started earlier (one is started
+@dataclass
+class ReportTable:
+    """The report's rows as columns, largest period first (ties in the order the symbols
+    were numbered: by object, then address, as perf's sort by symbol breaks them).  The
+    columns are what the text table and the JSON lines are made from, without a Python
+    object per row; rows() gives ReportRows."""
+
+    symbol: list[str]
+    dso: list[str]
+    kind: list[str]
+    samples: np.ndarray   # int64
+    period: np.ndarray    # int64, the event's unit (cpu-clock: ns)
+    percent: np.ndarray   # float64, of the total period, rounded to 2 decimals
+
+    def __len__(self) -> int:
+        return len(self.symbol)
+
+    def head(self, n: int) -> "ReportTable":
+        return ReportTable(self.symbol[:n], self.dso[:n], self.kind[:n], self.samples[:n],
+                           self.period[:n], self.percent[:n])
+
+    def rows(self) -> list[ReportRow]:
+        return [ReportRow(*r) for r in zip(self.symbol, self.dso, self.kind,
+                                           self.samples.tolist(), self.period.tolist(),
+                                           self.percent.tolist())]
+
+    def json_lines(self) -> str:
+        """ReportRow.to_json() of every row, one a line (strings of a column encoded once
+        each: a column holds few distinct dsos and kinds)."""
+        dso_json: dict[str, str] = {}
+        kind_json: dict[str, str] = {}
+        dsos = [dso_json.get(d) or dso_json.setdefault(d, _json_str(d)) for d in self.dso]
+        kinds = [kind_json.get(k) or kind_json.setdefault(k, _json_str(k))
+                 for k in self.kind]
+        return "".join(
+            f'{{"symbol":{_json_str(sym)},"dso":{d},"kind":{k},"samples":{n},'
+            f'"period":{p},"percent":{c!r}}}\n'
+            for sym, d, k, n, p, c in zip(self.symbol, dsos, kinds, self.samples.tolist(),
+                                          self.period.tolist(), self.percent.tolist()))
+
+
+def _group(keys: list[tuple], sort: str) -> tuple[list[tuple], np.ndarray | None]:
+    """The rows' (symbol, dso, kind) under `sort`, and the row of each key (None: a row
+    per key, as keys are distinct)."""
+    if sort == "symbol":
+        return [k[:3] for k in keys], None
+    gkeys: dict = {}
+    if sort == "dso":
+        gid = [gkeys.setdefault((k[1], k[1], k[2]), len(gkeys)) for k in keys]
+    elif sort == "program":
+        other = ("-", "-", "other")
+        gid = [gkeys.setdefault((k[0], k[1], "bpf") if k[2] == "bpf" else other, len(gkeys))
+               for k in keys]
+    else:
+        raise ValueError(f"unknown sort {sort!r}")
+    return list(gkeys), np.array(gid, dtype=np.int64)
+
+
+def report_table(data: PerfData, *, sort: str = "symbol",
+                 kernel: KernelSymbols | None = None, live=None) -> ReportTable:
+    """The report as columns, largest first.  `kernel`: the kernel symbols to use, else
+    those of kernel_symbols_for(); `live`: a KallsymsReader started earlier (one is started
     here otherwise), read while the samples are attributed."""
+    if sort not in ("symbol", "dso", "program"):
+        raise ValueError(f"unknown sort {sort!r}")
     if kernel is None:
         live = live or KernelSymbols.from_proc_later()
         try:
@@ -344,20 +446,21 @@ def report_rows(data: PerfData, *, sort: str = "symbol",
             live.close()
     else:
         keys, ids, s = attribute(data, kernel)
-    if not len(ids):
-        return []
-    group_of = {"symbol": lambda k: k, "dso": lambda k: (k[1], k[1], k[2]),
-                "program": lambda k: (k[0] if k[2] == "bpf" else "-", k[1] if k[2] == "bpf"
-                                      else "-", k[2] if k[2] == "bpf" else "other")}[sort]
-    gkeys: dict = {}
-    gid = np.array([gkeys.setdefault(group_of(k), len(gkeys)) for k in keys], dtype=np.int64)
-    per = gid[ids]
+    gkeys, gid = _group(keys, sort)
+    per = ids if gid is None else gid[ids]
     counts = np.bincount(per, minlength=len(gkeys))
-    periods = np.bincount(per, weights=s.period.astype(np.float64), minlength=len(gkeys))
-    total = periods.sum() or 1.0
-    counts, periods = counts.tolist(), periods.tolist()   # Python numbers: cheap to index
-    rows = [ReportRow(k[0], k[1], k[2], counts[i], int(periods[i]),
-                      round(100.0 * periods[i] / total, 2))
-            for k, i in gkeys.items() if counts[i]]
-    rows.sort(key=lambda r: (-r.period, r.symbol, r.dso, r.kind))
-    return rows
+    periods = np.bincount(per, weights=s.period.astype(np.float64),
+                          minlength=len(gkeys)).astype(np.int64)
+    total = float(periods.sum()) or 1.0
+    hit = np.flatnonzero(counts)
+    order = hit[np.lexsort((hit, -periods[hit]))]
+    percent = np.round(100.0 * periods[order] / total, 2)
+    got = [gkeys[i] for i in order.tolist()]
+    return ReportTable([k[0] for k in got], [k[1] for k in got], [k[2] for k in got],
+                       counts[order], periods[order], percent)
+
+
+def report_rows(data: PerfData, *, sort: str = "symbol",
+                kernel: KernelSymbols | None = None, live=None) -> list[ReportRow]:
+    """The report's rows, largest first (report_table() as ReportRows)."""
+    return report_table(data, sort=sort, kernel=kernel, live=live).rows()

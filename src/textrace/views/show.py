@@ -43,10 +43,11 @@ class Version:
         return dict(self.__dict__)
 
 
-def program_images(data: PerfData, programs) -> list[Image]:
+def program_images(data: PerfData, programs, infos: dict | None = None) -> list[Image]:
     """An image per captured function, stamped with the time its bytes were read (the
-    capture's time; the load time for a capture taken at load)."""
-    infos = captured_programs(data)
+    capture's time; the load time for a capture taken at load).  `infos`: the
+    captured_programs() already read, if any."""
+    infos = captured_programs(data) if infos is None else infos
     outcomes = capture_outcomes(data) or {}
     images = []
     for prog in programs:
@@ -61,14 +62,37 @@ def program_images(data: PerfData, programs) -> list[Image]:
     return images
 
 
-def load_history(data: PerfData) -> tuple[CodeHistory, list]:
+def code_records(data: PerfData):
+    """The KSYMBOL, BPF_EVENT and TEXT_POKE records in time order.  From a file whose
+    records are located in bulk, the program records (10k for 5000 programs) are read as
+    perf.bulk.CodeEvents without the record classes, and merged by time with the TEXT_POKE
+    records; else every one is decoded (compressed, pipe-mode or salvaged data)."""
+    from ..perf.bulk import code_events, located
+    found = located(data) if not data.salvage else None
+    if found is None:
+        return data.records_by_time(CODE_RECORDS)
+    import heapq
+
+    import numpy as np
+    offsets, kinds = found
+    wanted = np.isin(kinds, [RecordType.KSYMBOL, RecordType.BPF_EVENT])
+    programs = code_events(data, offsets[wanted])
+    pokes = data.records_by_time(frozenset({RecordType.TEXT_POKE}))
+    return heapq.merge(programs, pokes, key=lambda r: r.time or 0)
+
+
+def load_history(data: PerfData, *, infos: dict | None = None,
+                 live=None) -> tuple[CodeHistory, list]:
     """The recording's code history: its records, the captured programs' images, the
-    kernel code the recorder read, and its inferred changes with their intervals."""
+    kernel code the recorder read, and its inferred changes with their intervals.
+    `infos`: captured_programs() if already read; `live`: a KallsymsReader started
+    earlier (kernel_symbols_for())."""
     rec = recorded(data)
-    history, programs = build_history(data.records_by_time(CODE_RECORDS),
-                                      kernel=kernel_symbols_for(data),
+    kernel = kernel_symbols_for(data, live) if live is not None else kernel_symbols_for(data)
+    history, programs = build_history(code_records(data), kernel=kernel,
                                       inferred=unreported_windows(rec.unreported))
-    history.add_images(program_images(data, programs) + kernel_code_images(rec.kernel_code))
+    history.add_images(program_images(data, programs, infos)
+                       + kernel_code_images(rec.kernel_code))
     return history, programs
 
 
@@ -107,8 +131,10 @@ def _read(history: CodeHistory, addr: int, n: int, t: int, window_ns: int):
 
 
 def show(data: PerfData, addr: int, at: int | None = None, length: int = 32,
-         window_ns: int = INT3_WINDOW_NS) -> list[Version]:
-    history, _programs = load_history(data)
+         window_ns: int = INT3_WINDOW_NS, live=None) -> list[Version]:
+    """Every version of `addr` (kernel virtual address), or those alive at `at` (ns, the
+    recording's clock).  `live`: a KallsymsReader started earlier."""
+    history, _programs = load_history(data, live=live)
     regions = history.versions(addr)
     if at is not None:
         regions = [r for r in regions if r.alive_at(at)]

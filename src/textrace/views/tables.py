@@ -188,11 +188,8 @@ _CLOCK_NAMES = {0: "realtime", 1: "monotonic", 4: "monotonic_raw", 7: "boottime"
 
 
 def recordings(src: Source) -> Iterator[Batch]:
-    import json
-
-    from ..perf.abi import Feature
-    from ..perf.private import Kind, private_section
-    from ..perf.abi import RecordType
+    from ..perf.abi import Feature, RecordType
+    from ..recorded import recorded
     data = src.data
     for _ in data.records(frozenset({RecordType.LOST, RecordType.LOST_SAMPLES})):
         pass   # counts every kind on the way (data.stats), losses included
@@ -212,11 +209,10 @@ def recordings(src: Source) -> Iterator[Batch]:
     cmdline = feat(Feature.CMDLINE, "argv")
     version = feat(Feature.VERSION, "value")
     capture = None
-    section = private_section(data)
-    if section is not None:
+    rec = recorded(data)
+    if rec.textrace:  # finished, or killed and read from its stream
         writer = "textrace"
-        for blob in section.get(Kind.RECORD_INFO):
-            capture = json.loads(blob).get("capture")
+        capture = rec.info.get("capture")
     else:
         writer = f"perf {version}" if version else None
     kernel = src.history.kernel
