@@ -429,6 +429,8 @@ def _one_sampling_layout(data, g: _Gather, o: np.ndarray):
     dummy event has a layout of its own and no samples): the samples' ids say which."""
     from .sampleid import sample_id_position
     attrs = data.attrs
+    if not attrs:  # a damaged file: the record-by-record path names the damage
+        return None
     if len({(a.attr.sample_type, a.attr.read_format) for a in attrs}) == 1:
         return attrs[0].attr
     pos = sample_id_position(attrs[0].attr)
