@@ -31,9 +31,10 @@ class Kind(enum.IntEnum):
     KERNEL_CODE = 3   # code read from the kernel: {u64 addr; u64 time; u32 len; u32 0; bytes}
     RECORD_INFO = 4   # JSON: how the recording was made (capture mode, clock, losses)
     UNREPORTED = 5    # JSON lines: code changes no TEXT_POKE reported (unreported.py)
+    PACKS = 6         # JSON lines: bpf_prog_pack extents, snapshots, freed-range reads (freed.py)
 
 
-COMPRESSED = frozenset({Kind.KERNEL_CODE})
+COMPRESSED = frozenset({Kind.KERNEL_CODE, Kind.PACKS})
 
 
 @dataclass
@@ -100,6 +101,28 @@ def pack_kernel_code(addr: int, time: int, code: bytes) -> bytes:
 def unpack_kernel_code(data: bytes) -> tuple[int, int, bytes]:
     addr, time, n, _ = KERNEL_CODE.unpack_from(data, 0)
     return addr, time, data[KERNEL_CODE.size:KERNEL_CODE.size + n]
+
+
+def pack_packs_entries(entries: list[dict]) -> bytes:
+    """Kind.PACKS: one JSON object a line, each with "t" saying what it is (vmalloc, pack,
+    snapshot, header, freed, info; see freed.py)."""
+    import json
+    return b"\n".join(json.dumps(e, separators=(",", ":")).encode() for e in entries)
+
+
+def unpack_packs_entries(data: bytes, *, file: str | None = None) -> list[dict]:
+    import json
+    out = []
+    for k, line in enumerate(data.splitlines()):
+        try:
+            entry = json.loads(line)
+        except ValueError as e:
+            raise FormatError(f"pack entry {k} is not JSON: {e}", file=file,
+                              field="textrace.packs") from None
+        if not isinstance(entry, dict) or "t" not in entry:
+            raise FormatError(f"pack entry {k} has no kind", file=file, field="textrace.packs")
+        out.append(entry)
+    return out
 
 
 def private_section(data) -> PrivateSection | None:
