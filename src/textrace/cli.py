@@ -197,6 +197,13 @@ def cmd_show(args) -> int:
             print(f"    at {format_time(v.at_ns)}" + (
                 "  AMBIGUOUS: mid-way through a text poke (INT3 protocol); the bytes may be "
                 "the old ones, 0xcc and a tail, or the new ones" if v.ambiguous else ""))
+        if v.inferred and v.inferred["change"] == "invalidated":
+            by = v.inferred["by"]
+            print(f"    INT3 written by the kernel's free of {v.inferred['freed']} (no record "
+                  f"reports it): after {format_time(v.inferred['after'])}, by "
+                  f"{format_time(by) if by else '? (not read)'}")
+        elif v.inferred:
+            print("    INT3: the fill of a bpf_prog_pack chunk nothing was placed in yet")
         for p in v.pokes:
             print(f"    poke at {format_time(p['time'])} {p['addr']:#x}: {p['old']} -> "
                   f"{p['new']}, window {format_time(p['window'][0])} .. "

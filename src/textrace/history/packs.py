@@ -216,8 +216,11 @@ class PackLayout:
             hi += 1
         interval = None
         if prev is not None:
-            check = next((c for c in self.checks if c.start == prev.start
-                          and c.unloaded == prev.died), None)
+            # the recorder's check of it: same image, unregistered (KSYMBOL) within a
+            # millisecond of the program's unload (BPF_EVENT) -- the same kernel call
+            near = [c for c in self.checks if c.addr == prev.addr
+                    and abs(c.unloaded - prev.died) < 1_000_000]
+            check = min(near, key=lambda c: abs(c.unloaded - prev.died), default=None)
             # the read that saw it gone is the last one: reads stop there
             by = check.last_read if check is not None and check.verdict in (
                 "invalidated", "reused") else None

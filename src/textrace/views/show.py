@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from ..history.build import build_history, kernel_code_images, unreported_windows
 from ..history.code_history import INT3_WINDOW_NS, CodeHistory, Image, UnknownCode
 from ..perf.abi import RecordType
-from ..perf.private import private_section
+from ..history.packs import build_layout
+from ..perf.private import Kind, private_section, unpack_packs_entries
 from ..perf.reader import PerfData
 from .progs import capture_outcomes, captured_programs
 from .report import kernel_symbols_for
@@ -38,6 +39,10 @@ class Version:
     ambiguous: bool = False    # at_ns is inside the INT3 window of a poke of these bytes
     pokes: list[dict] = field(default_factory=list)  # those pokes: time, addr, old, new,
                                                      # window [start, end]
+    # a free bpf_prog_pack chunk: the change textrace inferred (no record reports it):
+    # {"change": "invalidated", "freed": name, "after": ns, "by": ns or None} after a
+    # program's free, {"change": "fill"} where nothing was placed yet
+    inferred: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -69,7 +74,23 @@ def load_history(data: PerfData) -> tuple[CodeHistory, list]:
                                       kernel=kernel_symbols_for(data),
                                       inferred=unreported_windows(section))
     history.add_images(program_images(data, programs) + kernel_code_images(section))
+    history.packs = pack_layout(data, history, section)
     return history, programs
+
+
+def pack_layout(data: PerfData, history: CodeHistory, section):
+    """The bpf_prog_pack layout of a recording textrace made (None for others: without
+    the recorder's reads no pack extent is known)."""
+    entries = []
+    for blob in section.get(Kind.PACKS) if section is not None else ():
+        entries += unpack_packs_entries(blob, file=data.path)
+    if not entries:
+        return None
+    images: dict[int, list] = {}
+    for im in history.images:
+        if im.source.startswith("bpf:"):
+            images.setdefault(int(im.source[4:]), []).append((im.addr, im.data))
+    return build_layout(history.table.regions, entries, images)
 
 
 def _line(history: CodeHistory, insn, t: int) -> str:
@@ -119,8 +140,43 @@ def show(data: PerfData, addr: int, at: int | None = None, length: int = 32,
         code, insns, ambiguous, pokes = _read(history, addr, n, t, window_ns)
         out.append(Version(r.name, r.kind, r.start, r.end, r.born, r.died, r.prog_id, t,
                            code, insns, ambiguous, pokes))
+    out += _fill_versions(history, addr, at, length, regions)
+    out.sort(key=lambda v: -1 if v.born_ns is None else v.born_ns)
     if not out:
         out = _static_versions(history, addr, at, length, window_ns)
+    return out
+
+
+def _fill_versions(history: CodeHistory, addr: int, at: int | None, length: int,
+                   regions) -> list[Version]:
+    """Free bpf_prog_pack chunks at addr: with --at, the fill then (if no region held
+    it); without, before the first program there and after each one's free."""
+    layout = history.packs
+    if layout is None or layout.pack_of(addr) is None:
+        return []
+    if at is not None:
+        times = [] if regions else [at]
+    else:
+        every = history.versions(addr)
+        times = [r.died for r in every if r.died is not None]
+        if every and every[0].born is not None:
+            times.insert(0, every[0].born - 1)
+    out, seen = [], set()
+    for t in times:
+        f = layout.fill_at(addr, t)
+        if f is None or (f.since, f.until) in seen:
+            continue
+        seen.add((f.since, f.until))
+        n = min(length, f.end - addr)
+        insns = [f"{addr + k:#x}: int3" for k in range(n)]
+        if f.freed is not None:
+            inferred = {"change": "invalidated", "freed": f.freed.name,
+                        "after": f.interval[0], "by": f.interval[1]}
+        else:
+            inferred = {"change": "fill"}
+        out.append(Version("[bpf_prog_pack free]", "pack_free", f.start, f.end, f.since,
+                           f.until, f.freed.prog_id if f.freed else None, t,
+                           (b"\xcc" * n).hex(), insns, inferred=inferred))
     return out
 
 
