@@ -1,0 +1,85 @@
+"""A bpf_prog_pack workload, run under `textrace record` (on the host, or in the testbed):
+programs held while a storm of others is loaded and closed, and what the kernel itself
+reports about where they went.
+
+    python3 packs_workload.py OUT.json [--storm N] [--hold K] [--big]
+
+OUT.json: the held programs' JIT'd functions as the kernel reports them (jited_ksyms,
+lengths, while alive), /proc/vmallocinfo's bpf_prog_pack_alloc areas read with real
+addresses (kptr_restrict 1 for the read, then put back), and the load/close times.
+--big also loads a program whose JIT image is ~8 KiB (bigger than a one-page pack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, TESTS)
+
+from bpfprogs import EXIT, load_trivial, load_with_subprograms, mov_r0  # noqa: E402
+from textrace.bpf.prog_info import JIT_ARRAYS, read_prog_info  # noqa: E402
+from textrace.bpf.syscall import prog_load  # noqa: E402
+
+KPTR = "/proc/sys/kernel/kptr_restrict"
+
+
+def vmalloc_areas() -> list[dict]:
+    """bpf_prog_pack_alloc areas with their real addresses: %pK prints them only with
+    kptr_restrict 1 (and CAP_SYSLOG); 0 hashes them."""
+    with open(KPTR) as f:
+        old = f.read().strip()
+    try:
+        with open(KPTR, "w") as f:
+            f.write("1")
+        with open("/proc/vmallocinfo") as f:
+            lines = [ln for ln in f if "bpf_prog_pack_alloc" in ln]
+    finally:
+        with open(KPTR, "w") as f:
+            f.write(old)
+    out = []
+    for ln in lines:
+        parts = ln.split()
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        out.append({"start": lo, "end": hi, "size": int(parts[1])})
+    return out
+
+
+def funcs(fd: int) -> list[list[int]]:
+    return [[a, n] for a, n, _code in read_prog_info(fd, JIT_ARRAYS).funcs()]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--storm", type=int, default=2000)
+    ap.add_argument("--hold", type=int, default=3)
+    ap.add_argument("--big", action="store_true")
+    args = ap.parse_args()
+    held = [load_trivial(f"held{i}", i) for i in range(args.hold)]
+    held.append(load_with_subprograms(2, name="held_sub"))
+    if args.big:
+        held.append(prog_load(b"".join(mov_r0(k) for k in range(1500)) + EXIT,
+                              name="held_big"))
+    report = {"held": [funcs(fd) for fd in held]}
+    time.sleep(0.2)
+    t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    for _ in range(args.storm):
+        os.close(load_trivial("tr_pkstorm", 0))
+    report["storm"] = [t0, time.clock_gettime_ns(time.CLOCK_MONOTONIC)]
+    report["vmalloc"] = vmalloc_areas()
+    time.sleep(0.3)
+    for fd in held:
+        os.close(fd)
+    report["closed"] = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    with open(args.out, "w") as f:
+        json.dump(report, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
