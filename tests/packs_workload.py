@@ -28,16 +28,17 @@ from textrace.bpf.syscall import prog_load  # noqa: E402
 KPTR = "/proc/sys/kernel/kptr_restrict"
 
 
-def vmalloc_areas() -> list[dict]:
-    """bpf_prog_pack_alloc areas with their real addresses: %pK prints them only with
-    kptr_restrict 1 (and CAP_SYSLOG); 0 hashes them."""
+def vmalloc_areas(held: list[list[list[int]]]) -> list[dict]:
+    """The vmalloc areas of bpf_prog_pack_alloc (6.18: the caller named), and those holding
+    a held program's function (6.1 names module_alloc), with their real addresses: %pK
+    prints them only with kptr_restrict 1 (and CAP_SYSLOG); 0 hashes them."""
     with open(KPTR) as f:
         old = f.read().strip()
     try:
         with open(KPTR, "w") as f:
             f.write("1")
         with open("/proc/vmallocinfo") as f:
-            lines = [ln for ln in f if "bpf_prog_pack_alloc" in ln]
+            lines = f.readlines()
     finally:
         with open(KPTR, "w") as f:
             f.write(old)
@@ -45,7 +46,9 @@ def vmalloc_areas() -> list[dict]:
     for ln in lines:
         parts = ln.split()
         lo, hi = (int(x, 16) for x in parts[0].split("-"))
-        out.append({"start": lo, "end": hi, "size": int(parts[1])})
+        if "bpf_prog_pack_alloc" in ln or any(lo <= a < hi for prog in held
+                                               for a, _n in prog):
+            out.append({"start": lo, "end": hi, "size": int(parts[1]), "caller": parts[2]})
     return out
 
 
@@ -71,7 +74,7 @@ def main() -> int:
     for _ in range(args.storm):
         os.close(load_trivial("tr_pkstorm", 0))
     report["storm"] = [t0, time.clock_gettime_ns(time.CLOCK_MONOTONIC)]
-    report["vmalloc"] = vmalloc_areas()
+    report["vmalloc"] = vmalloc_areas(report["held"])
     time.sleep(0.3)
     for fd in held:
         os.close(fd)

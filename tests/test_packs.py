@@ -123,7 +123,8 @@ def test_show_after_a_free_gives_int3_with_the_interval(recorded):
     before = [json.loads(ln) for ln in textrace("show", hex(addr), "--at", str(pl["time"] - 1),
                                                 "-i", path, "--json").stdout.splitlines()]
     assert [v["kind"] for v in before] == ["pack_free"]
-    assert before[0]["bytes"] == "cc" * 32 and before[0]["inferred"]["change"] == "fill"
+    assert set(bytes.fromhex(before[0]["bytes"])) == {0xCC}   # up to the next placement
+    assert before[0]["inferred"]["change"] == "fill"
     after = [json.loads(ln) for ln in textrace("show", hex(addr), "--at", str(pl["freed"] + 1),
                                                "-i", path, "--json").stdout.splitlines()]
     assert len(after) == 1 and after[0]["kind"] == "pack_free"

@@ -70,7 +70,7 @@ def vmalloc_areas(path: str = VMALLOCINFO) -> list[dict]:
     try:
         with open(path) as f:
             for line in f:
-                if "bpf_prog_pack_alloc" not in line and "bpf_jit_alloc_exec" not in line:
+                if "bpf_prog_pack_alloc" not in line:
                     continue
                 parts = line.split()
                 lo = int(parts[0].split("-")[0], 16)
@@ -114,6 +114,7 @@ class PackWatch:
     events: list[tuple[int, int, int, str, bool]] = field(default_factory=list)
     vmalloc: list[dict] = field(default_factory=list)
     snapshot_bytes: int = 0
+    pack_size: int | None = None
     failures: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -190,8 +191,25 @@ class PackWatch:
             if not got:
                 break
             hi += PAGE
+        n, _t, name, _k = self.live[addr]
+        size = self._pack_size()
+        if size and hi - lo > size and allocation_of(addr, n)[1] <= size:
+            # kcore (6.1) read a page before this pack as mapped; the page after it is its
+            # own guard page, never mapped: the pack ends there
+            lo = hi - size
         self.packs.append((lo, hi - lo, self.clock()))
         self._snapshot(lo, hi - lo, "found")
+
+    def _pack_size(self) -> int | None:
+        """BPF_PROG_PACK_SIZE, from /proc/vmallocinfo: its smallest bpf_prog_pack_alloc
+        area less the guard page (sizes are shown even where addresses are hashed)."""
+        if self.pack_size is None:
+            areas = [a["size"] for v in self.vmalloc for a in v["areas"]] or \
+                [a["size"] for a in vmalloc_areas()]
+            areas = [a for a in areas if a > PAGE]
+            if areas:
+                self.pack_size = min(areas) - PAGE
+        return self.pack_size
 
     def _mapped(self, page: int) -> bool | None:
         """Whether the page is mapped; None when the reader could not tell (the capture

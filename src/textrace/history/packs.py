@@ -3,10 +3,11 @@ each was when, how fragmented, and whether freed code was really gone.
 
 The kernel's rules (kernel/bpf/core.c, checked on 6.1 and 6.18):
 - a pack is one executable vmalloc area of BPF_PROG_PACK_SIZE, handed out in 64-byte chunks
-  first-fit from a bitmap (bpf_prog_pack_alloc); 6.18: SZ_2M * num_possible_nodes(); 6.1:
-  2 MiB * online nodes where module_alloc gives huge pages, else one page (x86 does not:
-  4 KiB packs there).  It is filled with INT3 when allocated and freed when its last chunk
-  is (bpf_prog_pack_free).  An allocation bigger than a pack gets its own area.
+  first-fit from a bitmap (bpf_prog_pack_alloc); 6.18: SZ_2M * num_possible_nodes(); 6.1
+  as Debian ships it: 2 MiB too (/proc/vmallocinfo's bpf_prog_pack_alloc area; kernels
+  that chose the size at boot used one page where huge vmalloc was missing).  It is filled
+  with INT3 when allocated and freed when its last chunk is (bpf_prog_pack_free).  An
+  allocation bigger than a pack gets its own area.
 - a JIT'd function's allocation starts with struct bpf_binary_header {u32 size; image[]
   aligned 8}, chunk-aligned, and the image the KSYMBOL names starts 8 + 0..55 random bytes
   in (bpf_jit_binary_pack_alloc), so the header is the image's address rounded down to 64;
@@ -321,7 +322,14 @@ def build_layout(regions: list[Region], entries: list[dict],
             pack.foreign = first & last & ~covered
             extra = last & ~alive_end & ~pack.foreign
             pack.unaccounted = _runs(extra, pack.start)
-    checks = [_check(e, allocs, images or {}) for e in entries if e["t"] == "freed"]
+    by_start = sorted(allocs, key=lambda a: a.start)
+    index = ([a.start for a in by_start], by_start,
+             max((a.size for a in allocs if a.size <= pack_size), default=0))
+    old = {}
+    for prog_funcs in (images or {}).values():
+        for addr, code in prog_funcs:
+            old[(addr, len(code))] = code
+    checks = [_check(e, index, old) for e in entries if e["t"] == "freed"]
     for c in checks:
         pack = next((p for p in ordered if p.start <= c.start < p.end), None)
         if pack is not None:
@@ -336,7 +344,7 @@ def _runs(mask: np.ndarray, base: int) -> list[tuple[int, int]]:
             for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))]
 
 
-def _check(e: dict, allocs: list[Allocation], images: dict) -> FreedCheck:
+def _check(e: dict, index, images: dict) -> FreedCheck:
     """The verdict on one freed range, with the whole recording known: every byte of the
     last read INT3, or inside an allocation announced after the unload (its chunks were
     handed on), or else stale: the freed program's own bytes (old code) or code no
@@ -357,9 +365,12 @@ def _check(e: dict, allocs: list[Allocation], images: dict) -> FreedCheck:
     if ok.all():
         c.verdict = "invalidated"
         return c
-    for a in allocs:
-        if a.born is not None and a.born > c.unloaded and a.start < c.start + len(data) \
-                and c.start < a.end:
+    import bisect
+    starts, by_start, longest = index
+    hi = bisect.bisect_left(starts, c.start + len(data))
+    lo = bisect.bisect_left(starts, c.start - longest)
+    for a in by_start[lo:hi]:
+        if a.born is not None and a.born > c.unloaded and c.start < a.end:
             ok[max(a.start, c.start) - c.start:min(a.end, c.start + len(data)) - c.start] = True
     if ok.all():
         c.verdict = "reused"
@@ -367,11 +378,7 @@ def _check(e: dict, allocs: list[Allocation], images: dict) -> FreedCheck:
     if c.state == "pending":
         c.verdict = "unchecked"   # the recording ended inside the kernel's grace period
         return c
-    old = None
-    for prog_funcs in images.values():
-        for addr, code in prog_funcs:
-            if addr == c.addr and len(code) == c.len:
-                old = code
+    old = images.get((c.addr, c.len))
     off = c.addr - c.start
     if old is not None and data[off:off + len(old)] == old:
         c.verdict = "old code"

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..history.packs import CHUNK, Pack, PackLayout, build_layout
-from ..perf.private import Kind, private_section, unpack_packs_entries
 from ..perf.reader import PerfData
 
 
@@ -61,16 +60,9 @@ def load_layout(data: PerfData) -> tuple[PackLayout, list]:
     """The recording's pack layout, and its programs (views.show.load_history)."""
     from .show import load_history
     history, programs = load_history(data)
-    section = private_section(data)
-    entries = []
-    if section is not None:
-        for blob in section.get(Kind.PACKS):
-            entries += unpack_packs_entries(blob, file=data.path)
-    images: dict[int, list] = {}
-    for im in history.images:
-        if im.source.startswith("bpf:"):
-            images.setdefault(int(im.source[4:]), []).append((im.addr, im.data))
-    return build_layout(history.table.regions, entries, images), programs
+    if history.packs is None:  # not recorded by textrace: what the records alone give
+        return build_layout(history.table.regions, []), programs
+    return history.packs, programs
 
 
 def pack_row(pack: Pack) -> PackRow:
