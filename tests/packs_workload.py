@@ -2,12 +2,14 @@
 programs held while a storm of others is loaded and closed, and what the kernel itself
 reports about where they went.
 
-    python3 packs_workload.py OUT.json [--storm N] [--hold K] [--big]
+    python3 packs_workload.py OUT.json [--storm N] [--hold K] [--big] [--fragment N]
 
 OUT.json: the held programs' JIT'd functions as the kernel reports them (jited_ksyms,
 lengths, while alive), /proc/vmallocinfo's bpf_prog_pack_alloc areas read with real
 addresses (kptr_restrict 1 for the read, then put back), and the load/close times.
---big also loads a program whose JIT image is ~8 KiB (bigger than a one-page pack).
+--big also loads a program whose JIT image is ~7 KiB.  --fragment N first loads N programs
+of 1-64 instructions and holds them, closes every other one, then loads N/4 bigger ones
+that fit none of the holes (the picture in the README).
 """
 
 from __future__ import annotations
@@ -62,7 +64,18 @@ def main() -> int:
     ap.add_argument("--storm", type=int, default=2000)
     ap.add_argument("--hold", type=int, default=3)
     ap.add_argument("--big", action="store_true")
+    ap.add_argument("--fragment", type=int, default=0)
     args = ap.parse_args()
+    if args.fragment:
+        frag = [prog_load(b"".join(mov_r0(k) for k in range(1 + i % 64)) + EXIT,
+                          name="tr_frag") for i in range(args.fragment)]
+        time.sleep(0.2)
+        for fd in frag[::2]:
+            os.close(fd)
+        time.sleep(0.3)
+        frag = frag[1::2] + [prog_load(b"".join(mov_r0(k) for k in range(200)) + EXIT,
+                                       name="tr_frag_big") for _ in range(args.fragment // 4)]
+        time.sleep(0.3)
     held = [load_trivial(f"held{i}", i) for i in range(args.hold)]
     held.append(load_with_subprograms(2, name="held_sub"))
     if args.big:
@@ -76,7 +89,7 @@ def main() -> int:
     report["storm"] = [t0, time.clock_gettime_ns(time.CLOCK_MONOTONIC)]
     report["vmalloc"] = vmalloc_areas(report["held"])
     time.sleep(0.3)
-    for fd in held:
+    for fd in held + (frag if args.fragment else []):
         os.close(fd)
     report["closed"] = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     with open(args.out, "w") as f:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import FormatError
 from ..history.build import build_history, kernel_code_images, unreported_windows
 from ..history.code_history import INT3_WINDOW_NS, CodeHistory, Image, UnknownCode
-from ..perf.abi import RecordType
 from ..history.packs import build_layout
+from ..perf.abi import RecordType
 from ..perf.private import Kind, private_section, unpack_packs_entries
 from ..perf.reader import PerfData
 from .progs import capture_outcomes, captured_programs
@@ -90,7 +91,11 @@ def pack_layout(data: PerfData, history: CodeHistory, section):
     for im in history.images:
         if im.source.startswith("bpf:"):
             images.setdefault(int(im.source[4:]), []).append((im.addr, im.data))
-    return build_layout(history.table.regions, entries, images)
+    try:
+        return build_layout(history.table.regions, entries, images)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise FormatError(f"textrace's bpf_prog_pack entries are malformed ({type(e).__name__}: "
+                          f"{e})", file=data.path, field="textrace.packs") from None
 
 
 def _line(history: CodeHistory, insn, t: int) -> str:
