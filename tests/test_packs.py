@@ -147,3 +147,19 @@ def test_text_output_names_each_pack(recorded):
         assert f"pack {p['start']:#x}" in out
     assert f"{recorded['summary']['freed_checked']}/{recorded['summary']['freed']} freed " \
            f"ranges checked, 0 stale" in out
+
+
+def test_a_damaged_pack_entry_is_a_one_line_error(recorded, tmp_path):
+    """The packs entry of the real recording, cut short inside a line: packs says which
+    file and field, exit 2, no traceback."""
+    from textrace.perf.private import (FEATURE_BIT, Kind, PrivateSection, private_section,
+                                       unpack_packs_entries)
+    from textrace.perf.reader import PerfData
+    from textrace.errors import FormatError
+    blob = private_section(PerfData.open(str(recorded["dir"] / "packs.data"))).get(
+        Kind.PACKS)[0]
+    with pytest.raises(FormatError) as e:
+        unpack_packs_entries(blob[:len(blob) // 2] + b"\n{", file="x.data")
+    assert "x.data" in str(e.value) and "textrace.packs" in str(e.value)
+    assert FEATURE_BIT == 255 and isinstance(PrivateSection.parse(
+        PrivateSection([(Kind.PACKS, blob)]).pack()), PrivateSection)

@@ -338,6 +338,13 @@ def cmd_record(args) -> int:
                                        + ", ".join(f"{n} {why}" for why, n in
                                                    code["failures"].items())
                                        if failed else ""), file=sys.stderr)
+    packs = summary.packs
+    if packs.get("freed"):
+        states = packs["states"]
+        print(f"textrace: bpf_prog_pack: {packs['packs']} packs found, {packs['freed']} freed "
+              f"ranges re-read: " + ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
+              + (" (textrace packs lists them)" if states.get("stale") else ""),
+              file=sys.stderr)
     if summary.unreported:
         print(f"textrace: {summary.unreported} code changes the kernel did not report "
               f"(JIT images re-read; written as TEXT_POKE records)", file=sys.stderr)
