@@ -154,18 +154,12 @@ def show(data: PerfData, addr: int, at: int | None = None, length: int = 32,
 
 def _fill_versions(history: CodeHistory, addr: int, at: int | None, length: int,
                    regions) -> list[Version]:
-    """Free bpf_prog_pack chunks at addr: with --at, the fill then (if no region held
-    it); without, before the first program there and after each one's free."""
+    """Free bpf_prog_pack chunks at addr with --at: the fill then, if no region held it
+    (without --at the versions are the code that was there, as before)."""
     layout = history.packs
-    if layout is None or layout.pack_of(addr) is None:
+    if layout is None or at is None or regions or layout.pack_of(addr) is None:
         return []
-    if at is not None:
-        times = [] if regions else [at]
-    else:
-        every = history.versions(addr)
-        times = [r.died for r in every if r.died is not None]
-        if every and every[0].born is not None:
-            times.insert(0, every[0].born - 1)
+    times = [at]
     out, seen = [], set()
     for t in times:
         f = layout.fill_at(addr, t)
