@@ -32,13 +32,10 @@ import time as _time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .bpf.pack import CHUNK, HEADER, INT3, PAGE, allocation_of
 from .errors import TextraceError
 from .perf.private import Kind, PrivateSection, pack_packs_entries
 
-CHUNK = 64                 # BPF_PROG_CHUNK_SIZE
-HEADER = 8                 # struct bpf_binary_header { u32 size; u8 image[] __aligned(8); }
-INT3 = 0xCC
-PAGE = 4096
 MAX_PROBE_PAGES = 2048     # an allocation is looked for this far (8 MiB) on either side
 GIVE_UP_NS = 5 * 10**9     # a freed range still holding old code this long after: stale
 FINISH_WAIT_S = 3.0        # at the end, how long pending ranges are waited for
@@ -49,17 +46,6 @@ _MAX = 1 << 64
 PROBE_BYTES = 64           # read of a page to tell whether it is mapped
 READ_TRIES = 4
 UNMAPPED = object()
-
-
-def allocation_of(addr: int, length: int) -> tuple[int, int]:
-    """(header address, estimated allocation size) of a JIT image at addr of length bytes:
-    bpf_jit_binary_pack_alloc puts the image 8 + a random 0..55 bytes into a chunk-aligned
-    allocation of round_up(proglen + 8 + 16, 64) bytes (proglen: the image rounded to 4 for
-    the x86 exception table, plus the table, which the KSYMBOL does not count)."""
-    hdr = addr & ~(CHUNK - 1)
-    size = -(-(((length + 3) & ~3) + HEADER + 16) // CHUNK) * CHUNK
-    end = -(-(addr + length - hdr) // CHUNK) * CHUNK
-    return hdr, max(size, end)
 
 
 def vmalloc_areas(path: str = VMALLOCINFO) -> list[dict]:

@@ -27,23 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..bpf.pack import CHUNK, INT3, PAGE, allocation_of
 from .regions import Region
 
-CHUNK = 64
-HEADER = 8
-INT3 = 0xCC
-PAGE = 4096
 DEFAULT_PACK_SIZE = 2 << 20
 _NEVER = -(1 << 62)
 _FOREVER = 1 << 62
-
-
-def allocation_of(addr: int, length: int) -> tuple[int, int]:
-    """(header address, estimated size) of a JIT image (see freed.allocation_of)."""
-    hdr = addr & ~(CHUNK - 1)
-    size = -(-(((length + 3) & ~3) + HEADER + 16) // CHUNK) * CHUNK
-    end = -(-(addr + length - hdr) // CHUNK) * CHUNK
-    return hdr, max(size, end)
 
 
 @dataclass(frozen=True)
