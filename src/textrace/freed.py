@@ -45,6 +45,7 @@ VMALLOCINFO = "/proc/vmallocinfo"
 _MAX = 1 << 64
 PROBE_BYTES = 64           # read of a page to tell whether it is mapped
 READ_TRIES = 4
+HEADER_TRIES = 5           # rounds a live image's header read is tried again
 UNMAPPED = object()
 
 
@@ -92,7 +93,8 @@ class PackWatch:
     unavailable: str | None = None
     packs: list[tuple[int, int, int]] = field(default_factory=list)  # start, size, time
     snapshots: list[dict] = field(default_factory=list)
-    headers: dict[int, int] = field(default_factory=dict)  # hdr -> u32 size read
+    # registration index -> (image addr, hdr, the header's u32 size, when it was read)
+    headers: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
     live: dict[int, tuple[int, int, str, int]] = field(default_factory=dict)  # addr -> ...
     registered: list[tuple[int, int, int]] = field(default_factory=list)  # time, hdr, end
     pending: list[Freed] = field(default_factory=list)
@@ -101,6 +103,7 @@ class PackWatch:
     vmalloc: list[dict] = field(default_factory=list)
     snapshot_bytes: int = 0
     pack_size: int | None = None
+    header_retry: dict[int, int] = field(default_factory=dict)  # image addr -> tries
     failures: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -128,6 +131,10 @@ class PackWatch:
                 hdr, size = self._extent(addr, n, name)
                 self.registered.append((t, hdr, hdr + size))
                 fresh.append(addr)
+        retry, self.header_retry = self.header_retry, {}
+        for addr, tries in retry.items():  # header reads that did not arrive last time
+            if addr in self.live and addr not in fresh:
+                self._read_header(addr, tries)
         for addr in fresh:
             if addr in self.live:
                 self._learn(addr)
@@ -135,26 +142,35 @@ class PackWatch:
 
     def _extent(self, addr: int, n: int, name: str) -> tuple[int, int]:
         if name.startswith("bpf_prog_"):
-            hdr, size = allocation_of(addr, n)
-            return hdr, self.headers.get(hdr, size)
+            return allocation_of(addr, n)
         return addr, -(-n // CHUNK) * CHUNK   # trampolines, dispatchers: no header
 
     def _learn(self, addr: int) -> None:
         """A new image still alive after its batch: its pack, and its header's size."""
-        n, _t, name, _k = self.live[addr]
+        n, t, name, k = self.live[addr]
         if self.memory is None:
             return
         if not any(s <= addr < s + size for s, size, _ in self.packs):
             self._probe(addr)
         if name.startswith("bpf_prog_"):
-            hdr, est = allocation_of(addr, n)
-            got = self._read(hdr, HEADER)
-            if got is not None:
-                size = int.from_bytes(got[:4], "little")
-                # a header, not fill or another program's code: chunks, and the image fits
-                if size % CHUNK == 0 and size >= est - CHUNK and hdr + size >= addr + n \
-                        and size <= 1 << 30:
-                    self.headers[hdr] = size
+            self._read_header(addr, 0)
+
+    def _read_header(self, addr: int, tries: int) -> None:
+        n, t, _name, k = self.live[addr]
+        hdr, est = allocation_of(addr, n)
+        got = self._try_read(hdr, HEADER)
+        if got is None:
+            if tries < HEADER_TRIES:
+                self.header_retry[addr] = tries + 1   # the ring was full: next round
+            return
+        if got is UNMAPPED:
+            return
+        size = int.from_bytes(got[:4], "little")
+        # a header, not fill or another program's code: chunks, and the image fits
+        if size % CHUNK == 0 and size >= est - CHUNK and hdr + size >= addr + n \
+                and size <= 1 << 30:
+            self.headers[k] = (addr, hdr, size, self.clock())
+            self.registered[k] = (t, hdr, hdr + size)
 
     def _probe(self, addr: int) -> None:
         """The mapped extent around addr, page by page: one vmalloc area (see above)."""
@@ -255,8 +271,16 @@ class PackWatch:
     def _freed(self, addr: int, got: tuple[int, int, str, int], t: int) -> None:
         n, _born, name, k = got
         _t, hdr, end = self.registered[k]
-        source = "header" if name.startswith("bpf_prog_") and hdr in self.headers else \
-            ("estimate" if name.startswith("bpf_prog_") else "ksymbol")
+        source = "ksymbol"
+        if name.startswith("bpf_prog_"):
+            source = "estimate"
+            header = self.headers.get(k)
+            if header is not None and header[3] < t:
+                source = "header"
+            else:  # read after the free (another program's header?): not this one's
+                hdr, size = allocation_of(addr, n)
+                end = hdr + size
+                self.headers.pop(k, None)
         if not name.startswith("bpf_prog_") and not any(
                 s <= addr < s + size for s, size, _ in self.packs):
             return  # out-of-line code outside every pack (a trampoline on 6.1): its own
@@ -326,7 +350,8 @@ class PackWatch:
         out += [{"t": "pack", "start": s, "size": n, "time": t, "how": "probe"}
                 for s, n, t in self.packs]
         out += self.snapshots
-        out += [{"t": "header", "hdr": h, "size": n} for h, n in self.headers.items()]
+        out += [{"t": "header", "addr": a, "hdr": h, "size": n, "time": t}
+                for a, h, n, t in self.headers.values()]
         for f in self.done:
             out.append({"t": "freed", "addr": f.addr, "len": f.len, "name": f.name,
                         "hdr": f.hdr, "size": f.size, "size_source": f.size_source,

@@ -31,6 +31,7 @@ from ..bpf.pack import CHUNK, INT3, PAGE, allocation_of
 from .regions import Region
 
 DEFAULT_PACK_SIZE = 2 << 20
+HEADER_SLACK_NS = 10_000_000
 _NEVER = -(1 << 62)
 _FOREVER = 1 << 62
 
@@ -237,7 +238,10 @@ def build_layout(regions: list[Region], entries: list[dict],
     `entries` the recorder's Kind.PACKS entries, `images` each captured program's
     functions (prog id -> [(addr, code)]) to tell old code in a freed range."""
     probes = [e for e in entries if e["t"] == "pack"]
-    headers = {e["hdr"]: e["size"] for e in entries if e["t"] == "header"}
+    headers: dict[int, list[tuple[int, int]]] = {}   # image addr -> [(read time, size)]
+    for e in entries:
+        if e["t"] == "header":
+            headers.setdefault(e["addr"], []).append((e["time"], e["size"]))
     vmalloc = [e for e in entries if e["t"] == "vmalloc"]
     info = next((e for e in entries if e["t"] == "info"), {})
     allocs = []
@@ -245,8 +249,14 @@ def build_layout(regions: list[Region], entries: list[dict],
         if r.kind == "bpf":
             hdr, size = allocation_of(r.start, r.end - r.start)
             source = "estimate"
-            if hdr in headers and headers[hdr] >= size - CHUNK:
-                size, source = headers[hdr], "header"
+            # the header read while this program lived (a read after its free may be of
+            # the next program's); the recorder reads it after the batch with the KSYMBOL,
+            # which may end before the BPF_EVENT that dates the load
+            got = [n for t, n in sorted(headers.get(r.start, ()), reverse=True)
+                   if (r.born is None or t >= r.born - HEADER_SLACK_NS)
+                   and (r.died is None or t < r.died) and n >= size - CHUNK]
+            if got:
+                size, source = got[0], "header"
             allocs.append(Allocation(hdr, size, r.start, r.end - r.start, r.name, "bpf",
                                      r.prog_id, r.born, r.died, source))
         elif r.kind == "ool" and r.name.startswith("bpf_"):
