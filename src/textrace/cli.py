@@ -230,6 +230,13 @@ def cmd_show(args) -> int:
             print(f"    at {format_time(v.at_ns)}" + (
                 "  AMBIGUOUS: mid-way through a text poke (INT3 protocol); the bytes may be "
                 "the old ones, 0xcc and a tail, or the new ones" if v.ambiguous else ""))
+        if v.inferred and v.inferred["change"] == "invalidated":
+            by = v.inferred["by"]
+            print(f"    INT3 written by the kernel's free of {v.inferred['freed']} (no record "
+                  f"reports it): after {format_time(v.inferred['after'])}, by "
+                  f"{format_time(by) if by else '? (not read)'}")
+        elif v.inferred:
+            print("    INT3: the fill of a bpf_prog_pack chunk nothing was placed in yet")
         for p in v.pokes:
             print(f"    poke at {format_time(p['time'])} {p['addr']:#x}: {p['old']} -> "
                   f"{p['new']}, window {format_time(p['window'][0])} .. "
@@ -355,6 +362,64 @@ def _print_columns(result) -> None:
         out.write("\n".join(chunk) + "\n")
 
 
+def cmd_packs(args) -> int:
+    from .views.events import format_time
+    from .views.packs import load_layout, pack_rows, plot, summary
+    data = _open(args)
+    layout, _programs = load_layout(data)
+    rows = pack_rows(layout)
+    total = summary(layout, rows)
+    if args.plot:
+        plot(layout, args.plot, args.at or None)
+        os.chmod(args.plot, 0o600)  # it shows kernel addresses
+    if args.json:
+        for r in rows:
+            sys.stdout.write(json.dumps(r.to_dict(), separators=(",", ":")) + "\n")
+        sys.stdout.write(json.dumps(total, separators=(",", ":")) + "\n")
+        _warn_damage(data)
+        return 0
+
+    def when(t):
+        return "before" if t is None else format_time(t)
+
+    for r in rows:
+        print(f"pack {r.start:#x}-{r.start + r.size:#x} ({r.size >> 10} KiB, "
+              f"{'probed' if r.source == 'probe' else 'inferred, aligned'}): "
+              f"{r.programs} JIT images" + (f", {r.ool} trampolines/dispatchers"
+                                             if r.ool else "") + " placed")
+        print(f"  peak {r.peak_bytes} B in use ({r.peak_chunks} chunks, "
+              f"{r.peak_bytes * 100 / r.size:.2f} %) at {when(r.peak_time)}, largest free run "
+              f"then {r.largest_free_run} B; at the end {r.end_bytes} B, largest free run "
+              f"{r.largest_free_run_end} B" + (f"; {r.foreign_bytes} B held by code no "
+                                                f"KSYMBOL names" if r.foreign_bytes else ""))
+        verdicts = ", ".join(f"{k} {n}" for k, n in sorted(r.verdicts.items()))
+        print(f"  freed ranges: {r.freed}, checked {r.freed_checked}, stale {r.stale}" +
+              (f" ({verdicts})" if verdicts else ""))
+        for s in r.stale_ranges:
+            print(f"  STALE {s['start']:#x}+{s['size']} {s['name']}: {s['verdict']} "
+                  f"{(s['last_read'] or 0) - s['unloaded']} ns after its unload")
+        for lo, hi in r.unaccounted:
+            print(f"  UNREPORTED code at {lo:#x}-{hi:#x} at the end: no KSYMBOL accounts "
+                  f"for it")
+        shown = r.placements if args.all else r.placements[:args.limit]
+        for p in shown:
+            print(f"    {when(p.time):>16} .. {when(p.freed) if p.freed else 'end':<16} "
+                  f"+{p.offset:#08x} {p.size:>6} B  {p.name}" +
+                  (f" (prog {p.prog_id})" if p.prog_id is not None else ""))
+        if len(shown) < len(r.placements):
+            print(f"    ... {len(r.placements) - len(shown)} more (--all)")
+    for a in total["too_big"]:
+        print(f"too big for a pack: {a['name']} at {a['start']:#x}, {a['size']} B "
+              f"(its own allocation)")
+    print(f"{total['packs']} packs of {total['pack_size'] >> 10} KiB "
+          f"({total['pack_size_source']}), {total['programs']} JIT images placed, "
+          f"{total['freed_checked']}/{total['freed']} freed ranges checked, "
+          f"{total['stale']} stale" + (f", read through {total['reader']}"
+                                       if total['reader'] else ""))
+    _warn_damage(data)
+    return 0
+
+
 def cmd_record(args) -> int:
     from .record import CLOCKS, Recorder, RecordOptions
     clockid = CLOCKS.get(args.clockid) if not args.clockid.isdigit() else int(args.clockid)
@@ -394,6 +459,13 @@ def cmd_record(args) -> int:
                                        + ", ".join(f"{n} {why}" for why, n in
                                                    code["failures"].items())
                                        if failed else ""), file=sys.stderr)
+    packs = summary.packs
+    if packs.get("freed"):
+        states = packs["states"]
+        print(f"textrace: bpf_prog_pack: {packs['packs']} packs found, {packs['freed']} freed "
+              f"ranges re-read: " + ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
+              + (" (textrace packs lists them)" if states.get("stale") else ""),
+              file=sys.stderr)
     if summary.unreported:
         print(f"textrace: {summary.unreported} code changes the kernel did not report "
               f"(JIT images re-read; written as TEXT_POKE records)", file=sys.stderr)
@@ -486,6 +558,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long before and after a poke's time its bytes may be mid-change "
                         "(the INT3 protocol; default 10000 ns)")
     p.set_defaults(func=cmd_pokes)
+
+    p = sub.add_parser("packs", help="bpf_prog_pack: packs, placements, occupancy, "
+                                     "fragmentation, freed code checked for staleness")
+    _add_input(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per pack, then a "
+                                                       "summary")
+    p.add_argument("--plot", metavar="FILE.png", help="draw occupancy and chunk maps")
+    p.add_argument("--at", type=int, action="append", metavar="NS",
+                   help="a time (ns) for a chunk map in the plot (repeatable; default the "
+                        "peak and the end)")
+    p.add_argument("--limit", type=int, default=20, help="placements listed per pack")
+    p.add_argument("--all", action="store_true", help="list every placement")
+    p.set_defaults(func=cmd_packs)
 
     p = sub.add_parser("progs", help="BPF programs seen: lifetimes, captures, failures")
     _add_input(p)

@@ -35,7 +35,7 @@ RECORD_INFO_KEYS: dict[str, Any] = {
     "total_mem_kb": _INT, "cmdline": list, "event_names": list, "clockid_res_ns": _INT,
     "tod_ns": _INT, "clockid_ns": _INT, "programs_seen": _INT, "programs_captured": _INT,
     "programs_failed": _INT, "finished": bool, "recovered": list,
-    "capture_note": (str, type(None)),
+    "capture_note": (str, type(None)), "packs": dict,
 }
 _UNREPORTED = {"prog_id": int, "addr": int, "old": str, "new": str, "after": int,
                "seen": int}
@@ -164,10 +164,25 @@ def decode_capture(data: bytes, *, file=None, offset: int = 0):
     return ProgCapture.decode(data, file=file, offset=offset)
 
 
+def encode_packs(entries: list[dict]) -> bytes:
+    """Kind.PACKS: one JSON object a line, each with "t" saying what it is (vmalloc, pack,
+    snapshot, header, freed, info; see freed.py)."""
+    return b"\n".join(json.dumps(e, separators=(",", ":")).encode() for e in entries)
+
+
+def decode_packs(data: bytes, *, file=None, offset: int = 0) -> list[dict]:
+    """Kind.PACKS (freed.py): JSON lines, each an object whose "t" says what it is."""
+    out = []
+    for pos, line in _lines(data):
+        d = parse_json(line, {"t": str}, file=file, offset=offset + pos, entry="PACKS")
+        out.append(d)
+    return out
+
+
 DECODERS = {Kind.CAPTURES: decode_captures, Kind.KALLSYMS: decode_kallsyms,
             Kind.KERNEL_CODE: decode_kernel_code, Kind.RECORD_INFO: decode_record_info,
             Kind.UNREPORTED: decode_unreported, Kind.CAPTURE: decode_capture,
-            Kind.BTF: decode_btf}
+            Kind.BTF: decode_btf, Kind.PACKS: decode_packs}
 
 
 def decode(kind: int, data: bytes, *, file=None, offset: int = 0):

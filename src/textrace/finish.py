@@ -140,6 +140,7 @@ class _Collector:
         self.kallsyms: bytes | None = None
         self.kernel_code = tempfile_list()
         self.unreported: list[bytes] = []
+        self.others: list[tuple[int, bytes]] = []
         self.damage: list[str] = []
 
     def take(self, entry, path: str) -> None:
@@ -160,6 +161,8 @@ class _Collector:
             self.kernel_code.add(entry.data)
         elif entry.kind == Kind.UNREPORTED:
             self.unreported += [json.dumps(d, separators=(",", ":")).encode() for d in value]
+        elif entry.kind != Kind.CAPTURES:  # PACKS, and kinds a newer writer added: as they are
+            self.others.append((entry.kind, entry.data))
 
     def _capture(self, blob: bytes, path: str, offset: int) -> None:
         """Copies the parts of one CAPTURE entry (capture.py) without decoding the info."""
@@ -222,7 +225,7 @@ class _Collector:
     def write_private(self, outcomes, btf_held) -> None:
         """textrace's section, entry by entry (perf/private.py's layout)."""
         from .entries import encode_record_info
-        from .perf.private import ENTRY, MAGIC, ZSTD
+        from .perf.private import COMPRESSED, ENTRY, MAGIC, ZSTD
         fd = self.fd
         _write_all(fd, MAGIC)
 
@@ -244,6 +247,12 @@ class _Collector:
         self.report.unreported = len(self.unreported)
         if self.unreported:
             entry(Kind.UNREPORTED, b"\n".join(self.unreported))
+        for kind, blob in self.others:
+            if kind in COMPRESSED:
+                import zstandard
+                entry(kind, zstandard.ZstdCompressor(level=3).compress(blob), ZSTD)
+            else:
+                entry(kind, blob)
         info = dict(self.info)
         info["finished"] = True
         if self.report.damage:

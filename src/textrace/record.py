@@ -44,6 +44,7 @@ from .bpf.btf import Btf, read_btf
 from .bpf.syscall import IdPoller, NoSuchObject, next_ids, prog_fd_by_id
 from .capture import ProgCapture
 from .errors import TextraceError
+from .freed import PackWatch
 from .kernel_code import MAX_READ, CodeReads, function_extent, open_kernel_memory
 from .perf import live
 from .perf.abi import (BpfEventType, KsymbolType, MISC_KERNEL, RecordType,
@@ -104,6 +105,7 @@ class RecordSummary:
     code: dict = field(default_factory=dict)  # CodeReads.summary()
     unreported: int = 0              # code changes no TEXT_POKE reported
     kernel_lost: int = 0             # capture chunks the kernel's ring could not take
+    packs: dict = field(default_factory=dict)  # PackWatch.summary()
 
 
 def clock_ns(clockid: int) -> int:
@@ -304,6 +306,7 @@ class Recorder:
         self.lost_written = (0, 0)            # (lost records, refused chunks) streamed
         self.recheck_due: int | None = None   # a prog-array update's time, not yet checked
         self.text_bounds: tuple[int, int] | None = None  # _text, _etext (from kallsyms)
+        self.packs: PackWatch | None = None   # bpf_prog_pack extents, freed code (freed.py)
 
     def now(self) -> int:
         return clock_ns(self.opts.clockid)
@@ -461,6 +464,8 @@ class Recorder:
             recs.append(BpfEventRecord(event_type=BpfEventType.PROG_LOAD, flags=0,
                                        prog_id=prog_id, tag=cap.info.tag, sample_id=sid))
             synthesized.append((prog_id, recs))
+            for r in recs[:-1]:
+                self.packs.on_ksymbol(0, r.addr, r.len, r.name, False)
         first_round = self._read_rings()
         announced = {struct.unpack_from("<I", raw, 12)[0] for raw in first_round
                      if struct.unpack_from("<IxxxxH", raw, 0) == (RecordType.BPF_EVENT,
@@ -527,6 +532,7 @@ class Recorder:
                 batch.append(raw)
         for addr, n in registered.items():  # no record carries their bytes
             self.code.read(addr, n)
+        self.packs.poll()
         self._read_held()
         if self.kernel is not None:
             for kc in self.kernel.poll():
@@ -553,6 +559,9 @@ class Recorder:
         trampolines) goes in `registered`, to be read after the batch; code unregistered
         in the same batch is gone.  Programs are captured on their own."""
         addr, n, _ktype, flags = struct.unpack_from("<QIHH", raw, 8)
+        self.packs.on_ksymbol(self._time_of(raw), addr, n,
+                              raw[24:raw.index(b"\0", 24)].decode(errors="replace"),
+                              bool(flags & 1))
         if flags & 1:  # PERF_RECORD_KSYMBOL_FLAGS_UNREGISTER
             registered.pop(addr, None)
         elif raw[24:33] != b"bpf_prog_":
@@ -639,6 +648,8 @@ class Recorder:
         self._start_kernel_capture()  # before the events: its calibration load is not ours
         self.code = CodeReads(*open_kernel_memory(self.kernel), clock=self.now,
                               sink=self._code_read)
+        self.packs = PackWatch(self.code.memory, self.now, self.code.unavailable)
+        self.packs.start()
         self.open_events()
         if self.summary.capture_note and self.notice:  # once the events opened: a refusal
             self.notice(self.summary.capture_note)     # there is the one line to print
@@ -700,6 +711,7 @@ class Recorder:
                 live.disable(fd)
             self.drain(writer)
             poller.close()
+            self.packs.finish()
             self._read_kernel_functions(kallsyms)
             if self.kernel is not None:
                 self.summary.kernel_lost = self.kernel.lost
@@ -761,7 +773,10 @@ class Recorder:
         s.programs_seen, s.programs_captured = ledger.n_seen, ledger.n_captured
         s.programs_failed = ledger.n_failed
         s.code = self.code.summary()
+        self.packs.add_to(self.entries)
+        s.packs = self.packs.summary()
         self.entries.add(Kind.RECORD_INFO, encode_record_info({
+            "packs": s.packs,
             "capture_note": s.capture_note,
             "lost_records": s.lost, "capture_lost_chunks": s.kernel_lost,
             "kernel_code": s.code, "unreported_changes": s.unreported,

@@ -128,6 +128,9 @@ class CodeHistory:
     kernel: KernelSymbols | None = None
     images: list[Image] = field(default_factory=list)
     pokes: list[Poke] = field(default_factory=list)
+    # the bpf_prog_pack layout (history/packs.py), when the recording has one: free pack
+    # chunks read as the INT3 the kernel filled or invalidated them with
+    packs: object | None = None
 
     def __post_init__(self):
         self.pokes.sort(key=lambda p: p.time)
@@ -215,6 +218,10 @@ class CodeHistory:
         the TEXT_POKE records themselves, moved to t through the pokes in between.  Near a
         poke the result is the records' order, not necessarily the truth: see read_exact."""
         im = self._image_for(addr, n, t) or self._poke_image(addr, n, t)
+        if im is None and self.packs is not None and self.table.at(addr, t) is None:
+            fill = self.packs.read_fill(addr, n, t)
+            if fill is not None:
+                return fill
         if im is None:
             raise UnknownCode(f"no code image covers {addr:#x}+{n} at {t}")
         buf = bytearray(im.data[addr - im.addr:addr - im.addr + n])

@@ -33,9 +33,10 @@ class Kind(enum.IntEnum):
     UNREPORTED = 5    # JSON lines: code changes no TEXT_POKE reported (unreported.py)
     CAPTURE = 6       # one program's capture (capture.py); in the data stream (stream.py)
     BTF = 7           # {u32 btf id; u32 0; raw BTF}: BTF kept out of HEADER_BPF_BTF (finish.py)
+    PACKS = 8         # JSON lines: bpf_prog_pack extents, snapshots, freed-range reads (freed.py)
 
 
-COMPRESSED = frozenset({Kind.KERNEL_CODE})
+COMPRESSED = frozenset({Kind.KERNEL_CODE, Kind.PACKS})
 
 
 @dataclass

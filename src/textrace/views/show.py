@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import FormatError
 from ..history.build import build_history, kernel_code_images, unreported_windows
+from ..perf.private import Kind
 from ..recorded import recorded
 from ..history.code_history import INT3_WINDOW_NS, CodeHistory, Image, UnknownCode
+from ..history.packs import build_layout
 from ..perf.abi import RecordType
 from ..perf.reader import PerfData
 from .progs import capture_outcomes, captured_programs
@@ -38,6 +41,10 @@ class Version:
     ambiguous: bool = False    # at_ns is inside the INT3 window of a poke of these bytes
     pokes: list[dict] = field(default_factory=list)  # those pokes: time, addr, old, new,
                                                      # window [start, end]
+    # a free bpf_prog_pack chunk: the change textrace inferred (no record reports it):
+    # {"change": "invalidated", "freed": name, "after": ns, "by": ns or None} after a
+    # program's free, {"change": "fill"} where nothing was placed yet
+    inferred: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -93,7 +100,25 @@ def load_history(data: PerfData, *, infos: dict | None = None,
                                       inferred=unreported_windows(rec.unreported))
     history.add_images(program_images(data, programs, infos)
                        + kernel_code_images(rec.kernel_code))
+    history.packs = pack_layout(data, history)
     return history, programs
+
+
+def pack_layout(data: PerfData, history: CodeHistory):
+    """The bpf_prog_pack layout of a recording textrace made (None for others: without
+    the recorder's reads no pack extent is known)."""
+    entries = [e for lines in recorded(data).decoded(Kind.PACKS) for e in lines]
+    if not entries:
+        return None
+    images: dict[int, list] = {}
+    for im in history.images:
+        if im.source.startswith("bpf:"):
+            images.setdefault(int(im.source[4:]), []).append((im.addr, im.data))
+    try:
+        return build_layout(history.table.regions, entries, images)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise FormatError(f"textrace's bpf_prog_pack entries are malformed ({type(e).__name__}: "
+                          f"{e})", file=data.path, field="textrace.packs") from None
 
 
 def _line(history: CodeHistory, insn, t: int) -> str:
@@ -145,8 +170,37 @@ def show(data: PerfData, addr: int, at: int | None = None, length: int = 32,
         code, insns, ambiguous, pokes = _read(history, addr, n, t, window_ns)
         out.append(Version(r.name, r.kind, r.start, r.end, r.born, r.died, r.prog_id, t,
                            code, insns, ambiguous, pokes))
+    out += _fill_versions(history, addr, at, length, regions)
+    out.sort(key=lambda v: -1 if v.born_ns is None else v.born_ns)
     if not out:
         out = _static_versions(history, addr, at, length, window_ns)
+    return out
+
+
+def _fill_versions(history: CodeHistory, addr: int, at: int | None, length: int,
+                   regions) -> list[Version]:
+    """Free bpf_prog_pack chunks at addr with --at: the fill then, if no region held it
+    (without --at the versions are the code that was there, as before)."""
+    layout = history.packs
+    if layout is None or at is None or regions or layout.pack_of(addr) is None:
+        return []
+    times = [at]
+    out, seen = [], set()
+    for t in times:
+        f = layout.fill_at(addr, t)
+        if f is None or (f.since, f.until) in seen:
+            continue
+        seen.add((f.since, f.until))
+        n = min(length, f.end - addr)
+        insns = [f"{addr + k:#x}: int3" for k in range(n)]
+        if f.freed is not None:
+            inferred = {"change": "invalidated", "freed": f.freed.name,
+                        "after": f.interval[0], "by": f.interval[1]}
+        else:
+            inferred = {"change": "fill"}
+        out.append(Version("[bpf_prog_pack free]", "pack_free", f.start, f.end, f.since,
+                           f.until, f.freed.prog_id if f.freed else None, t,
+                           (b"\xcc" * n).hex(), insns, inferred=inferred))
     return out
 
 
