@@ -285,6 +285,39 @@ def cmd_record(args) -> int:
     return summary.exit_code or 0
 
 
+def cmd_daemon(args) -> int:
+    from .daemon import Daemon, DaemonOptions
+    stats = Daemon(DaemonOptions(store=args.store, max_mb=args.max_mb, min_mb=args.min_mb,
+                                 capture=args.capture)).run()
+    print(f"textrace daemon: stopped: {stats.loads} loads, {stats.captured} captured, "
+          f"{stats.failed} not captured, {stats.ool} out-of-line code regions, "
+          f"{stats.pokes} text pokes, {stats.unreported} unreported changes"
+          + (f"; the kernel lost {stats.lost} records" if stats.lost else ""),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_store(args) -> int:
+    import textrace.store
+    st = textrace.store.open(args.dir)
+    s = st.summary()
+    if args.json:
+        sys.stdout.write(json.dumps(s, separators=(",", ":")) + "\n")
+        return 0
+    from .views.events import format_time
+    print(f"{args.dir}: {s['programs']} program loads ({s['captured']} captured, "
+          f"{s['live']} live), {s['images']} distinct images "
+          f"({s['images_evicted']} evicted), {s['btf']} BTF objects")
+    print(f"  {s['bytes']} bytes of code and BTF, {s['disk_bytes']} bytes on disk; "
+          f"{s['evicted']} evictions ({s['evicted_bytes']} bytes)")
+    print(f"  {s['ool']} out-of-line code regions, {s['pokes']} code changes "
+          f"({s['unreported']} unreported)")
+    for b in s["boots"]:
+        print(f"  boot {b['boot_id']} ({b['release']}): {format_time(b['first_ns'])} .. "
+              f"{format_time(b['last_ns'])}")
+    return 0
+
+
 _last_progress = [0.0]
 
 
@@ -378,6 +411,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "compressed): the base every later TEXT_POKE replays forwards from")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("daemon", help="capture service: every BPF program and code change "
+                                      "into a store, until SIGTERM/SIGINT")
+    p.add_argument("--store", required=True, metavar="DIR", help="the store's directory")
+    p.add_argument("--max-mb", type=float, help="never more than this on disk (MB); "
+                   "unloaded code is evicted oldest first")
+    p.add_argument("--min-mb", type=float, default=0.0,
+                   help="never evict below this much of the most recent unloaded code (MB)")
+    p.add_argument("--capture", choices=("auto", "kernel", "user"), default="auto",
+                   help="capture in the kernel at load, from user space, or kernel when it "
+                        "loads (default)")
+    p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("store", help="what a code store holds")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_store)
     return parser
 
 
