@@ -1,0 +1,138 @@
+"""textrace daemon and its store: real daemon processes, real BPF loads, the real kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import textrace.store
+from textrace.bpf.prog_info import read_prog_info
+
+from bpfprogs import load_trivial, load_with_subprograms
+from daemon_proc import DaemonProc
+
+
+def textrace_cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "textrace", *argv], capture_output=True,
+                          text=True)
+
+
+def test_daemon_captures_each_load_with_exact_bytes_and_lifetimes(tmp_path):
+    store = str(tmp_path / "store")
+    with DaemonProc(store) as d:
+        fds = [load_with_subprograms(3, name="tr_d_sub"), load_trivial("tr_d_triv")]
+        infos = [read_prog_info(fd) for fd in fds]
+        d.settle()
+        os.close(fds[1])  # unloaded while the daemon runs
+        d.settle()
+        code, log = d.stop()
+    assert code == 0, log
+    assert "stopped" in log
+    st = textrace.store.open(store)
+    for info in infos:
+        [load] = st.loads(prog_id=info.id)
+        got = st.prog_info(load)
+        assert got.jited_insns == info.jited_insns          # rebuilt for its addresses
+        assert got.jited_ksyms == info.jited_ksyms
+        assert got.xlated_insns == info.xlated_insns
+        assert got.jited_line_info == info.jited_line_info
+        assert load.tag == info.tag and load.name == info.name
+        assert load.method == "kernel" and load.load_ns is not None
+        assert load.ksyms[0] == f"bpf_prog_{info.tag.hex()}_{info.name}"
+    sub, triv = (st.loads(prog_id=i.id)[0] for i in infos)
+    assert triv.unload_ns is not None and triv.unload_ns > triv.load_ns
+    assert sub.unload_ns is None  # still loaded when the daemon stopped
+    os.close(fds[0])
+    # the time is perf's default clock: what `perf record` stamps; the daemon logged it
+    assert st.boots()[-1].boot_id == open("/proc/sys/kernel/random/boot_id").read().strip()
+
+
+def test_identical_programs_are_stored_once(tmp_path):
+    """Three runs of the feature probe: each distinct image once, however placed."""
+    store = str(tmp_path / "store")
+    with DaemonProc(store) as d:
+        for _ in range(3):
+            subprocess.run(["bpftool", "feature", "probe", "kernel"], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        d.settle()
+        code, log = d.stop()
+    assert code == 0, log
+    con = sqlite3.connect(os.path.join(store, "store.db"))
+    loads, images = con.execute("SELECT COUNT(*), COUNT(DISTINCT image) FROM loads "
+                                "WHERE image IS NOT NULL").fetchone()
+    assert loads >= 3 * 300, loads
+    assert images <= loads / 2, (loads, images)
+    # same image, different places: every load's bytes are rebuilt from the one form
+    st = textrace.store.open(store)
+    by_image: dict[int, set] = {}
+    for ld in st.loads():
+        if ld.image is not None:
+            by_image.setdefault(ld.image, set()).add(ld.addrs)
+    assert any(len(places) > 1 for places in by_image.values())
+    summary = json.loads(textrace_cli("store", store, "--json").stdout)
+    assert summary["programs"] == loads and summary["images"] >= images
+    assert summary["bytes"] > 0 and summary["evicted"] == 0
+    assert summary["boots"] and summary["time_span"]["first_ns"] <= summary["time_span"]["last_ns"]
+
+
+def test_second_daemon_on_a_store_is_refused(tmp_path):
+    store = str(tmp_path / "store")
+    with DaemonProc(store) as d:
+        second = subprocess.run([sys.executable, "-m", "textrace", "daemon", "--store",
+                                 store], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        assert f"in use by another textrace daemon (pid {d.proc.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert d.proc.poll() is None  # the first one is untouched
+        assert d.stop()[0] == 0
+
+
+def test_sigkill_loses_at_most_the_last_second_and_restart_carries_on(tmp_path):
+    store = str(tmp_path / "store")
+    d = DaemonProc(store)
+    keep = load_trivial("tr_d_keep")       # alive across the kill and the restart
+    gone = load_trivial("tr_d_gone")       # unloaded while no daemon runs
+    keep_id, gone_id = (read_prog_info(fd).id for fd in (keep, gone))
+    d.settle()
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    st = textrace.store.open(store)
+    assert [ld.method for ld in st.loads(prog_id=keep_id)] == ["kernel"]
+    assert [ld.unload_ns for ld in st.loads(prog_id=gone_id)] == [None]
+    st.close()
+    os.close(gone)
+    with DaemonProc(store) as d2:              # the lock died with the killed daemon
+        assert "carrying on" in d2.lines[-1]
+        later = load_trivial("tr_d_later")
+        later_id = read_prog_info(later).id
+        d2.settle()
+        os.close(later)
+        d2.settle()
+        assert d2.stop()[0] == 0
+    st = textrace.store.open(store)
+    [k] = st.loads(prog_id=keep_id)            # one load, carried on, not a second
+    assert k.unload_ns is None and k.method == "kernel"
+    [g] = st.loads(prog_id=gone_id)
+    assert g.unload_ns is not None             # closed at the restart
+    [lt] = st.loads(prog_id=later_id)
+    assert lt.unload_ns is not None and lt.image is not None
+    os.close(keep)
+
+
+def test_store_of_a_directory_without_one_is_a_clear_error(tmp_path):
+    r = textrace_cli("store", str(tmp_path), "--json")
+    assert r.returncode == 2
+    assert "no textrace store here" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_store_files_are_private(tmp_path):
+    store = str(tmp_path / "store")
+    with DaemonProc(store) as d:
+        assert d.stop()[0] == 0
+    assert os.stat(store).st_mode & 0o777 == 0o700
+    for name in os.listdir(store):
+        assert os.stat(os.path.join(store, name)).st_mode & 0o077 == 0, name
