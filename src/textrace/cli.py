@@ -318,6 +318,17 @@ def cmd_store(args) -> int:
     return 0
 
 
+def cmd_inject(args) -> int:
+    from .inject import inject
+    r = inject(args.input, args.output, store=args.store, from_path=args.from_path)
+    print(f"textrace: wrote {r.output}: {r.programs} programs loaded in the file; "
+          f"{r.had} perf had, {len(r.completed)} completed, {len(r.missing)} not",
+          file=sys.stderr)
+    for prog_id, why in sorted(r.missing.items()):
+        print(f"textrace:   program {prog_id}: {why}", file=sys.stderr)
+    return 0
+
+
 _last_progress = [0.0]
 
 
@@ -423,6 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capture in the kernel at load, from user space, or kernel when it "
                         "loads (default)")
     p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("inject", help="a copy of a perf.data with every program it saw "
+                                      "load completed from a store or a recording")
+    p.add_argument("-i", "--input", required=True, help="perf.data made by perf record")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--store", metavar="DIR", help="a textrace daemon's store")
+    p.add_argument("--from", dest="from_path", metavar="FILE",
+                   help="a textrace recording made at the same time")
+    p.set_defaults(func=cmd_inject)
 
     p = sub.add_parser("store", help="what a code store holds")
     p.add_argument("dir", metavar="DIR")
