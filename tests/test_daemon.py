@@ -136,3 +136,43 @@ def test_store_files_are_private(tmp_path):
     assert os.stat(store).st_mode & 0o777 == 0o700
     for name in os.listdir(store):
         assert os.stat(os.path.join(store, name)).st_mode & 0o077 == 0, name
+
+
+def test_symbolize_names_programs_by_time_and_kernel_symbols(tmp_path):
+    """An address reused by two programs resolves to the one alive at each time."""
+    store = str(tmp_path / "store")
+    with DaemonProc(store) as d:
+        fd = load_trivial("tr_sym_one")
+        first = read_prog_info(fd)
+        d.settle()
+        os.close(fd)
+        d.settle()
+        assert d.stop()[0] == 0
+    st = textrace.store.open(store)
+    [ld] = st.loads(prog_id=first.id)
+    addr = first.jited_ksyms[0]
+    kernel = st.kallsyms()
+    text = kernel.address_of("_text")
+    queries = [{"addr": addr + 4, "time": ld.load_ns + 1},        # while it lived
+               {"addr": addr + 4, "time": ld.unload_ns + 1},      # after: not it
+               {"addr": text, "time": ld.load_ns}]
+    r = subprocess.run([sys.executable, "-m", "textrace", "symbolize", "--store", store],
+                       input="".join(json.dumps(q) + "\n" for q in queries),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert rows[0]["name"] == f"bpf_prog_{first.tag.hex()}_tr_sym_one"
+    assert (rows[0]["id"], rows[0]["tag"], rows[0]["offset"]) == (first.id,
+                                                                   first.tag.hex(), 4)
+    assert rows[1]["id"] != first.id
+    at_text = {line.split()[2] for line in open("/proc/kallsyms")
+               if int(line.split()[0], 16) == text}
+    assert rows[2]["name"] in at_text and rows[2]["kind"] == "kernel"
+    # the Python API: numpy arrays in and out
+    import numpy as np
+    got = st.symbolize(np.array([addr, addr], dtype=np.uint64),
+                       np.array([ld.load_ns + 1, ld.load_ns - 1], dtype=np.int64))
+    assert list(got["prog_id"]) [0] == first.id and got["prog_id"][1] != first.id
+    bad = subprocess.run([sys.executable, "-m", "textrace", "symbolize", "--store", store],
+                         input="{\"addr\": 1}\n", capture_output=True, text=True)
+    assert bad.returncode == 2 and "line 1" in bad.stderr and "Traceback" not in bad.stderr

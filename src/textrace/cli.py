@@ -329,6 +329,43 @@ def cmd_inject(args) -> int:
     return 0
 
 
+def cmd_symbolize(args) -> int:
+    import numpy as np
+    import textrace.store
+    st = textrace.store.open(args.store)
+    src = sys.stdin if args.input == "-" else open(args.input)
+    out = sys.stdout
+    lineno = 0
+    while True:
+        batch = []
+        for line in src:
+            lineno += 1
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                addr = d["addr"] if isinstance(d["addr"], int) else int(d["addr"], 0)
+                batch.append((addr, int(d["time"])))
+            except (ValueError, KeyError, TypeError):
+                raise TextraceError(f"line {lineno}: not {{\"addr\": ..., \"time\": ...}}: "
+                                    f"{line.strip()[:80]!r}", file=args.input) from None
+            if len(batch) >= 65536:
+                break
+        if not batch:
+            break
+        addrs = np.array([a for a, _ in batch], dtype=np.uint64)
+        times = np.array([t for _, t in batch], dtype=np.int64)
+        got = st.symbolize(addrs, times, boot=args.boot)
+        for k, (addr, t) in enumerate(batch):
+            row = {"addr": addr, "time": t, "name": got["name"][k], "kind": got["kind"][k],
+                   "offset": int(got["offset"][k]) if got["name"][k] is not None else None,
+                   "tag": got["tag"][k],
+                   "id": int(got["prog_id"][k]) if got["prog_id"][k] >= 0 else None}
+            out.write(json.dumps(row, separators=(",", ":")) + "\n")
+    out.flush()
+    return 0
+
+
 _last_progress = [0.0]
 
 
@@ -443,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_path", metavar="FILE",
                    help="a textrace recording made at the same time")
     p.set_defaults(func=cmd_inject)
+
+    p = sub.add_parser("symbolize", help="JSON lines {addr, time} in: the program or kernel "
+                                         "symbol at that address then, out")
+    p.add_argument("--store", required=True, metavar="DIR")
+    p.add_argument("-i", "--input", default="-", help="JSON lines file (default stdin)")
+    p.add_argument("--boot", help="the boot's boot_id (default: the store's newest)")
+    p.set_defaults(func=cmd_symbolize)
 
     p = sub.add_parser("store", help="what a code store holds")
     p.add_argument("dir", metavar="DIR")

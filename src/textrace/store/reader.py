@@ -63,6 +63,7 @@ class ImageRow:
     types: str
 
 
+KERNEL_SYMBOL_REACH = 1 << 20   # no kernel function is longer; beyond is unknown code
 _LOADS = ("SELECT l.id, l.boot, l.prog_id, l.tag, f.name, f.type, l.image, l.addrs, "
           "i.func_lens, f.ksyms, l.load_ns, l.unload_ns, l.capture_ns, l.method, l.reason, "
           "i.evicted FROM loads l LEFT JOIN images i ON i.id = l.image "
@@ -266,7 +267,8 @@ class Store:
         if kernel is not None and len(miss):
             idx = kernel.lookup(addrs[miss])
             for k, i in zip(miss, idx):
-                if i >= 0:
+                # past the last symbol of a region is nobody's (a freed program's pack)
+                if i >= 0 and int(addrs[k]) - int(kernel.addrs[i]) < KERNEL_SYMBOL_REACH:
                     module = kernel.modules[i]
                     names[k] = kernel.name(int(i))
                     kinds[k] = "module" if module else "kernel"
