@@ -238,6 +238,12 @@ class Daemon:
                 if rtype in _TRIMMED:
                     raw = live.trim_inflated(raw, self.id_size)
                 batch.append(raw)
+        # records first: a program loaded and gone by now is unloaded before its capture
+        # is stored, so a commit on the way (the budget) can already evict it
+        batch.sort(key=lambda raw: struct.unpack_from("<Q", raw, len(raw) - 24)[0])
+        for raw in batch:
+            work += 1
+            self._record(raw)
         if self.kernel is not None:
             for kc in self.kernel.poll():
                 info = kc.prog_info()
@@ -254,10 +260,6 @@ class Daemon:
                 else:
                     self._user_capture(prog_id, fd)
                     work += 1
-        batch.sort(key=lambda raw: struct.unpack_from("<Q", raw, len(raw) - 24)[0])
-        for raw in batch:
-            work += 1
-            self._record(raw)
         updates = self.kernel.take_prog_array_updates() if self.kernel is not None else []
         if updates or (self.kernel is None and self.watch.known and batch):
             for c in self.watch.recheck(self.clock.now):

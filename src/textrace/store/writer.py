@@ -25,8 +25,9 @@ from ..bpf.prog_info import ProgInfo
 from .db import CHECKPOINT_SECONDS, DB_NAME, connect, s64
 from .images import InfoForm, funcs_match, image_form, rest_digest
 
-HIGH_WATER = 0.85     # evict when the files pass this share of the budget...
-LOW_WATER = 0.70      # ...down to this share
+HIGH_WATER = 0.80     # evict when the files pass this share of the budget...
+LOW_WATER = 0.65      # ...down to this share
+BURST = 0.02         # commit (and look at the budget) after this share of it is added
 _CACHE = 4096         # recent images remembered for the fast path
 
 
@@ -50,6 +51,7 @@ class StoreWriter:
         self.btf_ids: dict[int, bytes] = {}   # this boot's BTF ids already stored
         self.in_tx = False
         self.dirty = 0
+        self.added = 0                        # content bytes added since the last commit
         self.last_checkpoint = time.monotonic()
         self.stats = {"loads": 0, "new_images": 0, "new_btf": 0, "evicted": 0,
                       "fast_path": 0}
@@ -66,6 +68,7 @@ class StoreWriter:
         if self.in_tx:
             self.con.execute("COMMIT")
             self.in_tx = False
+            self.added = 0
             if self.max_bytes and self.disk_bytes() > HIGH_WATER * self.max_bytes:
                 self.enforce_budget()
         if time.monotonic() - self.last_checkpoint > CHECKPOINT_SECONDS:
@@ -172,6 +175,8 @@ class StoreWriter:
                  capture_ns, method, info.info.get("load_time"),
                  info.info.get("created_by_uid"), info.info.get("btf_id"),
                  struct.pack(f"<{len(info.map_ids)}I", *info.map_ids), load_id))
+        if self.max_bytes and self.added > BURST * self.max_bytes:
+            self.commit()  # and see to the budget: a burst must not overrun it mid-round
         return image_id
 
     def _btf(self, btf_id: int, data: bytes | None) -> bytes | None:
@@ -233,6 +238,7 @@ class StoreWriter:
                  form.xlated, form.func_info, form.line_info, form.jited_line_info,
                  form.prog_tags, form.btf, form.size)).lastrowid
             self.stats["new_images"] += 1
+            self.added += form.size
         self.cache[key] = (image_id, form.norm)
         if len(self.cache) > _CACHE:
             self.cache.popitem(last=False)
@@ -272,6 +278,9 @@ class StoreWriter:
             if excess <= 0:
                 break
             victims = self._victims(excess)
+            if os.environ.get("TEXTRACE_BUDGET_DEBUG"):
+                print(f"budget: disk {self.disk_bytes()} excess {excess:.0f} victims "
+                      f"{len(victims)} {sum(v[2] for v in victims)}", flush=True)
             if not victims:
                 break
             self.con.execute("BEGIN")
@@ -293,7 +302,8 @@ class StoreWriter:
                              (freed,))
             self.con.execute("COMMIT")
             evicted += len(victims)
-            self.con.execute("PRAGMA incremental_vacuum")
+            # to completion: through execute() each step frees one page
+            self.con.executescript("PRAGMA incremental_vacuum;")
             self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.stats["evicted"] += evicted
         self.cache.clear()
