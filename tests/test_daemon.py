@@ -176,3 +176,42 @@ def test_symbolize_names_programs_by_time_and_kernel_symbols(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "textrace", "symbolize", "--store", store],
                          input="{\"addr\": 1}\n", capture_output=True, text=True)
     assert bad.returncode == 2 and "line 1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_systemd_unit_runs_the_daemon_and_is_told_when_it_is_ready(tmp_path):
+    """The shipped unit's ExecStart is a daemon command line textrace accepts, and the
+    daemon sends READY=1 to $NOTIFY_SOCKET (Type=notify) once it captures."""
+    import configparser
+    import shlex
+    import socket
+
+    import textrace
+    from textrace.cli import build_parser
+    unit = os.path.join(os.path.dirname(textrace.__file__), "systemd", "textrace.service")
+    cfg = configparser.ConfigParser(strict=False, interpolation=None)
+    cfg.read(unit)
+    subprocess.run(["systemd-analyze", "verify", unit], check=True)
+    assert cfg["Service"]["Type"] == "notify"
+    argv = shlex.split(cfg["Service"]["ExecStart"])
+    assert argv[:2] == ["/usr/bin/env", "textrace"]
+    args = build_parser().parse_args(argv[2:])
+    assert args.func.__name__ == "cmd_daemon" and args.store == "/var/lib/textrace"
+    assert args.max_mb >= args.min_mb > 0
+    # what systemd would see, with the unit's options on a store of the test's own
+    sock_path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(60)
+    env = dict(os.environ, NOTIFY_SOCKET=sock_path)
+    store = str(tmp_path / "store")
+    proc = subprocess.Popen([sys.executable, "-m", "textrace", argv[2], "--store", store,
+                             *argv[5:]], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sock.recv(64) == b"READY=1"
+        proc.send_signal(signal.SIGTERM)           # the unit's KillSignal
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "ready" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()

@@ -118,6 +118,21 @@ class PerfClock:
         os.close(self.fd)
 
 
+def sd_notify(message: bytes) -> None:
+    """Tell systemd (Type=notify, textrace.service) where it started us: a datagram to
+    $NOTIFY_SOCKET (sd_notify(3); "@" names an abstract socket)."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    import socket
+    addr = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(message, addr)
+        except OSError:
+            pass
+
+
 def boot_id() -> str:
     with open(BOOT_ID) as f:
         return f.read().strip()
@@ -367,6 +382,7 @@ class Daemon:
             poller.register(self.kernel.epoll_fd, select.EPOLLIN)
         self.say(f"ready: capturing BPF programs in {how} into {opts.store}"
                  + (" (restarted: carrying on)" if restarted else ""))
+        sd_notify(b"READY=1")
         next_sync = next_modules = time.monotonic()
         try:
             while not self.stop:
