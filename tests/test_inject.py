@@ -36,12 +36,12 @@ def loaded_ids(path) -> set[int]:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    """perf record -a (file mode, and -z) of the feature probe and a storm of 300
+    """perf record -a (file mode, and -z) of the feature probe and a storm of 1000
     programs, while a daemon runs: perf loses many of them."""
     tmp = tmp_path_factory.mktemp("inject")
     store = str(tmp / "store")
     workload = ["sh", "-c", f"bpftool feature probe kernel >/dev/null; "
-                            f"{sys.executable} {STORM} 300 >/dev/null"]
+                            f"{sys.executable} {STORM} 1000 >/dev/null"]
     with DaemonProc(store) as d:
         plain, zstd = tmp / "perf.data", tmp / "perfz.data"
         run_perf("record", "-q", "-a", "-e", "dummy", "-o", str(plain), "--", *workload)
@@ -58,7 +58,7 @@ def test_inject_completes_every_program_the_file_saw_load(recorded):
     assert r.returncode == 0, r.stderr
     loaded = loaded_ids(plain)
     had = set(captured_programs(PerfData.open(plain)))
-    assert len(loaded - had) > 100          # perf lost these (storm programs live ~1 us)
+    assert len(loaded - had) >= 50          # perf lost these (storm programs live ~1 us)
     # perf itself lists a bpf_prog_info for every program loaded during the recording
     header = perf_header(out)
     listed = {int(k.split()[1]) for k in header if k.startswith("bpf_prog_info ")}

@@ -20,6 +20,7 @@ that changed something, so a SIGKILL loses at most the round in progress.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import platform
 import select
@@ -160,6 +161,7 @@ class Daemon:
         self.fds: list[int] = []
         self.watch = ImageWatch()
         self.captured: set[int] = set()   # live programs already captured (user mode)
+        self.watch_quick: dict[tuple, bool] = {}  # fast-path key -> makes tail calls
 
     # --- setup --------------------------------------------------------------------------
     def _start_capture(self) -> str:
@@ -241,6 +243,36 @@ class Daemon:
         finally:
             os.close(fd)
 
+    def _kernel_capture(self, kc) -> None:
+        """A program the capture program copied.  One like an earlier one (same blobs but
+        for its JIT bytes and addresses, and no line info, whose addresses would differ)
+        takes the store's fast path without being decoded."""
+        from .bpf.capture.loader import BTF, JIT, XLATED
+        t = self.clock.from_monotonic(kc.time)
+        tag, ptype, func_cnt, jited_len, insn_cnt, nr_linfo, btf_id, name, _f = kc.meta
+        jits = [kc.blobs.get((JIT, i)) for i in range(max(func_cnt, 1))]
+        key = None
+        if not nr_linfo and all(jits):
+            btf = kc.blobs.get((BTF, 0))
+            key = (tag, ptype, func_cnt, jited_len, insn_cnt, name,
+                   tuple((b.total, b.tag) for b in jits),
+                   kc.blobs[(XLATED, 0)].data() if (XLATED, 0) in kc.blobs else b"",
+                   hashlib.sha256(btf.data()).digest() if btf else None)
+            funcs = [(b.addr, b.data()) for b in jits]
+            if self.store.program_captured_again(key, kc.prog_id, tag, funcs, btf_id, t,
+                                                 "kernel"):
+                if self.watch_quick.get(key):  # it makes tail calls: watched
+                    self.watch.watch(kc.prog_info(), t)
+                return
+        info = kc.prog_info()
+        self.store.program_captured(info, kc.btf, "kernel", t, self._ksyms(info, kc.btf),
+                                    quick_key=key)
+        self.watch.watch(info, t)
+        if key is not None:
+            if len(self.watch_quick) > 4096:
+                self.watch_quick.clear()
+            self.watch_quick[key] = info.id in self.watch.known
+
     # --- one round ----------------------------------------------------------------------
     def round(self) -> int:
         """Read the rings and the capture program; store what they hold.  Returns how
@@ -261,11 +293,7 @@ class Daemon:
             self._record(raw)
         if self.kernel is not None:
             for kc in self.kernel.poll():
-                info = kc.prog_info()
-                self.store.program_captured(info, kc.btf, "kernel",
-                                            self.clock.from_monotonic(kc.time),
-                                            self._ksyms(info, kc.btf))
-                self.watch.watch(info, self.clock.from_monotonic(kc.time))
+                self._kernel_capture(kc)
                 self.stats.captured += 1
                 work += 1
         elif self.scanner is not None:

@@ -42,9 +42,13 @@ CREATE TABLE IF NOT EXISTS kallsyms(
 CREATE TABLE IF NOT EXISTS btf(digest BLOB PRIMARY KEY, data BLOB);
 -- program images up to placement (normalize.py); evicted images keep their row, not code
 CREATE TABLE IF NOT EXISTS images(
-    id INTEGER PRIMARY KEY, digest BLOB UNIQUE, tag BLOB, code BLOB, func_lens BLOB,
-    relocs BLOB, xlated BLOB, func_info BLOB, line_info BLOB, jited_line_info BLOB,
-    prog_tags BLOB, btf BLOB, bytes INTEGER, evicted INTEGER DEFAULT 0);
+    id INTEGER PRIMARY KEY, digest BLOB UNIQUE, tag BLOB, func_lens BLOB, prog_tags BLOB,
+    btf BLOB, bytes INTEGER, evicted INTEGER DEFAULT 0);
+-- an image's code, a row of its own: eviction deletes it (emptying a large row in place
+-- would leave most of its b-tree page unused, ~4 KiB per evicted image)
+CREATE TABLE IF NOT EXISTS image_code(
+    image INTEGER PRIMARY KEY, code BLOB, relocs BLOB, xlated BLOB, func_info BLOB,
+    line_info BLOB, jited_line_info BLOB);
 -- bpf_prog_info's scalar fields as loads share them (per-load ones zeroed), with the
 -- program's name, type and ksym names: loads of one image may differ in these
 CREATE TABLE IF NOT EXISTS infos(

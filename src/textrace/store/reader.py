@@ -129,7 +129,8 @@ class Store:
         None if it was not captured or its image was evicted."""
         if load.image is None:
             return None
-        row = self.con.execute("SELECT * FROM images WHERE id=?", (load.image,)).fetchone()
+        row = self.con.execute("SELECT * FROM images i JOIN image_code c ON c.image = i.id "
+                               "WHERE i.id=?", (load.image,)).fetchone()
         if row is None or row["evicted"]:
             return None
         lrow = self.con.execute("SELECT * FROM loads WHERE id=?", (load.id,)).fetchone()

@@ -24,7 +24,13 @@ from collections import OrderedDict
 from ..bpf.prog_info import ProgInfo
 from .db import CHECKPOINT_SECONDS, DB_NAME, connect, s64
 from .images import InfoForm, funcs_match, image_form, rest_digest
+from .normalize import rebuild
 
+LOAD_COLUMNS = ("id", "boot", "prog_id", "tag", "image", "info", "addrs", "load_ns",
+                "unload_ns", "capture_ns", "method", "reason", "load_time", "uid", "btf_id",
+                "map_ids")
+_LOAD_UPSERT = (f"INSERT OR REPLACE INTO loads({', '.join(LOAD_COLUMNS)}) "
+                f"VALUES({', '.join('?' * len(LOAD_COLUMNS))})")
 HIGH_WATER = 0.80     # evict when the files pass this share of the budget...
 LOW_WATER = 0.65      # ...down to this share
 BURST = 0.02         # commit (and look at the budget) after this share of it is added
@@ -44,8 +50,14 @@ class StoreWriter:
             self.con.execute(f"PRAGMA wal_autocheckpoint={pages}")
             self.con.execute(f"PRAGMA journal_size_limit={pages * 4096}")
         self.boot: int | None = None
-        self.live: dict[int, int] = {}        # prog id -> load row, while it lives
-        self.gone: OrderedDict[int, int] = OrderedDict()  # recently unloaded, not captured
+        self.live: dict[int, dict] = {}       # prog id -> load row, while it lives
+        self.gone: OrderedDict[int, dict] = OrderedDict()  # recently unloaded, not captured
+        self.dirty_loads: dict[int, dict] = {}
+        self.next_load: int | None = None
+        self.quick: OrderedDict[tuple, tuple] = OrderedDict()
+        self._last_rest = b""
+        self.evictions = bool(self.con.execute("SELECT 1 FROM images WHERE evicted=1 "
+                                               "LIMIT 1").fetchone())
         self.cache: OrderedDict[tuple, tuple[int, object]] = OrderedDict()
         self.infos: dict[bytes, int] = {}    # info digest -> row
         self.btf_ids: dict[int, bytes] = {}   # this boot's BTF ids already stored
@@ -66,6 +78,7 @@ class StoreWriter:
 
     def commit(self) -> None:
         if self.in_tx:
+            self._flush_loads()
             self.con.execute("COMMIT")
             self.in_tx = False
             self.added = 0
@@ -121,63 +134,122 @@ class StoreWriter:
                 (self.boot, now_ns, digest, zstandard.ZstdCompressor(level=6).compress(text)))
 
     # --- programs -----------------------------------------------------------------------
+    # A load's row is kept here while it changes (capture, load and unload records arrive
+    # apart) and written once per commit: one INSERT OR REPLACE per load touched, not one
+    # statement per event.  Row ids are ours (the table's largest at start, counted up).
+
+    def _next_load_id(self) -> int:
+        if self.next_load is None:
+            self.next_load = (self.con.execute("SELECT MAX(id) FROM loads").fetchone()[0]
+                              or 0) + 1
+        self.next_load += 1
+        return self.next_load - 1
+
     def open_loads(self) -> dict[int, int]:
         """Loads of this boot still open in the store (a restart carries them on)."""
         return {r[0]: r[1] for r in self.con.execute(
             "SELECT prog_id, id FROM loads WHERE boot=? AND unload_ns IS NULL", (self.boot,))}
 
     def adopt(self, prog_id: int, load_id: int) -> None:
-        self.live[prog_id] = load_id
+        row = self.con.execute(f"SELECT {', '.join(LOAD_COLUMNS)} FROM loads WHERE id=?",
+                               (load_id,)).fetchone()
+        self.live[prog_id] = dict(zip(LOAD_COLUMNS, row))
 
-    def _load_row(self, prog_id: int, tag: bytes) -> int:
-        load_id = self.live.get(prog_id)
-        if load_id is None:
-            load_id = self._x("INSERT INTO loads(boot, prog_id, tag) VALUES(?,?,?)",
-                              (self.boot, prog_id, tag)).lastrowid
-            self.live[prog_id] = load_id
+    def _touch(self, load: dict) -> dict:
+        self.dirty_loads[load["id"]] = load
+        if not self.in_tx:
+            self.con.execute("BEGIN")
+            self.in_tx = True
+        return load
+
+    def _load_row(self, prog_id: int, tag: bytes) -> dict:
+        load = self.live.get(prog_id)
+        if load is None:
+            load = dict.fromkeys(LOAD_COLUMNS)
+            load.update(id=self._next_load_id(), boot=self.boot, prog_id=prog_id, tag=tag)
+            self.live[prog_id] = load
             self.stats["loads"] += 1
-        return load_id
+        return self._touch(load)
+
+    def _flush_loads(self) -> None:
+        if self.dirty_loads:
+            self.con.executemany(_LOAD_UPSERT, [tuple(ld[c] for c in LOAD_COLUMNS)
+                                                for ld in self.dirty_loads.values()])
+            self.dirty_loads = {}
 
     def program_loaded(self, prog_id: int, tag: bytes, load_ns: int | None) -> None:
         """BPF_EVENT(PROG_LOAD) (load_ns None: loaded before the daemon looked)."""
-        load_id = self._load_row(prog_id, tag)
-        self._x("UPDATE loads SET load_ns=?, tag=? WHERE id=?", (load_ns, tag, load_id))
+        load = self._load_row(prog_id, tag)
+        load["load_ns"], load["tag"] = load_ns, tag
 
     def program_unloaded(self, prog_id: int, unload_ns: int) -> None:
-        load_id = self.live.pop(prog_id, None)
-        if load_id is None:
+        load = self.live.pop(prog_id, None)
+        if load is None:
             return  # loaded before the store began, and never seen alive
-        self._x("UPDATE loads SET unload_ns=? WHERE id=?", (unload_ns, load_id))
-        if self.con.execute("SELECT image FROM loads WHERE id=?",
-                            (load_id,)).fetchone()[0] is None:
-            self.gone[prog_id] = load_id  # its capture may still be arriving
+        self._touch(load)["unload_ns"] = unload_ns
+        if load["image"] is None:
+            self.gone[prog_id] = load  # its capture may still be arriving
             while len(self.gone) > 4096:
                 self.gone.popitem(last=False)
 
     def program_failed(self, prog_id: int, tag: bytes, reason: str) -> None:
-        load_id = self.live.get(prog_id) or self.gone.get(prog_id) or \
+        load = self.live.get(prog_id) or self.gone.get(prog_id) or \
             self._load_row(prog_id, tag)
-        self._x("UPDATE loads SET reason=? WHERE id=? AND image IS NULL", (reason, load_id))
+        if load["image"] is None:
+            self._touch(load)["reason"] = reason
+
+    def _captured(self, prog_id: int, tag: bytes, image_id: int, info_id: int,
+                  addrs: list[int], capture_ns, method, fields: dict, map_ids) -> None:
+        load = self.gone.pop(prog_id, None)
+        load = self._touch(load) if load is not None else self._load_row(prog_id, tag)
+        load.update(image=image_id, info=info_id, tag=tag, capture_ns=capture_ns,
+                    method=method, reason=None,
+                    addrs=struct.pack(f"<{len(addrs)}Q", *addrs),
+                    load_time=fields.get("load_time"), uid=fields.get("created_by_uid"),
+                    btf_id=fields.get("btf_id"),
+                    map_ids=struct.pack(f"<{len(map_ids)}I", *map_ids))
+        if self.max_bytes and self.added > BURST * self.max_bytes:
+            self.commit()  # and see to the budget: a burst must not overrun it mid-round
 
     def program_captured(self, info: ProgInfo, btf: bytes | None, method: str,
-                         capture_ns: int | None, ksyms: list[str]) -> int:
+                         capture_ns: int | None, ksyms: list[str],
+                         quick_key: tuple | None = None) -> int:
         """A program's capture: its image found or stored, its load row completed.
+        `quick_key`, when given, remembers the result for `program_captured_again`.
         Returns the image's row id."""
-        prog_id = info.id
-        load_id = self.gone.pop(prog_id, None) or self._load_row(prog_id, info.tag)
         btf_digest = self._btf(info.info.get("btf_id", 0), btf)
         image_id = self._image(info, btf_digest)
         info_id = self._info(info, ksyms)
         funcs = info.funcs()
-        self._x("UPDATE loads SET image=?, info=?, tag=?, addrs=?, capture_ns=?, method=?, "
-                "reason=NULL, load_time=?, uid=?, btf_id=?, map_ids=? WHERE id=?",
-                (image_id, info_id, info.tag, struct.pack(f"<{len(funcs)}Q", *(a for a, _, _ in funcs)),
-                 capture_ns, method, info.info.get("load_time"),
-                 info.info.get("created_by_uid"), info.info.get("btf_id"),
-                 struct.pack(f"<{len(info.map_ids)}I", *info.map_ids), load_id))
-        if self.max_bytes and self.added > BURST * self.max_bytes:
-            self.commit()  # and see to the budget: a burst must not overrun it mid-round
+        self._captured(info.id, info.tag, image_id, info_id, [a for a, _, _ in funcs],
+                       capture_ns, method, info.info, info.map_ids)
+        if quick_key is not None and not info.jited_line_info:
+            norm = self.cache.get((self._last_rest, tuple(n for _a, n, _c in funcs)))
+            if norm is not None:
+                self.quick[quick_key] = (image_id, info_id, norm[1])
+                if len(self.quick) > _CACHE:
+                    self.quick.popitem(last=False)
         return image_id
+
+    def program_captured_again(self, quick_key: tuple, prog_id: int, tag: bytes,
+                               funcs: list[tuple[int, bytes]], btf_id: int,
+                               capture_ns: int | None, method: str) -> bool:
+        """The fast path for a program captured before (the same `quick_key`: everything
+        but its JIT bytes and addresses, e.g. the capture program's raw blobs): True if its
+        image still holds and this load's bytes are that image placed at `funcs`."""
+        hit = self.quick.get(quick_key)
+        if hit is None:
+            return False
+        image_id, info_id, norm = hit
+        if len(norm.code) != len(funcs) or \
+                rebuild(norm, [a for a, _ in funcs]) != [c for _, c in funcs] or \
+                self._evicted(image_id):
+            del self.quick[quick_key]
+            return False
+        self.stats["fast_path"] += 1
+        self._captured(prog_id, tag, image_id, info_id, [a for a, _ in funcs], capture_ns,
+                       method, {"btf_id": btf_id}, ())
+        return True
 
     def _btf(self, btf_id: int, data: bytes | None) -> bytes | None:
         if not data:
@@ -209,7 +281,7 @@ class StoreWriter:
         return got
 
     def _image(self, info: ProgInfo, btf_digest: bytes | None) -> int:
-        rest = rest_digest(info, btf_digest)
+        rest = self._last_rest = rest_digest(info, btf_digest)
         key = (rest, tuple(n for _a, n, _c in info.funcs()))
         hit = self.cache.get(key)
         if hit is not None and funcs_match(hit[1], info):  # same program, placed elsewhere
@@ -225,18 +297,14 @@ class StoreWriter:
             image_id = row[0]
         elif row is not None:  # evicted earlier, and here again: its code comes back
             image_id = row[0]
-            self._x("UPDATE images SET code=?, relocs=?, xlated=?, line_info=?, "
-                    "jited_line_info=?, func_info=?, evicted=0 WHERE id=?",
-                    (form.code, form.norm.pack_relocs(), form.xlated, form.line_info,
-                     form.jited_line_info, form.func_info, image_id))
+            self._store_code(image_id, form)
+            self._x("UPDATE images SET evicted=0 WHERE id=?", (image_id,))
         else:
             image_id = self._x(
-                "INSERT INTO images(digest, tag, code, func_lens, relocs, xlated, func_info, "
-                "line_info, jited_line_info, prog_tags, btf, bytes) "
-                "VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
-                (form.digest, form.tag, form.code, form.func_lens, form.norm.pack_relocs(),
-                 form.xlated, form.func_info, form.line_info, form.jited_line_info,
-                 form.prog_tags, form.btf, form.size)).lastrowid
+                "INSERT INTO images(digest, tag, func_lens, prog_tags, btf, bytes) "
+                "VALUES(?,?,?,?,?,?)", (form.digest, form.tag, form.func_lens,
+                                        form.prog_tags, form.btf, form.size)).lastrowid
+            self._store_code(image_id, form)
             self.stats["new_images"] += 1
             self.added += form.size
         self.cache[key] = (image_id, form.norm)
@@ -244,8 +312,15 @@ class StoreWriter:
             self.cache.popitem(last=False)
         return image_id
 
+    def _store_code(self, image_id: int, form) -> None:
+        self._x("INSERT OR REPLACE INTO image_code VALUES(?,?,?,?,?,?,?)",
+                (image_id, form.code, form.norm.pack_relocs(), form.xlated, form.func_info,
+                 form.line_info, form.jited_line_info))
+
     def _evicted(self, image_id: int) -> bool:
         """Whether a cached image was evicted since (and so must be stored again)."""
+        if not self.evictions:
+            return False  # nothing was ever evicted by this writer or found so
         row = self.con.execute("SELECT evicted FROM images WHERE id=?", (image_id,)).fetchone()
         return bool(row and row[0])
 
@@ -287,9 +362,8 @@ class StoreWriter:
             freed = 0
             for kind, row_id, size in victims:
                 if kind == "image":
-                    self.con.execute("UPDATE images SET code=NULL, relocs=NULL, xlated=NULL, "
-                                     "line_info=NULL, jited_line_info=NULL, func_info=NULL, "
-                                     "evicted=1 WHERE id=?", (row_id,))
+                    self.con.execute("DELETE FROM image_code WHERE image=?", (row_id,))
+                    self.con.execute("UPDATE images SET evicted=1 WHERE id=?", (row_id,))
                 else:
                     self.con.execute("UPDATE ool SET code=NULL, evicted=1 WHERE id=?",
                                      (row_id,))
@@ -302,11 +376,13 @@ class StoreWriter:
                              (freed,))
             self.con.execute("COMMIT")
             evicted += len(victims)
+            self.evictions = True
             # to completion: through execute() each step frees one page
             self.con.executescript("PRAGMA incremental_vacuum;")
             self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.stats["evicted"] += evicted
         self.cache.clear()
+        self.quick.clear()
         return evicted
 
     def _victims(self, excess: float) -> list[tuple[str, int, int]]:

@@ -1,0 +1,194 @@
+"""Benchmark: what textrace daemon costs, against perf record in the same run.
+
+  - CPU when nothing loads (goal: < 0.1 % of a core), over --idle seconds, of the daemon
+    and of `perf record -a -e dummy` (the sideband alone: KSYMBOL, BPF_EVENT, ...);
+  - CPU under a paced storm of 1000 loads a second for --paced seconds (goal: < 10 %);
+  - the delay capture adds to each load: a storm of --storm programs loaded and closed at
+    full speed, alone and under each (goal: <= 1.2x alone);
+  - store growth per 1000 loads: the same program over and over, and all distinct.
+CPU is the process's utime + stime from /proc (the daemon's forked helpers included:
+children are waited for), as a share of one core over the same wall interval.
+
+    python3 bench/daemon.py [--idle 20] [--paced 10] [--storm 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.abspath(os.path.join(HERE, "..", "src"))
+sys.path.insert(0, SRC)
+# `python3 -m textrace` in the children: this checkout's, not an installed one
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+from textrace.bpf.syscall import prog_load  # noqa: E402
+
+RET0 = bytes.fromhex("b700000000000000" "9500000000000000")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime (+ children waited for) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def task_cpu(pid: int) -> float:
+    """All threads and the live children of pid (the id scanner, kallsyms readers)."""
+    total = cpu_seconds(pid)
+    for child in _children(pid):
+        try:
+            total += cpu_seconds(child)
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return out
+
+
+class Daemon:
+    def __init__(self, store: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "textrace", "daemon", "--store",
+                                      store], stderr=subprocess.PIPE, text=True)
+        while "ready" not in (line := self.proc.stderr.readline()):
+            if not line:
+                raise RuntimeError("daemon exited")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=60)
+
+
+class Perf:
+    def __init__(self, out: str):
+        self.proc = subprocess.Popen(["perf", "record", "-q", "-a", "-e", "dummy", "-o", out],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2)  # perf has no ready line: its synthesis is done well within this
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=60)
+
+
+def share_of_core(pid: int, seconds: float, during=None) -> float:
+    c0, t0 = task_cpu(pid), time.monotonic()
+    if during is not None:
+        during(seconds)
+    else:
+        time.sleep(seconds)
+    return (task_cpu(pid) - c0) / (time.monotonic() - t0)
+
+
+def paced(rate: int):
+    """Load and close `rate` programs a second (in batches every 10 ms)."""
+    def run(seconds: float) -> None:
+        start = time.monotonic()
+        done = 0
+        while (now := time.monotonic()) - start < seconds:
+            due = int((now - start) * rate)
+            while done < due:
+                os.close(prog_load(RET0, name="paced"))
+                done += 1
+            time.sleep(0.01)
+    return run
+
+
+def storm(n: int) -> float:
+    out = subprocess.run([sys.executable, os.path.join(HERE, "storm.py"), str(n)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out)
+
+
+def distinct(n: int, start: int) -> None:
+    for k in range(n):
+        body = struct.pack("<BBhi", 0xb7, 0, 0, start + k) + RET0[8:]
+        os.close(prog_load(body, name="distinct"))
+
+
+def store_summary(store: str) -> dict:
+    return json.loads(subprocess.run([sys.executable, "-m", "textrace", "store", store,
+                                      "--json"], check=True, capture_output=True,
+                                     text=True).stdout)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--idle", type=float, default=20.0)
+    ap.add_argument("--paced", type=float, default=10.0)
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--storm", type=int, default=5000)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="textrace-bench-daemon-")
+    store = os.path.join(tmp, "store")
+    print(f"{'measure':44}{'textrace daemon':>18}{'perf record':>14}")
+
+    d = Daemon(store)
+    idle_d = share_of_core(d.proc.pid, args.idle)
+    load_d = share_of_core(d.proc.pid, args.paced, paced(args.rate))
+    d.stop()
+    p = Perf(os.path.join(tmp, "perf.data"))
+    idle_p = share_of_core(p.proc.pid, args.idle)
+    load_p = share_of_core(p.proc.pid, args.paced, paced(args.rate))
+    p.stop()
+    print(f"{'CPU idle (% of a core)':44}{100 * idle_d:>17.3f}%{100 * idle_p:>13.3f}%")
+    print(f"{f'CPU under {args.rate} loads/s (% of a core)':44}{100 * load_d:>17.2f}%"
+          f"{100 * load_p:>13.2f}%")
+
+    alone, under_d, under_p = [], [], []
+    for _ in range(args.runs):
+        alone.append(storm(args.storm))
+        d = Daemon(store)
+        under_d.append(storm(args.storm))
+        d.stop()
+        p = Perf(os.path.join(tmp, "perf.data"))
+        under_p.append(storm(args.storm))
+        p.stop()
+    a = statistics.median(alone)
+    ud, up = statistics.median(under_d), statistics.median(under_p)
+    print(f"{f'storm of {args.storm}: wall s (alone {a:.3f} s)':44}{ud:>17.3f} {up:>13.3f}")
+    print(f"{'  x alone (goal <= 1.2x)':44}{ud / a:>17.2f}x{up / a:>13.2f}x")
+    print(f"{'  us added per load':44}{1e6 * (ud - a) / args.storm:>17.1f} "
+          f"{1e6 * (up - a) / args.storm:>13.1f}")
+
+    for label, work in (("the same program", lambda: storm(1000)),
+                        ("distinct programs", lambda: distinct(1000, 1 << 20))):
+        growth = os.path.join(tmp, "growth")
+        shutil.rmtree(growth, ignore_errors=True)
+        d = Daemon(growth)
+        time.sleep(1)
+        before = store_summary(growth)
+        work()
+        time.sleep(1.5)
+        d.stop()
+        after = store_summary(growth)
+        print(f"{f'store growth per 1000 loads, {label}':44}"
+              f"{after['bytes'] - before['bytes']:>12} B code, "
+              f"{after['disk_bytes'] - before['disk_bytes']} B on disk, "
+              f"{after['images'] - before['images']} images")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
