@@ -145,3 +145,22 @@ def test_pipe_mode_input_is_a_clear_error(recorded, tmp_path):
     r = textrace_cli("inject", "-i", str(pipe), "-o", str(tmp_path / "o.data"), "--store",
                      store)
     assert r.returncode == 2 and "pipe-mode" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_inject_from_a_textrace_recording_made_at_the_same_time(tmp_path):
+    """--from: textrace record runs perf record, which runs the storm; the programs perf
+    lost come from textrace's recording (matched by id and tag)."""
+    tr, pd = tmp_path / "textrace.data", tmp_path / "perf.data"
+    r = textrace_cli("record", "-a", "-o", str(tr), "--", "perf", "record", "-q", "-a",
+                     "-e", "dummy", "-o", str(pd), "--", sys.executable, STORM, "500")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "from.data"
+    r = textrace_cli("inject", "-i", str(pd), "-o", str(out), "--from", str(tr))
+    assert r.returncode == 0, r.stderr
+    lost = loaded_ids(pd) - set(captured_programs(PerfData.open(pd)))
+    assert lost
+    listed = {int(k.split()[1]) for k in perf_header(out) if k.startswith("bpf_prog_info ")}
+    assert lost <= listed
+    progs = {p["id"]: p for p in map(json.loads, textrace_cli(
+        "progs", "-i", str(out), "--json").stdout.splitlines())}
+    assert all(progs[i]["capture"] == "from" for i in lost)

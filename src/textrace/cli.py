@@ -288,7 +288,7 @@ def cmd_record(args) -> int:
 def cmd_daemon(args) -> int:
     from .daemon import Daemon, DaemonOptions
     stats = Daemon(DaemonOptions(store=args.store, max_mb=args.max_mb, min_mb=args.min_mb,
-                                 capture=args.capture)).run()
+                                 capture=args.capture, nice=args.nice)).run()
     print(f"textrace daemon: stopped: {stats.loads} loads, {stats.captured} captured, "
           f"{stats.failed} not captured, {stats.ool} out-of-line code regions, "
           f"{stats.pokes} text pokes, {stats.unreported} unreported changes"
@@ -470,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture", choices=("auto", "kernel", "user"), default="auto",
                    help="capture in the kernel at load, from user space, or kernel when it "
                         "loads (default)")
+    p.add_argument("--nice", type=int, default=10,
+                   help="lower the daemon's CPU priority by this much (default 10): loads "
+                        "are not slowed by it, and the rings hold what it has not read")
     p.set_defaults(func=cmd_daemon)
 
     p = sub.add_parser("inject", help="a copy of a perf.data with every program it saw "
