@@ -104,6 +104,20 @@ def share_of_core(pid: int, seconds: float, during=None) -> float:
     return (task_cpu(pid) - c0) / (time.monotonic() - t0)
 
 
+IDLE_WINDOW = 5.0
+
+
+def idle_share(pid: int, seconds: float, store: str) -> tuple[float, list]:
+    """Median share of a core over windows of IDLE_WINDOW s, and per window (share, loads
+    the daemon stored meanwhile): on a shared machine some windows are not idle."""
+    windows = []
+    for _ in range(max(1, round(seconds / IDLE_WINDOW))):
+        n0 = store_summary(store)["programs"]
+        c = share_of_core(pid, IDLE_WINDOW)
+        windows.append((c, store_summary(store)["programs"] - n0))
+    return statistics.median(c for c, _ in windows), windows
+
+
 def paced(rate: int):
     """Load and close `rate` programs a second (in batches every 10 ms)."""
     def run(seconds: float) -> None:
@@ -149,24 +163,26 @@ def main() -> int:
     print(f"{'measure':44}{'textrace daemon':>18}{'perf record':>14}")
 
     d = Daemon(store)
-    n0 = store_summary(store)["programs"]
-    idle_d = share_of_core(d.proc.pid, args.idle)
+    time.sleep(3)
+    idle_d, idle_windows = idle_share(d.proc.pid, args.idle, store)
     n1 = store_summary(store)["programs"]
     load_d = share_of_core(d.proc.pid, args.paced, paced(args.rate))
     n2 = store_summary(store)["programs"]
     d.stop()
     # this machine is shared: other processes load programs too, and the daemon (like
     # perf) sees them all; so say how many it saw and what each cost
-    idle_rate, load_rate = (n1 - n0) / args.idle, (n2 - n1) / args.paced
+    load_rate = (n2 - n1) / args.paced
     p = Perf(os.path.join(tmp, "perf.data"))
-    idle_p = share_of_core(p.proc.pid, args.idle)
+    idle_p, _ = idle_share(p.proc.pid, args.idle, store)
     load_p = share_of_core(p.proc.pid, args.paced, paced(args.rate))
     p.stop()
     print(f"{'CPU idle (% of a core)':44}{100 * idle_d:>17.3f}%{100 * idle_p:>13.3f}%")
     print(f"{f'CPU under {args.rate} loads/s (% of a core)':44}{100 * load_d:>17.2f}%"
           f"{100 * load_p:>13.2f}%")
-    print(f"  loads the daemon saw: {idle_rate:.0f}/s while 'idle' (other processes), "
-          f"{load_rate:.0f}/s under the paced storm")
+    print(f"  idle: median of {len(idle_windows)} windows of {IDLE_WINDOW:.0f} s; each "
+          f"(% of a core, loads the daemon saw in it, from other processes): "
+          + ", ".join(f"{100 * c:.3f}% {n}" for c, n in idle_windows))
+    print(f"  loads the daemon saw under the paced storm: {load_rate:.0f}/s")
     per_load = load_d / max(load_rate, 1)
     print(f"  daemon CPU per load {1e6 * per_load:.1f} us: at exactly {args.rate} loads/s "
           f"{100 * per_load * args.rate:.2f}% of a core")
