@@ -53,6 +53,7 @@ class StoreWriter:
         self.live: dict[int, dict] = {}       # prog id -> load row, while it lives
         self.gone: OrderedDict[int, dict] = OrderedDict()  # recently unloaded, not captured
         self.dirty_loads: dict[int, dict] = {}
+        self.early_unloads: OrderedDict[int, int] = OrderedDict()  # unload before load
         self.next_load: int | None = None
         self.quick: OrderedDict[tuple, tuple] = OrderedDict()
         self._last_rest = b""
@@ -162,14 +163,31 @@ class StoreWriter:
             self.in_tx = True
         return load
 
+    def _find(self, prog_id: int) -> dict | None:
+        return self.live.get(prog_id) or self.gone.get(prog_id)
+
     def _load_row(self, prog_id: int, tag: bytes) -> dict:
-        load = self.live.get(prog_id)
+        load = self._find(prog_id)
         if load is None:
             load = dict.fromkeys(LOAD_COLUMNS)
             load.update(id=self._next_load_id(), boot=self.boot, prog_id=prog_id, tag=tag)
-            self.live[prog_id] = load
             self.stats["loads"] += 1
+            early = self.early_unloads.pop(prog_id, None)
+            if early is not None:  # its unload was read first (another CPU's ring)
+                load["unload_ns"] = early
+                self._gone(prog_id, load)
+            else:
+                self.live[prog_id] = load
         return self._touch(load)
+
+    def _gone(self, prog_id: int, load: dict) -> None:
+        """Unloaded, but its capture or its load record may still be arriving."""
+        if load["image"] is None or load["load_ns"] is None:
+            self.gone[prog_id] = load
+            while len(self.gone) > 4096:
+                self.gone.popitem(last=False)
+        else:
+            self.gone.pop(prog_id, None)
 
     def _flush_loads(self) -> None:
         if self.dirty_loads:
@@ -181,33 +199,38 @@ class StoreWriter:
         """BPF_EVENT(PROG_LOAD) (load_ns None: loaded before the daemon looked)."""
         load = self._load_row(prog_id, tag)
         load["load_ns"], load["tag"] = load_ns, tag
+        if prog_id in self.gone:
+            self._gone(prog_id, load)
 
     def program_unloaded(self, prog_id: int, unload_ns: int) -> None:
         load = self.live.pop(prog_id, None)
         if load is None:
-            return  # loaded before the store began, and never seen alive
+            if prog_id not in self.gone:
+                # read before its load record or capture (rings are read one after
+                # another), or loaded before the store began and never seen alive
+                self.early_unloads[prog_id] = unload_ns
+                while len(self.early_unloads) > 4096:
+                    self.early_unloads.popitem(last=False)
+            return
         self._touch(load)["unload_ns"] = unload_ns
-        if load["image"] is None:
-            self.gone[prog_id] = load  # its capture may still be arriving
-            while len(self.gone) > 4096:
-                self.gone.popitem(last=False)
+        self._gone(prog_id, load)
 
     def program_failed(self, prog_id: int, tag: bytes, reason: str) -> None:
-        load = self.live.get(prog_id) or self.gone.get(prog_id) or \
-            self._load_row(prog_id, tag)
+        load = self._find(prog_id) or self._load_row(prog_id, tag)
         if load["image"] is None:
             self._touch(load)["reason"] = reason
 
     def _captured(self, prog_id: int, tag: bytes, image_id: int, info_id: int,
                   addrs: list[int], capture_ns, method, fields: dict, map_ids) -> None:
-        load = self.gone.pop(prog_id, None)
-        load = self._touch(load) if load is not None else self._load_row(prog_id, tag)
+        load = self._load_row(prog_id, tag)
         load.update(image=image_id, info=info_id, tag=tag, capture_ns=capture_ns,
                     method=method, reason=None,
                     addrs=struct.pack(f"<{len(addrs)}Q", *addrs),
                     load_time=fields.get("load_time"), uid=fields.get("created_by_uid"),
                     btf_id=fields.get("btf_id"),
                     map_ids=struct.pack(f"<{len(map_ids)}I", *map_ids))
+        if prog_id in self.gone:
+            self._gone(prog_id, load)
         if self.max_bytes and self.added > BURST * self.max_bytes:
             self.commit()  # and see to the budget: a burst must not overrun it mid-round
 
