@@ -33,6 +33,7 @@ _LOAD_UPSERT = (f"INSERT OR REPLACE INTO loads({', '.join(LOAD_COLUMNS)}) "
                 f"VALUES({', '.join('?' * len(LOAD_COLUMNS))})")
 HIGH_WATER = 0.80     # evict when the files pass this share of the budget...
 LOW_WATER = 0.65      # ...down to this share
+STEP = 0.04          # evict at most this share of it at a time
 BURST = 0.02         # commit (and look at the budget) after this share of it is added
 _CACHE = 4096         # recent images remembered for the fast path
 
@@ -371,11 +372,13 @@ class StoreWriter:
         if not self.max_bytes:
             return 0
         evicted = 0
-        for _round in range(8):
+        # in steps of at most STEP of the budget, the log emptied around each vacuum: the
+        # pages a step rewrites pass through the log, which counts against the budget too
+        for _round in range(int(1 / STEP) * 2):
             excess = self.disk_bytes() - LOW_WATER * self.max_bytes
             if excess <= 0:
                 break
-            victims = self._victims(excess)
+            victims = self._victims(min(excess, STEP * self.max_bytes))
             if os.environ.get("TEXTRACE_BUDGET_DEBUG"):
                 print(f"budget: disk {self.disk_bytes()} excess {excess:.0f} victims "
                       f"{len(victims)} {sum(v[2] for v in victims)}", flush=True)
@@ -400,6 +403,7 @@ class StoreWriter:
             self.con.execute("COMMIT")
             evicted += len(victims)
             self.evictions = True
+            self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             # to completion: through execute() each step frees one page
             self.con.executescript("PRAGMA incremental_vacuum;")
             self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
