@@ -215,3 +215,21 @@ def test_systemd_unit_runs_the_daemon_and_is_told_when_it_is_ready(tmp_path):
         if proc.poll() is None:
             proc.kill()
         sock.close()
+
+
+def test_user_space_capture_when_asked(tmp_path):
+    """--capture user: the id scanner's path (what auto falls back to, saying so)."""
+    store = str(tmp_path / "store")
+    with DaemonProc(store, "--capture", "user") as d:
+        assert "user space" in d.lines[-1]
+        fd = load_with_subprograms(2, name="tr_d_user")
+        info = read_prog_info(fd)
+        d.settle()
+        os.close(fd)
+        d.settle()
+        assert d.stop()[0] == 0
+    st = textrace.store.open(store)
+    [ld] = st.loads(prog_id=info.id)
+    assert ld.method == "user" and ld.unload_ns is not None
+    got = st.prog_info(ld)
+    assert got.jited_insns == info.jited_insns and got.load_time == info.load_time
