@@ -279,6 +279,10 @@ class Daemon:
         """Read the rings and the capture program; store what they hold.  Returns how
         many things happened."""
         work = 0
+        # the capture ring before the perf rings: every program captured here whose unload
+        # has happened is unloaded in the records read next, before its capture is stored,
+        # so a commit on the way (the budget) can already evict it
+        captures = self.kernel.poll() if self.kernel is not None else []
         batch = []
         for ring in self.rings:
             for raw in ring.read():
@@ -286,14 +290,12 @@ class Daemon:
                 if rtype in _TRIMMED:
                     raw = live.trim_inflated(raw, self.id_size)
                 batch.append(raw)
-        # records first: a program loaded and gone by now is unloaded before its capture
-        # is stored, so a commit on the way (the budget) can already evict it
         batch.sort(key=lambda raw: struct.unpack_from("<Q", raw, len(raw) - 24)[0])
         for raw in batch:
             work += 1
             self._record(raw)
         if self.kernel is not None:
-            for kc in self.kernel.poll():
+            for kc in captures:
                 self._kernel_capture(kc)
                 self.stats.captured += 1
                 work += 1
