@@ -379,9 +379,6 @@ class StoreWriter:
             if excess <= 0:
                 break
             victims = self._victims(min(excess, STEP * self.max_bytes))
-            if os.environ.get("TEXTRACE_BUDGET_DEBUG"):
-                print(f"budget: disk {self.disk_bytes()} excess {excess:.0f} victims "
-                      f"{len(victims)} {sum(v[2] for v in victims)}", flush=True)
             if not victims:
                 break
             self.con.execute("BEGIN")
