@@ -478,6 +478,87 @@ def cmd_record(args) -> int:
     return summary.exit_code or 0
 
 
+def cmd_daemon(args) -> int:
+    from .daemon import Daemon, DaemonOptions
+    stats = Daemon(DaemonOptions(store=args.store, max_mb=args.max_mb, min_mb=args.min_mb,
+                                 capture=args.capture, nice=args.nice)).run()
+    print(f"textrace daemon: stopped: {stats.loads} loads, {stats.captured} captured, "
+          f"{stats.failed} not captured, {stats.ool} out-of-line code regions, "
+          f"{stats.pokes} text pokes, {stats.unreported} unreported changes"
+          + (f"; the kernel lost {stats.lost} records" if stats.lost else ""),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_store(args) -> int:
+    import textrace.store
+    st = textrace.store.open(args.dir)
+    s = st.summary()
+    if args.json:
+        sys.stdout.write(json.dumps(s, separators=(",", ":")) + "\n")
+        return 0
+    from .views.events import format_time
+    print(f"{args.dir}: {s['programs']} program loads ({s['captured']} captured, "
+          f"{s['live']} live), {s['images']} distinct images "
+          f"({s['images_evicted']} evicted), {s['btf']} BTF objects")
+    print(f"  {s['bytes']} bytes of code and BTF, {s['disk_bytes']} bytes on disk; "
+          f"{s['evicted']} evictions ({s['evicted_bytes']} bytes)")
+    print(f"  {s['ool']} out-of-line code regions, {s['pokes']} code changes "
+          f"({s['unreported']} unreported)")
+    for b in s["boots"]:
+        print(f"  boot {b['boot_id']} ({b['release']}): {format_time(b['first_ns'])} .. "
+              f"{format_time(b['last_ns'])}")
+    return 0
+
+
+def cmd_inject(args) -> int:
+    from .inject import inject
+    r = inject(args.input, args.output, store=args.store, from_path=args.from_path)
+    print(f"textrace: wrote {r.output}: {r.programs} programs loaded in the file; "
+          f"{r.had} perf had, {len(r.completed)} completed, {len(r.missing)} not",
+          file=sys.stderr)
+    for prog_id, why in sorted(r.missing.items()):
+        print(f"textrace:   program {prog_id}: {why}", file=sys.stderr)
+    return 0
+
+
+def cmd_symbolize(args) -> int:
+    import numpy as np
+    import textrace.store
+    st = textrace.store.open(args.store)
+    src = sys.stdin if args.input == "-" else open(args.input)
+    out = sys.stdout
+    lineno = 0
+    while True:
+        batch = []
+        for line in src:
+            lineno += 1
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                addr = d["addr"] if isinstance(d["addr"], int) else int(d["addr"], 0)
+                batch.append((addr, int(d["time"])))
+            except (ValueError, KeyError, TypeError):
+                raise TextraceError(f"line {lineno}: not {{\"addr\": ..., \"time\": ...}}: "
+                                    f"{line.strip()[:80]!r}", file=args.input) from None
+            if len(batch) >= 65536:
+                break
+        if not batch:
+            break
+        addrs = np.array([a for a, _ in batch], dtype=np.uint64)
+        times = np.array([t for _, t in batch], dtype=np.int64)
+        got = st.symbolize(addrs, times, boot=args.boot)
+        for k, (addr, t) in enumerate(batch):
+            row = {"addr": addr, "time": t, "name": got["name"][k], "kind": got["kind"][k],
+                   "offset": int(got["offset"][k]) if got["name"][k] is not None else None,
+                   "tag": got["tag"][k],
+                   "id": int(got["prog_id"][k]) if got["prog_id"][k] >= 0 else None}
+            out.write(json.dumps(row, separators=(",", ":")) + "\n")
+    out.flush()
+    return 0
+
+
 _last_progress = [0.0]
 
 
@@ -626,6 +707,42 @@ def build_parser() -> argparse.ArgumentParser:
                         "compressed): the base every later TEXT_POKE replays forwards from")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("daemon", help="capture service: every BPF program and code change "
+                                      "into a store, until SIGTERM/SIGINT")
+    p.add_argument("--store", required=True, metavar="DIR", help="the store's directory")
+    p.add_argument("--max-mb", type=float, help="never more than this on disk (MB); "
+                   "unloaded code is evicted oldest first")
+    p.add_argument("--min-mb", type=float, default=0.0,
+                   help="never evict below this much of the most recent unloaded code (MB)")
+    p.add_argument("--capture", choices=("auto", "kernel", "user"), default="auto",
+                   help="capture in the kernel at load, from user space, or kernel when it "
+                        "loads (default)")
+    p.add_argument("--nice", type=int, default=10,
+                   help="lower the daemon's CPU priority by this much (default 10): loads "
+                        "are not slowed by it, and the rings hold what it has not read")
+    p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("inject", help="a copy of a perf.data with every program it saw "
+                                      "load completed from a store or a recording")
+    p.add_argument("-i", "--input", required=True, help="perf.data made by perf record")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--store", metavar="DIR", help="a textrace daemon's store")
+    p.add_argument("--from", dest="from_path", metavar="FILE",
+                   help="a textrace recording made at the same time")
+    p.set_defaults(func=cmd_inject)
+
+    p = sub.add_parser("symbolize", help="JSON lines {addr, time} in: the program or kernel "
+                                         "symbol at that address then, out")
+    p.add_argument("--store", required=True, metavar="DIR")
+    p.add_argument("-i", "--input", default="-", help="JSON lines file (default stdin)")
+    p.add_argument("--boot", help="the boot's boot_id (default: the store's newest)")
+    p.set_defaults(func=cmd_symbolize)
+
+    p = sub.add_parser("store", help="what a code store holds")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_store)
     return parser
 
 
