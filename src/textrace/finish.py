@@ -208,11 +208,8 @@ class _Collector:
             self.btf_ids.add(btf_id)
             self.report.btfs += 1
             fields = _unpack_info(info[20:20 + info_len])
-            # perf 6.1 names a program from BTF whenever its BTF is in BPF_BTF, reading
-            # func_info[i] unchecked (synthesize_bpf_prog_name): a program without
-            # func_info (the capture program does not copy it) would crash `perf report
-            # --header-only`.  Such BTF goes to textrace's section (Kind.BTF) instead.
-            if fields["nr_func_info"] >= max(1, fields["nr_jited_ksyms"]):
+            from .perf.features import btf_safe_for_perf
+            if btf_safe_for_perf(fields["nr_func_info"], fields["nr_jited_ksyms"]):
                 self.btf_kept.write(btf[4:])
                 self.n_btf_kept += 1
             else:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from .errors import TextraceError
 from .history.programs import Program, programs_from_records
 from .perf.abi import Feature, RecordType
-from .perf.features import BpfBtf, BpfProgInfo, BpfProgInfoEntry, BtfEntry
+from .entries import BTF_ENTRY, encode_kallsyms
+from .perf.features import BpfBtf, BpfProgInfo, BpfProgInfoEntry, BtfEntry, btf_safe_for_perf
 from .perf.header import FILE_HEADER, SECTION, FileHeader
 from .perf.private import FEATURE_BIT, Kind, PrivateSection, pack_kernel_code, private_section
 from .perf.reader import PerfData
@@ -88,11 +89,10 @@ class StoreSource:
 
 class RecordingSource:
     def __init__(self, path: str):
-        from .views.progs import captured_programs
+        from .recorded import recorded
         self.data = PerfData.open(path)
-        self.infos = captured_programs(self.data)
-        feat = self.data.feature(Feature.BPF_BTF)
-        self.btfs = {e.id: e.data for e in feat.btfs} if feat is not None else {}
+        rec = recorded(self.data)  # finished or killed: features, section or stream
+        self.infos, self.btfs = rec.infos, rec.btfs
 
     def find(self, prog: Program, t0: int | None):
         info = self.infos.get(prog.id)
@@ -122,6 +122,7 @@ def inject(input_path: str, output: str, *, store: str | None = None,
         entries[ProgInfo.from_bpil(e.info_len, e.data_len, e.arrays, e.info, e.data).id] = e
     bfeat = data.feature(Feature.BPF_BTF)
     btfs = {e.id: e for e in bfeat.btfs} if bfeat is not None else {}
+    held_btfs: dict[int, bytes] = {}  # BTF perf would crash on: textrace's section keeps it
     result = InjectResult(output, programs=len({p.id for p in programs}))
     outcomes = []
     for prog in programs:
@@ -138,8 +139,11 @@ def inject(input_path: str, output: str, *, store: str | None = None,
             info, btf_id, btf, how = got
             il, dl, arrays, ib, db = info.to_bpil()
             entries[prog.id] = BpfProgInfoEntry(arrays=arrays, info=ib, data=db)
-            if btf_id and btf and btf_id not in btfs:
-                btfs[btf_id] = BtfEntry(id=btf_id, data=btf)
+            if btf_id and btf and btf_id not in btfs and btf_id not in held_btfs:
+                if btf_safe_for_perf(info.info["nr_func_info"], info.info["nr_jited_ksyms"]):
+                    btfs[btf_id] = BtfEntry(id=btf_id, data=btf)
+                else:
+                    held_btfs[btf_id] = btf
             result.completed.append(prog.id)
             result.missing.pop(prog.id, None)
             outcomes.append({"id": prog.id, "tag": prog.tag.hex(), "method": how,
@@ -154,7 +158,10 @@ def inject(input_path: str, output: str, *, store: str | None = None,
         replace[Feature.BPF_PROG_INFO] = BpfProgInfo(
             programs=tuple(entries[k] for k in sorted(entries))).pack()
         replace[Feature.BPF_BTF] = BpfBtf(btfs=tuple(btfs[k] for k in sorted(btfs))).pack()
-    replace[FEATURE_BIT] = _private(data, sources, outcomes, result).pack()
+    section = _private(data, sources, outcomes, result)
+    for btf_id, raw in sorted(held_btfs.items()):
+        section.add(Kind.BTF, BTF_ENTRY.pack(btf_id, 0) + raw)
+    replace[FEATURE_BIT] = section.pack()
     rewrite_features(data, output, replace)
     return result
 
@@ -170,8 +177,8 @@ def _private(data: PerfData, sources, outcomes: list[dict], result: InjectResult
         if isinstance(src, StoreSource) and src.boot is not None:
             text = src.st.kallsyms_text(src.boot)
             if text:
-                import zstandard
-                section.add(Kind.KALLSYMS, zstandard.ZstdCompressor(level=3).compress(text))
+                section.add(Kind.KALLSYMS, encode_kallsyms(
+                    text.decode() if isinstance(text, bytes) else text))
             for o in src.st.ool(src.boot):
                 if o["code"]:
                     section.add(Kind.KERNEL_CODE, pack_kernel_code(o["addr"],

@@ -855,6 +855,16 @@ class BtfEntry(_Layout):
     data: bytes = _field(_Sized("data_size"))   # raw BTF, starting with magic 0xeb9f
 
 
+
+def btf_safe_for_perf(nr_func_info: int, nr_jited_ksyms: int) -> bool:
+    """May a program's BTF go into HEADER_BPF_BTF?  perf 6.1 names a program from its BTF
+    whenever that BTF is there, reading func_info[i] for each function unchecked
+    (synthesize_bpf_prog_name): a program with fewer func_info records than functions (the
+    capture program does not copy func_info) makes `perf report --header-only` crash.
+    Such BTF goes to textrace's own section (Kind.BTF) instead."""
+    return nr_func_info >= max(1, nr_jited_ksyms)
+
+
 @dataclass(frozen=True, kw_only=True)
 class BpfBtf(_OmittedWhenEmpty):
     """BPF_BTF: the BTF of those programs, by ascending id; `count` as in BpfProgInfo."""
