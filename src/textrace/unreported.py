@@ -48,10 +48,10 @@ class UnreportedChange:
 def instruction_starts(code: bytes):
     """Offsets of the x86-64 instructions of a JIT image (the JIT puts no data between
     instructions, so a linear sweep is exact), and its length last."""
-    import capstone
     import numpy as np
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    starts = [off for off, _size, _m, _o in md.disasm_lite(code, 0)]
+
+    from .history.x86 import x86_64
+    starts = [off for off, _size, _m, _o in x86_64().disasm_lite(code, 0)]
     return np.array(starts + [len(code)], dtype=np.int64)
 
 

@@ -355,7 +355,5 @@ class CodeView:
 
     def disassemble(self, addr: int, n: int):
         """x86-64 instructions in [addr, addr+n) at this time, as capstone decodes them."""
-        import capstone
-        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-        md.detail = True  # instruction groups (call, jump) for the views
-        return list(md.disasm(self.read(addr, n), addr))
+        from .x86 import x86_64
+        return list(x86_64().disasm(self.read(addr, n), addr))

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .code_history import CodeHistory, Poke, Symbol
+from .x86 import x86_64
 
 KINDS = ("jump_label", "ftrace", "static_call", "bpf_trampoline", "bpf_dispatcher",
          "tail_call", "kprobe", "unknown")
@@ -113,15 +114,6 @@ class PokeInfo:
         return self.poke.new
 
 
-_CS = None
-
-
-def _capstone():
-    global _CS
-    if _CS is None:
-        import capstone
-        _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    return _CS
 
 
 def _branch_target(code: bytes, addr: int) -> int | None:
@@ -139,7 +131,7 @@ def decode(history: CodeHistory, code: bytes, addr: int, t: int) -> tuple[Insn, 
     `.byte` lines."""
     out: list[Insn] = []
     pos = 0
-    for ins in _capstone().disasm(code, addr):
+    for ins in x86_64().disasm(code, addr):
         raw = bytes(ins.bytes)
         target = _branch_target(raw, ins.address) if ins.mnemonic in ("call", "jmp") else None
         sym = _name(history, target, t) if target is not None else None

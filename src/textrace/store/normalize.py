@@ -17,6 +17,8 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from ..history.x86 import x86_64
+
 _REL32 = struct.Struct("<i")
 RELOC = struct.Struct("<HIbq")   # function, offset of the rel32 field, kind, value
 KIND_KERNEL = 0                  # value: absolute target address
@@ -46,20 +48,11 @@ class Normalized:
         return h.digest()
 
 
-_md = None
-
-
-def _disasm():
-    global _md
-    if _md is None:
-        import capstone
-        _md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    return _md
 
 
 def _rel32_fields(code: bytes):
     """(field offset, instruction end) of every call/jmp/jcc rel32 in a JIT image."""
-    for off, size, _mnem, _ops in _disasm().disasm_lite(code, 0):
+    for off, size, _mnem, _ops in x86_64().disasm_lite(code, 0):
         op = code[off]
         if op in (0xE8, 0xE9) and size == 5:
             yield off + 1, off + 5

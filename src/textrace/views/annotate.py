@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..bpf.insn import decode, disassemble
+from ..history.x86 import x86_64
 from ..perf.abi import RecordType
 from ..perf.bulk import sample_arrays
 from ..perf.reader import PerfData
@@ -55,8 +56,7 @@ def annotate(data: PerfData, spec: str, live=None) -> tuple[list[AsmRow], int]:
     pokes = [r for r in data.records(frozenset({RecordType.TEXT_POKE}))]
     hits = _samples_in(data, history, prog.id)
     total = sum(hits.values())
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    md.detail = True
+    md = x86_64()
     rows: list[AsmRow] = []
     for fi, (addr, n, code) in enumerate(info.funcs()):
         for ins in md.disasm(code, addr):

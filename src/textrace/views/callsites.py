@@ -16,6 +16,7 @@ from ..bpf.btf import Btf
 from ..bpf.insn import decode
 from ..bpf.prog_info import ProgInfo
 from ..errors import TextraceError
+from ..history.x86 import x86_64
 from ..perf.reader import PerfData
 from .progs import captured_programs
 from .show import load_history
@@ -66,8 +67,7 @@ def callsites(data: PerfData, spec: str) -> list[CallSite]:
     insns = decode(info.xlated_insns) if info.xlated_insns else []
     # the BPF instruction range of each function: subprograms start at call targets
     starts = sorted({0, *(i.call_target() for i in insns if i.call_target() is not None)})
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    md.detail = True
+    md = x86_64()
     jlines = list(info.jited_line_info)
     out: list[CallSite] = []
     for k, (addr, _n, code) in enumerate(info.funcs()):
