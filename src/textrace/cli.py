@@ -302,9 +302,12 @@ def _export_progress():
 
 def cmd_export(args) -> int:
     from .export import export
+    if not args.input and not args.store:
+        raise TextraceError("give recordings (-i FILE) or a store (--store DIR) to export")
     step, bar = _export_progress()
     with bar:
-        rows = export(args.input, args.parquet, salvage=args.salvage, progress=step)
+        rows = export(args.input or [], args.parquet, salvage=args.salvage,
+                      stores=args.store or [], progress=step)
     print(f"textrace: wrote {args.parquet}: " + ", ".join(f"{t} {n}" for t, n in rows.items()),
           file=sys.stderr)
     return 0
@@ -318,14 +321,15 @@ def cmd_sql(args) -> int:
     dirs = list(args.parquet or [])
     tmp = None
     try:
-        if args.input or not dirs:
+        if args.input or args.store or not dirs:
             from .export import export
             tmp = tempfile.mkdtemp(prefix="textrace-sql-")   # 0700
             tables = sql.tables_in(args.query)
             step, bar = _export_progress()
             with bar:
-                export(args.input or ["perf.data"], tmp, tables=tables,
-                       salvage=args.salvage, progress=step)
+                export(args.input or ([] if args.store else ["perf.data"]), tmp,
+                       tables=tables, salvage=args.salvage, stores=args.store or [],
+                       progress=step)
             dirs.append(tmp)
         con = sql.connect(dirs)
         rel = sql.run(con, args.query)
@@ -660,8 +664,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="the code history as Parquet tables: recordings, "
                                       "programs, functions, code_versions, pokes, samples")
-    p.add_argument("-i", "--input", action="append", required=True, metavar="FILE",
+    p.add_argument("-i", "--input", action="append", metavar="FILE",
                    help="perf.data file (repeat for several recordings)")
+    p.add_argument("--store", action="append", metavar="DIR",
+                   help="a textrace daemon's store: each boot a recording (repeatable)")
     p.add_argument("--salvage", action="store_true",
                    help="read damaged or unfinished files up to the damage")
     p.add_argument("--parquet", required=True, metavar="DIR",
@@ -671,7 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sql", help="SQL over the tables of recordings (DuckDB, in-process)")
     p.add_argument("-i", "--input", action="append", metavar="FILE",
                    help="perf.data file (repeat for several; default perf.data unless "
-                        "--parquet is given)")
+                        "--parquet or --store is given)")
+    p.add_argument("--store", action="append", metavar="DIR",
+                   help="a textrace daemon's store: each boot a recording (repeatable)")
     p.add_argument("--parquet", action="append", metavar="DIR",
                    help="an export directory to query (repeat for several)")
     p.add_argument("--salvage", action="store_true",

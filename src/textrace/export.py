@@ -14,7 +14,7 @@ import os
 from typing import Callable, Iterable
 
 from .errors import TextraceError
-from .views.tables import BUILDERS, TABLES, Batch, Coded, Masked, Source
+from .views.tables import TABLES, Batch, Coded, Masked, Source, StoreSource, builders
 
 _INT64_MAX = (1 << 63) - 1
 _TYPES = {"string": "string", "int32": "int32", "int64": "int64", "uint64": "uint64",
@@ -118,27 +118,36 @@ class ParquetTables:
 
 
 def export(paths: list[str], directory: str, *, tables: Iterable[str] = TABLES,
-           salvage: bool = False,
+           salvage: bool = False, stores: Iterable[str] = (),
            progress: Callable[[str, str, int, int], None] | None = None) -> dict[str, int]:
-    """Write the `tables` of every recording in `paths` to `directory`; rows per table.
+    """Write the `tables` of every recording in `paths`, and of every boot of each store
+    in `stores` (daemon store directories), to `directory`; rows per table.
     `progress(path, step, done, total)` is called as each step begins (total None: how
     long it takes is not known) and as samples are written."""
     out = ParquetTables(directory, tables)
-    try:
+
+    def sources():
         for path in paths:
             if progress is not None:
                 progress(path, "reading", 0, None)
-            src = Source.open(path, salvage=salvage)
+            yield path, Source.open(path, salvage=salvage)
+        for store in stores:
+            for src in StoreSource.boots(store):
+                yield f"{store} boot {src.recording[:8]}", src
+
+    try:
+        for label, src in sources():
+            made = builders(src)
             for table in out.tables:
                 if progress is not None and table != "samples":
-                    progress(path, table, 0, None)
+                    progress(label, table, 0, None)
                 if table == "samples":
-                    def step(done, total, path=path):
+                    def step(done, total, label=label):
                         if progress is not None:
-                            progress(path, "samples", done, total)
-                    batches = BUILDERS[table](src, step)
+                            progress(label, "samples", done, total)
+                    batches = made[table](src, step)
                 else:
-                    batches = BUILDERS[table](src)
+                    batches = made[table](src)
                 for batch in batches:
                     out.write(table, batch)
             del src

@@ -1,7 +1,7 @@
 """The code history as tables: one builder per table, each over one loaded source.
 
-A source (a perf.data recording today; the code store later) is loaded once into a
-`Source`: its history, programs and data.  Each table builder takes a Source and yields
+A source is loaded once: a perf.data recording into a `Source` (its history, programs and
+data), or one boot of a code store (`textrace daemon --store DIR`) into a `StoreSource`.  Each table builder takes a Source and yields
 column batches (`dict` of column name -> list or numpy array, `Coded` or `Masked`), in
 the columns and types TABLES declares; `export` writes them to Parquet and `sql` queries
 them.  Every row carries its recording's id, so the tables of many recordings (many hosts,
@@ -33,14 +33,15 @@ from ..perf.reader import PerfData
 TABLES: dict[str, list[tuple[str, str, str]]] = {
     "recordings": [
         ("recording", "string", "id of the recording: a digest of the file's first and "
-                                "last MiB and its size"),
-        ("file", "string", "path as given"),
-        ("size", "int64", "bytes"),
+                                "last MiB and its size; a store's boot: its boot_id"),
+        ("file", "string", "path as given (a store's directory)"),
+        ("size", "int64", "bytes; null for a store"),
         ("host", "string", "uname nodename (HEADER_HOSTNAME)"),
+        ("boot", "string", "the kernel's boot_id (a store's boot); null for perf.data"),
         ("kernel_release", "string", "uname release (HEADER_OSRELEASE)"),
         ("arch", "string", "uname machine"),
         ("nr_cpus", "int32", "online CPUs"),
-        ("writer", "string", "perf version, or textrace"),
+        ("writer", "string", "perf version, textrace, or textrace daemon"),
         ("cmdline", "string", "the command that made the recording"),
         ("clock", "string", "clock of every time column: monotonic, boottime, ... or "
                             "perf_clock"),
@@ -221,7 +222,7 @@ def recordings(src: Source) -> Iterator[Batch]:
     size = os.path.getsize(data.path) if os.path.isfile(data.path) else None
     yield {
         "recording": [src.recording], "file": [data.path], "size": [size],
-        "host": [feat(Feature.HOSTNAME, "value")],
+        "host": [feat(Feature.HOSTNAME, "value")], "boot": [None],
         "kernel_release": [feat(Feature.OSRELEASE, "value")],
         "arch": [feat(Feature.ARCH, "value")],
         "nr_cpus": [feat(Feature.NRCPUS, "nr_cpus_online")],
@@ -361,3 +362,93 @@ BUILDERS: dict[str, Callable[..., Iterator[Batch]]] = {
     "recordings": recordings, "programs": programs, "functions": functions,
     "code_versions": versions, "pokes": pokes, "samples": samples,
 }
+
+
+# --- a code store: one recording per boot -----------------------------------------------------
+
+@dataclass
+class StoreSource:
+    """One boot of a code store (`textrace daemon --store DIR`), loaded once for the same
+    builders.  Its recording id is the boot's boot_id: the kernel's random id of the boot,
+    the same whatever the store's path or wherever it is copied, and what the store itself
+    keys boots by.  Times are ns on perf_clock of that boot."""
+
+    recording: str
+    directory: str
+    store: object           # textrace.store.Store
+    boot: object            # textrace.store.Boot
+    history: CodeHistory
+    prog_rows: list         # views.progs.ProgRow, one per load, in load order
+    data = None             # no perf.data: views.pokes reads the history alone
+
+    @classmethod
+    def boots(cls, directory: str) -> Iterator["StoreSource"]:
+        """A source per boot of the store in `directory`, oldest first, each loaded as it
+        is reached (one boot's history in memory at a time)."""
+        import textrace.store
+        st = textrace.store.open(directory)
+        try:
+            for boot in st.boots():
+                yield cls.open(st, directory, boot)
+        finally:
+            st.close()
+
+    @classmethod
+    def open(cls, st, directory: str, boot) -> "StoreSource":
+        from ..history.code_history import Image
+        from .progs import ProgRow
+        history = st.history(boot.id)
+        rows, images = [], []
+        for ld in st.loads(boot.id):
+            info = st.prog_info(ld)
+            code = {a: c for a, _n, c in info.funcs()} if info is not None else {}
+            if info is not None:
+                # stamped as views.show.program_images does: the capture's time, not
+                # before the load
+                when = ld.capture_ns or ld.load_ns or 0
+                if ld.load_ns is not None and when < ld.load_ns:
+                    when = ld.load_ns
+                images += [Image(a, c, when, f"bpf:{ld.prog_id}") for a, c in code.items()]
+            reason = ld.reason
+            if info is None and reason is None:
+                reason = ("image evicted from the store (its budget)" if ld.evicted
+                          else "not captured by the daemon")
+            rows.append(ProgRow(
+                id=ld.prog_id, tag=ld.tag.hex(), name=ld.name, type=ld.type,
+                loaded_ns=ld.load_ns, unloaded_ns=ld.unload_ns, captured=info is not None,
+                capture=ld.method, reason=reason,
+                funcs=[{"addr": a, "len": n, "jited": code[a].hex() if a in code else None}
+                       for a, n in zip(ld.addrs, ld.lens)]))
+        history.add_images(images)   # Store.history holds only the out-of-line code's
+        return cls(boot.boot_id, directory, st, boot, history, rows)
+
+
+def store_recordings(src: StoreSource) -> Iterator[Batch]:
+    """The boot as a recording: what the store keeps of it (no host, arch or samples)."""
+    kernel = src.history.kernel
+    methods = sorted({r.capture for r in src.prog_rows if r.capture})
+    row = {name: [None] for name, _t, _d in TABLES["recordings"]}
+    row.update({
+        "recording": [src.recording], "file": [src.directory], "boot": [src.boot.boot_id],
+        "kernel_release": [src.boot.release or None], "writer": ["textrace daemon"],
+        "clock": ["perf_clock"],
+        "kernel_text": [kernel.address_of("_text") if kernel is not None else None],
+        "samples": [0], "capture": [",".join(methods) or None],
+    })
+    yield row
+
+
+def store_samples(src: StoreSource, progress: Callable[[int, int], None] | None = None
+                  ) -> Iterator[Batch]:
+    """A store keeps no samples: no rows."""
+    return iter(())
+
+
+STORE_BUILDERS: dict[str, Callable[..., Iterator[Batch]]] = {
+    **BUILDERS, "recordings": store_recordings, "samples": store_samples,
+}
+
+
+def builders(src) -> dict[str, Callable[..., Iterator[Batch]]]:
+    """The table builders for a source: the recording's, or a store boot's."""
+    return STORE_BUILDERS if isinstance(src, StoreSource) else BUILDERS
