@@ -125,8 +125,10 @@ class PrivateApt:
             (self.root / d).mkdir(parents=True, exist_ok=True)
         (self.root / "state" / "status").touch()
         (self.root / "sources.list").write_text(self.sources())
-        r = subprocess.run(["apt-get", "-q", *self.options, "update"], capture_output=True,
-                           text=True)
+        # apt's sandbox user (_apt) cannot enter root's cache, and says so in a warning that
+        # would read as a failure here: stay root, as for downloads
+        r = subprocess.run(["apt-get", "-q", *self.options, "-o", "APT::Sandbox::User=root",
+                            "update"], capture_output=True, text=True)
         if r.returncode != 0 or "\nE: " in "\n" + r.stderr or "\nW: " in "\n" + r.stderr:
             raise TestbedError(f"apt-get update ({self.where}) failed: "
                                f"{r.stderr.strip()[-500:]}")

@@ -85,7 +85,8 @@ def test_a_program_held_through_the_recording_is_not_reported_freed(recorded):
     freed_at = {r["start"] for p in recorded["packs"] for r in p["stale_ranges"]}
     assert addr & ~63 not in freed_at
     # the recorder checked no range of it: its checks are of programs that were unloaded
-    from textrace.perf.private import Kind, private_section, unpack_packs_entries
+    from textrace.entries import decode_packs as unpack_packs_entries
+    from textrace.perf.private import Kind, private_section
     from textrace.perf.reader import PerfData
     data = PerfData.open(str(recorded["dir"] / "packs.data"))
     entries = unpack_packs_entries(private_section(data).get(Kind.PACKS)[0])
@@ -159,14 +160,14 @@ def test_text_output_names_each_pack(recorded):
 def test_a_damaged_pack_entry_is_a_one_line_error(recorded, tmp_path):
     """The packs entry of the real recording, cut short inside a line: packs says which
     file and field, exit 2, no traceback."""
-    from textrace.perf.private import (FEATURE_BIT, Kind, PrivateSection, private_section,
-                                       unpack_packs_entries)
+    from textrace.entries import decode_packs as unpack_packs_entries
+    from textrace.perf.private import FEATURE_BIT, Kind, PrivateSection, private_section
     from textrace.perf.reader import PerfData
     from textrace.errors import FormatError
     blob = private_section(PerfData.open(str(recorded["dir"] / "packs.data"))).get(
         Kind.PACKS)[0]
     with pytest.raises(FormatError) as e:
         unpack_packs_entries(blob[:len(blob) // 2] + b"\n{", file="x.data")
-    assert "x.data" in str(e.value) and "textrace.packs" in str(e.value)
+    assert "x.data" in str(e.value) and "textrace.PACKS" in str(e.value)
     assert FEATURE_BIT == 255 and isinstance(PrivateSection.parse(
         PrivateSection([(Kind.PACKS, blob)]).pack()), PrivateSection)

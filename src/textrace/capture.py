@@ -24,7 +24,8 @@ from .errors import FormatError, TextraceError
 
 CAPTURE_MAGIC = b"CAP1"
 CAPTURE_HEAD = struct.Struct("<4sIII")
-METHODS = (None, "user", "kernel")
+# "store" and "from": completed by `inject` from a daemon's store or another recording
+METHODS = (None, "user", "kernel", "store", "from")
 
 
 @dataclass
@@ -117,8 +118,9 @@ _OUTCOME = {"id": int, "tag": str, "method": (str, type(None)), "reason": (str, 
 
 
 def parse_outcome(line: bytes, *, file: str | None = None, offset: int = 0) -> dict:
-    """One CAPTURES line: {"id", "tag" (16 hex digits), "method" (user, kernel or null),
-    "reason", "time" (ns or null)}; the tag is empty when it was never known, every key there and of its type."""
+    """One CAPTURES line: {"id", "tag" (16 hex digits, empty when never known), "method"
+    (user, kernel, store, from or null), "reason", "time" (ns or null)}, every key there
+    and of its type."""
     from .entries import parse_json
     d = parse_json(line, _OUTCOME, file=file, offset=offset, entry="CAPTURES")
     def bad(msg):
@@ -128,5 +130,6 @@ def parse_outcome(line: bytes, *, file: str | None = None, offset: int = 0) -> d
     if len(d["tag"]) not in (0, 16) or any(c not in "0123456789abcdef" for c in d["tag"]):
         raise bad(f"tag {d['tag']!r} is not 8 bytes of hex")
     if d["method"] not in METHODS:
-        raise bad(f"capture method {d['method']!r} is none of user, kernel")
+        raise bad(f"capture method {d['method']!r} is none of "
+                  f"{', '.join(m for m in METHODS if m)}")
     return d
