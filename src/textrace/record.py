@@ -50,6 +50,8 @@ from .perf import live
 from .perf.abi import (BpfEventType, KsymbolType, MISC_KERNEL, RecordType,
                        SampleType as S)
 from .perf.attr import EventAttr, flag_mask
+from .perf import features  # noqa: F401  the first capture is encoded with it: imported
+#                              now, not in the round after a load (0.6 s under qemu TCG)
 from .perf.private import Kind
 from .perf.reader import Attr
 from .perf.header import RECORD_HEADER
