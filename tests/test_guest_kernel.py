@@ -129,8 +129,13 @@ def test_history_equals_kcore_after_every_change_forwards_and_backwards(run):
                     # a trampoline there then: 6.12 and later put them in bpf_prog_pack,
                     # whose slot a later program's poked site reuses; the next test
                     continue
-                assert history.read(addr, len(want), step["time"]) == want, \
-                    (step["step"], hex(addr))
+                # kcore was copied at some instant between the step's time and done (1 s
+                # and more under TCG): a poke in that window (a kprobe's deferred
+                # optimisation) leaves either side of it in the copy
+                during = [p.time for p in pokes if p.addr == addr
+                          and step["time"] < p.time <= step["done"]]
+                assert want in {history.read(addr, len(want), t)
+                                for t in (step["time"], *during)}, (step["step"], hex(addr))
                 checked += 1
         assert checked >= 100
 
@@ -147,10 +152,19 @@ def test_out_of_line_code_is_read_when_registered(run):
     # bpf_trampoline_<key> (5.10: bpf_trampoline_<key>_<image>, two images in turn)
     names = {re.sub(r"[_0-9]+$", "", r.name) for r in ksyms}
     assert {"bpf_trampoline", "ftrace_trampoline", "kprobe_insn_page"} <= names
+    gone = [r for r in rec.records() if r.type_name == "KSYMBOL" and r.flags]
     for k in ksyms:
         image = next(im for im in images if im.addr == k.addr and im.time >= k.time)
-        after = next(s for s in steps if s["time"] > image.time)
-        want = bytes.fromhex(after["bytes"][f"{k.addr}:{min(k.len, 4096)}"])
+        # read while registered (under TCG the recorder may be a round behind the workload)
+        unregistered = min((u.time for u in gone if u.addr == k.addr and u.time > k.time),
+                           default=float("inf"))
+        assert image.time < unregistered, k.name
+        # kcore's copy nearest the read among the steps that saw it registered
+        key = f"{k.addr}:{min(k.len, 4096)}"
+        seen = [s for s in steps if k.time < s["time"] < unregistered and key in s["bytes"]]
+        assert seen, k.name
+        after = min(seen, key=lambda s: abs(s["time"] - image.time))
+        want = bytes.fromhex(after["bytes"][key])
         if k.name.startswith("kprobe"):
             continue  # instruction slots fill as probes come and go
         assert image.data[:len(want)] == want, k.name
@@ -210,7 +224,9 @@ def test_captured_contents_equal_the_kernels_account(run):
     for e in rec.feature(Feature.BPF_PROG_INFO).programs:
         info = ProgInfo.from_bpil(e.info_len, e.data_len, e.arrays, e.info, e.data)
         infos[info.id] = info
-    btfs = {b.id: bytes(b.data) for b in rec.feature(Feature.BPF_BTF).btfs}
+    # BTF of a program without func_info is kept in textrace's section (perf 6.1 would
+    # crash naming it from HEADER_BPF_BTF): the recording's BTF, wherever it is
+    btfs = {i: bytes(b) for i, b in recorded(rec.data).btfs.items()}
     truth = json.loads((run / "contents.json").read_text())
     assert set(truth) == {"tr_calls", "tr_subs11", "tr_long"}
     for name, t in truth.items():
