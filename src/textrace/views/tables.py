@@ -153,7 +153,7 @@ class Source:
 
     @classmethod
     def open(cls, path: str, *, salvage: bool = False) -> "Source":
-        from .show import load_history
+        from ..load import load_history
         data = PerfData.open(path, salvage=salvage)
         history, programs = load_history(data)
         return cls(recording_id(path), data, history, programs)
@@ -403,7 +403,7 @@ class StoreSource:
             info = st.prog_info(ld)
             code = {a: c for a, _n, c in info.funcs()} if info is not None else {}
             if info is not None:
-                # stamped as views.show.program_images does: the capture's time, not
+                # stamped as load.program_images does: the capture's time, not
                 # before the load
                 when = ld.capture_ns or ld.load_ns or 0
                 if ld.load_ns is not None and when < ld.load_ns:
