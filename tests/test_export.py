@@ -25,7 +25,7 @@ from textrace.history.versions import code_versions
 from textrace.load import load_history
 from textrace.perf.bulk import sample_arrays
 from textrace.perf.reader import PerfData
-from textrace.views.tables import TABLES
+from textrace.tables import TABLES
 
 TEXTRACE = [sys.executable, "-m", "textrace"]
 
