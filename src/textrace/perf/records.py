@@ -17,6 +17,7 @@ from ..errors import FormatError
 from .abi import (KSYMBOL_FLAG_UNREGISTER, MISC_CPUMODE_MASK, MISC_MMAP_BUILD_ID,
                   RecordType, record_type_name)
 from .attr import EventAttr
+from .read_format import pack_read_values, parse_read_values
 from .sampleid import SampleId
 
 from .header import RECORD_HEADER as HEADER
@@ -276,13 +277,11 @@ class ReadRecord(Record):
 
     @classmethod
     def _parse_body(cls, body, ctx):
-        from .sample import parse_read_values
         d = super()._parse_body(body, ctx)
         d["values"], _ = parse_read_values(body, 8, ctx.attr.read_format if ctx.attr else 0, ctx)
         return d
 
     def _pack_body(self, ctx):
-        from .sample import pack_read_values
         return super()._pack_body(ctx) + pack_read_values(self.values,
                                                           ctx.attr.read_format if ctx.attr else 0)
 
