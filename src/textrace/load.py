@@ -55,8 +55,8 @@ def kernel_symbols_for(data: PerfData, live=KernelSymbols.from_proc) -> KernelSy
     """kallsyms for the recording: the live one when the recording's kernel map starts
     where the running kernel's _text is (same boot, same KASLR slide), as perf uses it;
     else the snapshot `textrace record` keeps in the file, if that one matches; else None.
-    `live()` reads /proc/kallsyms (KernelSymbols.from_proc_later() gives one that started
-    already)."""
+    `live()` reads /proc/kallsyms (history.kallsyms_reader.KallsymsReader() gives one that
+    started already)."""
     pgoff = _kernel_map_pgoff(data)
     try:
         kernel = live()

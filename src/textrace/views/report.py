@@ -23,6 +23,7 @@ import numpy as np
 from ..history.demangle import demangle
 from ..history.distinct import distinct_pairs
 from ..history.kallsyms import KernelSymbols
+from ..history.kallsyms_reader import KallsymsReader
 from ..history.programs import programs_from_records, regions_of
 from ..history.regions import RegionTable, sorted_unique
 from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name, elf_symbols
@@ -376,7 +377,7 @@ def report_table(data: PerfData, *, sort: str = "symbol",
     if sort not in ("symbol", "dso", "program"):
         raise ValueError(f"unknown sort {sort!r}")
     if kernel is None:
-        live = live or KernelSymbols.from_proc_later()
+        live = live or KallsymsReader()
         try:
             keys, ids, s = attribute(data,
                                      kernel_later=lambda: kernel_symbols_for(data, live))
