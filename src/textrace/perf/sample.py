@@ -13,7 +13,7 @@ from typing import NamedTuple
 from .abi import BRANCH_SAMPLE_HW_INDEX, RecordType, SampleType as S
 from .attr import EventAttr
 from .read_format import BodyCursor, ReadValues, pack_read_values, read_values
-from .records import ParseContext, Record, _jsonable, kind
+from .records import ParseContext, Record, jsonable, kind
 from .sampleid import I32x2, U32x2, U64
 
 
@@ -73,7 +73,7 @@ class SampleRecord(Record):
         for name in _DICT_ORDER:
             v = getattr(self, name)
             if v is not None:
-                d[name] = _jsonable(v)
+                d[name] = jsonable(v)
         d["misc"] = self.misc
         return d
 
