@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 from textrace.perf.abi import BpfEventType, RecordType  # noqa: E402
 from textrace.perf.reader import PerfData  # noqa: E402
-from textrace.views.progs import captured_programs  # noqa: E402
+from textrace.load import captured_programs  # noqa: E402
 
 
 def counts(path: str) -> tuple[int, int]:

@@ -76,7 +76,8 @@ def verbs(path: str, prog: int, addr: int, salvage: bool, tmp: str, kernel):
     from textrace.views.events import event_rows
     from textrace.views.pokes import poke_rows
     from textrace.views.progs import prog_rows
-    from textrace.views.report import kernel_symbols_for, report_rows
+    from textrace.load import kernel_symbols_for
+    from textrace.views.report import report_rows
     from textrace.views.show import show
 
     def fresh():

@@ -22,10 +22,10 @@ from test_history import TESTS, WORKLOAD as REUSE_WORKLOAD
 from test_pokes import BY_NAME, MS, PROG_A, T0, poked  # noqa: F401 (poked: a fixture)
 from textrace.history.code_history import Image
 from textrace.history.versions import code_versions
+from textrace.load import load_history
 from textrace.perf.bulk import sample_arrays
 from textrace.perf.reader import PerfData
-from textrace.views.show import load_history
-from textrace.views.tables import TABLES
+from textrace.tables import TABLES
 
 TEXTRACE = [sys.executable, "-m", "textrace"]
 

@@ -15,7 +15,7 @@ import pytest
 
 import textrace.store
 from textrace.bpf.prog_info import read_prog_info
-from textrace.views.tables import TABLES
+from textrace.tables import TABLES
 
 from bpfprogs import load_trivial, load_with_subprograms
 from daemon_proc import DaemonProc

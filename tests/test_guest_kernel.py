@@ -25,11 +25,11 @@ import pytest
 from conftest import guest_kernels
 from textrace import open as open_recording
 from textrace.bpf.prog_info import ProgInfo
+from textrace.load import program_images
 from textrace.perf.abi import Feature
 from textrace.history.build import build_history, kernel_code_images
 from textrace.perf.private import Kind, private_section
 from textrace.recorded import recorded
-from textrace.views.show import program_images
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(TESTS), "src")

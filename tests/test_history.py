@@ -13,9 +13,10 @@ import pytest
 
 from bpfobj import record_workload
 from oracle import run_perf
+from textrace.load import load_history
 from textrace.perf.bulk import sample_arrays
 from textrace.perf.reader import PerfData
-from textrace.views.show import load_history, show
+from textrace.views.show import show
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 

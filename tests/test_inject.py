@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
+from textrace.load import captured_programs
 from textrace.perf.abi import BpfEventType, Feature, RecordType
 from textrace.perf.header import FILE_HEADER
 from textrace.perf.reader import PerfData
-from textrace.views.progs import captured_programs
 
 from daemon_proc import DaemonProc
 from oracle import perf_header, run_perf

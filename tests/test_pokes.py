@@ -23,13 +23,14 @@ from textrace.history.code_history import (INT3_WINDOW_NS, CodeHistory, Image, P
 from textrace.history.kallsyms import KernelSymbols
 from textrace.history.pokes import KINDS, NOP2, NOP5, classify
 from textrace.history.regions import Region, RegionTable
+from textrace.load import load_history
 from textrace.perf.abi import BpfEventType, KsymbolType, RecordType
 from textrace.perf.reader import PerfData
 from textrace.perf.records import BpfEventRecord, KsymbolRecord, TextPokeRecord
 from textrace.perf.sampleid import SampleId
 from textrace.perf.writer import PerfDataWriter
 from textrace.views.pokes import kind_counts, poke_rows
-from textrace.views.show import load_history, show
+from textrace.views.show import show
 
 W = INT3_WINDOW_NS
 MS = 1_000_000

@@ -346,7 +346,8 @@ def test_kallsyms_parse_takes_the_lines_the_format_allows():
 
 def test_kallsyms_read_in_the_background_is_the_file():
     from textrace.history.kallsyms import KernelSymbols
-    ahead = KernelSymbols.from_proc_later().result()
+    from textrace.history.kallsyms_reader import KallsymsReader
+    ahead = KallsymsReader().result()
     now = KernelSymbols.from_proc()
     text = now.addrs[now.lookup([now.address_of("_text")])[0]]
     assert ahead.address_of("_text") == int(text)

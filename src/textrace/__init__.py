@@ -1,9 +1,9 @@
 """textrace: make the Linux kernel's changing executable code traceable."""
 
 from .errors import FormatError, TextraceError
+from .version import __version__  # noqa: F401 (textrace.__version__)
 
 __all__ = ["open", "TextraceError", "FormatError"]
-__version__ = "0.1.0"
 
 
 def open(path, *, salvage: bool = False):  # noqa: A001 - mirrors builtins.open on purpose

@@ -61,7 +61,7 @@ class Recording:
     def history(self) -> "CodeHistory":
         """The versioned kernel code address space: symbol(addr, t), read(addr, n, t),
         at(t).disassemble(addr, n), symbolize(addrs, times) on numpy arrays."""
-        from .views.show import load_history
+        from .load import load_history
         return load_history(self.data)[0]
 
     def feature(self, feature_id: int):

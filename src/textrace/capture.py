@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .bpf.prog_info import ProgInfo
 from .errors import FormatError, TextraceError
+from .json_entry import parse_json
 
 CAPTURE_MAGIC = b"CAP1"
 CAPTURE_HEAD = struct.Struct("<4sIII")
@@ -121,7 +122,6 @@ def parse_outcome(line: bytes, *, file: str | None = None, offset: int = 0) -> d
     """One CAPTURES line: {"id", "tag" (16 hex digits, empty when never known), "method"
     (user, kernel, store, from or null), "reason", "time" (ns or null)}, every key there
     and of its type."""
-    from .entries import parse_json
     d = parse_json(line, _OUTCOME, file=file, offset=offset, entry="CAPTURES")
     def bad(msg):
         return FormatError(msg, file=file, offset=offset, field="textrace.CAPTURES")

@@ -20,7 +20,9 @@ import json
 import struct
 from typing import Any
 
+from .capture import ProgCapture, parse_outcome
 from .errors import FormatError
+from .json_entry import parse_json
 from .perf.private import KERNEL_CODE, Kind, pack_kernel_code
 
 MAX_KALLSYMS = 256 << 20   # inflated kallsyms text (6.18 with modules: ~12 MiB)
@@ -46,31 +48,6 @@ def _error(kind: int, msg: str, file, offset) -> FormatError:
                        if kind in Kind._value2member_map_ else f"textrace.kind{kind}")
 
 
-def parse_json(raw: bytes, keys: dict[str, Any], *, file=None, offset: int = 0,
-               entry: str = "entry", required: bool = True) -> dict:
-    """One JSON object with `keys` of those types (all of them when `required`)."""
-    def bad(msg):
-        return FormatError(msg, file=file, offset=offset, field=f"textrace.{entry}")
-    try:
-        d = json.loads(bytes(raw).decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise bad(f"not UTF-8 ({e.reason} at byte {e.start})") from None
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise bad(f"not JSON ({getattr(e, 'msg', e)})") from None
-    if not isinstance(d, dict):
-        raise bad(f"a JSON {type(d).__name__}, not an object")
-    for k, types in keys.items():
-        if k not in d:
-            if required:
-                raise bad(f"no {k!r}")
-            continue
-        v = d[k]
-        allowed = types if isinstance(types, tuple) else (types,)
-        if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
-            raise bad(f"{k!r} is {type(v).__name__} {str(v)[:40]!r}")
-    return d
-
-
 def _lines(data: bytes):
     pos = 0
     for line in data.split(b"\n"):
@@ -80,7 +57,6 @@ def _lines(data: bytes):
 
 
 def decode_captures(data: bytes, *, file=None, offset: int = 0) -> dict[int, dict]:
-    from .capture import parse_outcome
     out = {}
     for pos, line in _lines(data):
         d = parse_outcome(line, file=file, offset=offset + pos)
@@ -160,7 +136,6 @@ def decode_btf(data: bytes, *, file=None, offset: int = 0) -> tuple[int, bytes]:
 
 
 def decode_capture(data: bytes, *, file=None, offset: int = 0):
-    from .capture import ProgCapture
     return ProgCapture.decode(data, file=file, offset=offset)
 
 

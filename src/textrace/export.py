@@ -14,7 +14,7 @@ import os
 from typing import Callable, Iterable
 
 from .errors import TextraceError
-from .views.tables import TABLES, Batch, Coded, Masked, Source, StoreSource, builders
+from .tables import TABLES, Batch, Coded, Masked, Source, StoreSource, builders
 
 _INT64_MAX = (1 << 63) - 1
 _TYPES = {"string": "string", "int32": "int32", "int64": "int64", "uint64": "uint64",

@@ -166,7 +166,7 @@ class _Collector:
 
     def _capture(self, blob: bytes, path: str, offset: int) -> None:
         """Copies the parts of one CAPTURE entry (capture.py) without decoding the info."""
-        from .bpf.prog_info import _unpack_info
+        from .bpf.prog_info import unpack_info
         from .capture import CAPTURE_HEAD, CAPTURE_MAGIC, parse_outcome
         bad = FormatError(f"capture entry of {len(blob)} bytes does not add up", file=path,
                           offset=offset, field="textrace.CAPTURE")
@@ -207,7 +207,7 @@ class _Collector:
                 return
             self.btf_ids.add(btf_id)
             self.report.btfs += 1
-            fields = _unpack_info(info[20:20 + info_len])
+            fields = unpack_info(info[20:20 + info_len])
             from .perf.features import btf_safe_for_perf
             if btf_safe_for_perf(fields["nr_func_info"], fields["nr_jited_ksyms"]):
                 self.btf_kept.write(btf[4:])

@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import __version__
+from .version import __version__
 from .bpf.prog_info import ALL_ARRAYS, ProgInfo, read_prog_info
 from .bpf.btf import Btf, read_btf
 from .bpf.syscall import IdPoller, NoSuchObject, next_ids, prog_fd_by_id

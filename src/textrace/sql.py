@@ -1,6 +1,6 @@
 """`textrace sql`: SQL over the tables of one or many recordings, with DuckDB embedded.
 
-The tables are the Parquet files `export` writes (views.tables.TABLES), read where they
+The tables are the Parquet files `export` writes (tables.TABLES), read where they
 are: an export directory, or one made now in a private temporary directory from the
 recordings given (only the tables the query names are built).  DuckDB runs in-process
 with its built-in extensions only: none is installed or loaded from the network.
@@ -16,7 +16,7 @@ import re
 from typing import Iterator
 
 from .errors import TextraceError
-from .views.tables import TABLES
+from .tables import TABLES
 
 DUCKDB_CONFIG = {
     # built-in extensions only, never fetched: no network, nothing installed

@@ -190,7 +190,7 @@ class ProgInfo:
                 return (len(self.raw_info), len(self.raw_data), self.arrays,
                         bytes(self.raw_info), bytes(self.raw_data))
         if self.raw_info and len(self.raw_info) == self.info_len and \
-                _normalised(_unpack_info(self.raw_info)) == self.info:
+                _normalised(unpack_info(self.raw_info)) == self.info:
             info = bytearray(self.raw_info)
         else:
             info = bytearray(_pack_info(self.info, self.info_len))
@@ -240,7 +240,9 @@ class ProgInfo:
         return _decode_bpil(info_len, arrays, info, data, file=file, offset=offset)
 
 
-def _unpack_info(raw: bytes) -> dict:
+def unpack_info(raw: bytes) -> dict:
+    """struct bpf_prog_info's fields by name from its raw bytes (short ones zero-filled, as
+    an older kernel's shorter struct reads); finish.py reads a capture's counts with it."""
     return PROG_INFO.unpack(bytes(raw[:INFO_SIZE]).ljust(INFO_SIZE, b"\0"))
 
 
@@ -262,7 +264,7 @@ def _decode_bpil(info_len: int, arrays: int, info: bytes, data: bytes, *,
         raise FormatError(f"arrays bitmap {arrays:#x} has bits beyond the "
                           f"{len(BPIL_ARRAYS)} arrays perf knows", file=file, offset=offset,
                           field="bpf_prog_info.arrays")
-    fields = _unpack_info(info)
+    fields = unpack_info(info)
     blobs = {}
     for bit, a in enumerate(BPIL_ARRAYS):
         if not arrays >> bit & 1:
@@ -279,12 +281,14 @@ def _decode_bpil(info_len: int, arrays: int, info: bytes, data: bytes, *,
                               f"{len(data)}-byte data", file=file, offset=offset,
                               field=f"bpf_prog_info.{a.ptr}")
         blobs[a.ptr] = bytes(data[off:off + n * size])
-    return dataclasses.replace(_from_blobs(fields, info_len, arrays, blobs, bytes(info)),
+    return dataclasses.replace(from_blobs(fields, info_len, arrays, blobs, bytes(info)),
                                raw_data=bytes(data))
 
 
-def _from_blobs(fields: dict, info_len: int, arrays: int, blobs: dict,
-                raw_info: bytes) -> ProgInfo:
+def from_blobs(fields: dict, info_len: int, arrays: int, blobs: dict,
+               raw_info: bytes) -> ProgInfo:
+    """A ProgInfo from bpf_prog_info's fields and its arrays' bytes by name (`blobs`), as the
+    syscall, the capture program and the store each deliver them."""
     def u(fmt, key):
         b = blobs.get(key, b"")
         n = len(b) // struct.calcsize(fmt)
@@ -321,7 +325,7 @@ def read_prog_info(fd: int, arrays: int = ALL_ARRAYS) -> ProgInfo:
     raw kernel data the kernel reports the JIT lengths as 0."""
     first = ctypes.create_string_buffer(INFO_SIZE)
     info_len = min(obj_info(fd, first), INFO_SIZE)
-    fields = _unpack_info(first.raw)
+    fields = unpack_info(first.raw)
     info = bytearray(first.raw[:INFO_SIZE])
     buffers = {}
     for bit, a in enumerate(BPIL_ARRAYS):
@@ -335,7 +339,7 @@ def read_prog_info(fd: int, arrays: int = ALL_ARRAYS) -> ProgInfo:
         struct.pack_into("<Q", info, _OFF[a.ptr], ctypes.addressof(buf))
     second = ctypes.create_string_buffer(bytes(info), INFO_SIZE)
     obj_info(fd, second)
-    got = _unpack_info(second.raw)
+    got = unpack_info(second.raw)
     blobs = {}
     for bit, a in enumerate(BPIL_ARRAYS):
         if a.ptr in buffers:
@@ -343,7 +347,7 @@ def read_prog_info(fd: int, arrays: int = ALL_ARRAYS) -> ProgInfo:
             size = got[a.size] if isinstance(a.size, str) else a.size
             blobs[a.ptr] = buf.raw[:min(cap, got[a.count] * size)]
     got = _normalised(got)
-    return _from_blobs(got, info_len, arrays, blobs, _pack_info(got, info_len))
+    return from_blobs(got, info_len, arrays, blobs, _pack_info(got, info_len))
 
 
 def read_prog_by_id(prog_id: int, arrays: int = ALL_ARRAYS) -> ProgInfo:

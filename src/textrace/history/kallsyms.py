@@ -132,14 +132,6 @@ class KernelSymbols:
         with open("/proc/kallsyms", "rb") as f:
             return cls.parse(f.read())
 
-    @staticmethod
-    def from_proc_later():
-        """Start reading /proc/kallsyms now, in a child process (KallsymsReader);
-        `.result()` on what is returned gives the symbols (raising OSError as from_proc
-        does)."""
-        from .kallsyms_reader import KallsymsReader
-        return KallsymsReader()
-
     # --- names, decoded when asked for ---------------------------------------------------
     def name(self, i: int) -> str:
         if self._names is not None:

@@ -244,6 +244,13 @@ def located(data) -> tuple[np.ndarray, np.ndarray] | None:
     return found
 
 
+def of_types(kinds: np.ndarray, types: frozenset) -> np.ndarray:
+    """Which of the record `kinds` (located()'s second array) are one of `types`."""
+    wanted = np.zeros(1 << 16, dtype=bool)
+    wanted[sorted(types)] = True
+    return wanted[kinds]
+
+
 _MADV_POPULATE_READ = 22   # Linux 5.14+
 
 

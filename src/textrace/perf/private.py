@@ -93,7 +93,7 @@ class PrivateSection:
                 at, pos = pos, pos + size + (-size % 8)
                 if flags & ZSTD:
                     try:
-                        data = _inflate(data, file, offset + at)
+                        data = inflate(data, file, offset + at)
                     except FormatError as e:
                         if not salvage:
                             raise
@@ -108,7 +108,9 @@ class PrivateSection:
         return out
 
 
-def _inflate(data: bytes, file: str | None, offset: int) -> bytes:
+def inflate(data: bytes, file: str | None, offset: int) -> bytes:
+    """A zstd entry's bytes (of this section or of the stream, perf/stream.py), at most
+    MAX_INFLATED; what does not inflate is a FormatError at `offset`."""
     import zstandard
     try:
         return zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_INFLATED)

@@ -17,6 +17,7 @@ from ..errors import FormatError
 from .abi import (KSYMBOL_FLAG_UNREGISTER, MISC_CPUMODE_MASK, MISC_MMAP_BUILD_ID,
                   RecordType, record_type_name)
 from .attr import EventAttr
+from .read_format import pack_read_values, parse_read_values
 from .sampleid import SampleId
 
 from .header import RECORD_HEADER as HEADER
@@ -134,25 +135,27 @@ class Record:
         for f in dataclasses.fields(self):
             if f.name.startswith("_") or f.name in ("offset", "attr_index", "sample_id"):
                 continue
-            d[f.name] = _jsonable(getattr(self, f.name))
+            d[f.name] = jsonable(getattr(self, f.name))
         if self.sample_id is not None:
             d["sample_id"] = {k: v for k, v in self.sample_id._asdict().items() if v is not None}
         return d
 
 
-def _jsonable(v):
+def jsonable(v):
+    """A field value as JSON takes it (bytes as hex, tuples of records as lists of dicts);
+    every record's to_dict(), SAMPLE's included, goes through it."""
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v).hex()
     if isinstance(v, tuple) and v and hasattr(v[0], "_asdict"):
-        return [_jsonable(x._asdict()) for x in v]
+        return [jsonable(x._asdict()) for x in v]
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
+        return {k: jsonable(x) for k, x in v.items()}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {k: _jsonable(x) for k, x in dataclasses.asdict(v).items()}
+        return {k: jsonable(x) for k, x in dataclasses.asdict(v).items()}
     if hasattr(v, "_asdict"):
-        return {k: _jsonable(x) for k, x in v._asdict().items()}
+        return {k: jsonable(x) for k, x in v._asdict().items()}
     return v
 
 
@@ -276,13 +279,11 @@ class ReadRecord(Record):
 
     @classmethod
     def _parse_body(cls, body, ctx):
-        from .sample import parse_read_values
         d = super()._parse_body(body, ctx)
         d["values"], _ = parse_read_values(body, 8, ctx.attr.read_format if ctx.attr else 0, ctx)
         return d
 
     def _pack_body(self, ctx):
-        from .sample import pack_read_values
         return super()._pack_body(ctx) + pack_read_values(self.values,
                                                           ctx.attr.read_format if ctx.attr else 0)
 

@@ -10,25 +10,11 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .abi import BRANCH_SAMPLE_HW_INDEX, ReadFormat, RecordType, SampleType as S
+from .abi import BRANCH_SAMPLE_HW_INDEX, RecordType, SampleType as S
 from .attr import EventAttr
-from .records import ParseContext, Record, _jsonable, kind
-
+from .read_format import BodyCursor, ReadValues, pack_read_values, read_values
+from .records import ParseContext, Record, jsonable, kind
 from .sampleid import I32x2, U32x2, U64
-
-
-class ReadEntry(NamedTuple):
-    value: int
-    id: int | None = None
-    lost: int | None = None
-
-
-class ReadValues(NamedTuple):
-    """struct read_format: one entry, or a group's entries (PERF_FORMAT_GROUP)."""
-
-    time_enabled: int | None
-    time_running: int | None
-    entries: tuple[ReadEntry, ...]
 
 
 class BranchEntry(NamedTuple):
@@ -87,7 +73,7 @@ class SampleRecord(Record):
         for name in _DICT_ORDER:
             v = getattr(self, name)
             if v is not None:
-                d[name] = _jsonable(v)
+                d[name] = jsonable(v)
         d["misc"] = self.misc
         return d
 
@@ -98,108 +84,7 @@ _DICT_ORDER = ("time", "cpu", "pid", "tid", "ip", "addr", "id", "stream_id", "pe
                "phys_addr", "cgroup", "data_page_size", "code_page_size", "aux")
 
 
-class _Cursor:
-    """Reads u64/u32 fields from a sample body, with bounds that name the field."""
-
-    __slots__ = ("buf", "pos", "ctx")
-
-    def __init__(self, buf, ctx: ParseContext | None):
-        self.buf = buf
-        self.pos = 0
-        self.ctx = ctx
-
-    def need(self, n: int, field: str):
-        if n < 0 or self.pos + n > len(self.buf):
-            msg = f"{field} needs {n} bytes, {len(self.buf) - self.pos} left in the record"
-            if self.ctx is None:
-                raise ValueError(msg)
-            raise self.ctx.error(msg, 8 + self.pos, field)
-
-    def i32x2(self, field: str) -> tuple[int, int]:
-        self.need(8, field)
-        v = I32x2.unpack_from(self.buf, self.pos)
-        self.pos += 8
-        return v
-
-    def u64(self, field: str) -> int:
-        self.need(8, field)
-        v = U64.unpack_from(self.buf, self.pos)[0]
-        self.pos += 8
-        return v
-
-    def u32x2(self, field: str) -> tuple[int, int]:
-        self.need(8, field)
-        v = U32x2.unpack_from(self.buf, self.pos)
-        self.pos += 8
-        return v
-
-    def take(self, n: int, field: str) -> bytes:
-        self.need(n, field)
-        v = bytes(self.buf[self.pos:self.pos + n])
-        self.pos += n
-        return v
-
-    def u64s(self, n: int, field: str) -> tuple[int, ...]:
-        self.need(8 * n, field)
-        v = struct.unpack_from(f"<{n}Q", self.buf, self.pos)
-        self.pos += 8 * n
-        return v
-
-
-def _read_values(cur: _Cursor, read_format: int) -> ReadValues:
-    rf = read_format
-    if rf & ReadFormat.GROUP:
-        nr = cur.u64("read.nr")
-        enabled = cur.u64("read.time_enabled") if rf & ReadFormat.TOTAL_TIME_ENABLED else None
-        running = cur.u64("read.time_running") if rf & ReadFormat.TOTAL_TIME_RUNNING else None
-        per = 1 + bool(rf & ReadFormat.ID) + bool(rf & ReadFormat.LOST)
-        cur.need(8 * per * nr, "read.nr")
-        entries = tuple(ReadEntry(cur.u64("read.value"),
-                                  cur.u64("read.id") if rf & ReadFormat.ID else None,
-                                  cur.u64("read.lost") if rf & ReadFormat.LOST else None)
-                        for _ in range(nr))
-        return ReadValues(enabled, running, entries)
-    value = cur.u64("read.value")
-    enabled = cur.u64("read.time_enabled") if rf & ReadFormat.TOTAL_TIME_ENABLED else None
-    running = cur.u64("read.time_running") if rf & ReadFormat.TOTAL_TIME_RUNNING else None
-    rid = cur.u64("read.id") if rf & ReadFormat.ID else None
-    lost = cur.u64("read.lost") if rf & ReadFormat.LOST else None
-    return ReadValues(enabled, running, (ReadEntry(value, rid, lost),))
-
-
-def parse_read_values(buf, pos: int, read_format: int, ctx) -> tuple[ReadValues, int]:
-    cur = _Cursor(memoryview(buf)[pos:], ctx)
-    v = _read_values(cur, read_format)
-    return v, pos + cur.pos
-
-
-def pack_read_values(v: ReadValues, read_format: int) -> bytes:
-    rf = read_format
-    out = []
-    if rf & ReadFormat.GROUP:
-        out.append(len(v.entries))
-    else:
-        out.append(v.entries[0].value)
-    if rf & ReadFormat.TOTAL_TIME_ENABLED:
-        out.append(v.time_enabled)
-    if rf & ReadFormat.TOTAL_TIME_RUNNING:
-        out.append(v.time_running)
-    if rf & ReadFormat.GROUP:
-        for e in v.entries:
-            out.append(e.value)
-            if rf & ReadFormat.ID:
-                out.append(e.id)
-            if rf & ReadFormat.LOST:
-                out.append(e.lost)
-    else:
-        if rf & ReadFormat.ID:
-            out.append(v.entries[0].id)
-        if rf & ReadFormat.LOST:
-            out.append(v.entries[0].lost)
-    return struct.pack(f"<{len(out)}Q", *out)
-
-
-def _regs(cur: _Cursor, mask: int, field: str) -> Regs:
+def _regs(cur: BodyCursor, mask: int, field: str) -> Regs:
     abi = cur.u64(f"{field}.abi")
     if abi == 0:
         return Regs(0, ())
@@ -209,7 +94,7 @@ def _regs(cur: _Cursor, mask: int, field: str) -> Regs:
 def parse_sample(body, attr: EventAttr, ctx: ParseContext | None) -> dict:
     """Decode a SAMPLE body (the bytes after the 8-byte header) as `attr` lays it out."""
     st = attr.sample_type
-    cur = _Cursor(body, ctx)
+    cur = BodyCursor(body, ctx)
     d: dict = {}
     if st & S.IDENTIFIER:
         d["id"] = cur.u64("identifier")
@@ -230,7 +115,7 @@ def parse_sample(body, attr: EventAttr, ctx: ParseContext | None) -> dict:
     if st & S.PERIOD:
         d["period"] = cur.u64("period")
     if st & S.READ:
-        d["read"] = _read_values(cur, attr.read_format)
+        d["read"] = read_values(cur, attr.read_format)
     if st & S.CALLCHAIN:
         nr = cur.u64("callchain.nr")
         d["callchain"] = cur.u64s(nr, "callchain.nr")

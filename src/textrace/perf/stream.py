@@ -26,7 +26,7 @@ from typing import Iterator
 from ..errors import FormatError
 from .abi import RecordType
 from .header import RECORD_HEADER
-from .private import ZSTD, _inflate as inflate
+from .private import ZSTD, inflate
 
 MAGIC = b"TXTRSTM1"
 CHUNK = struct.Struct("<8sIIHHIII")

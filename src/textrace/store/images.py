@@ -14,7 +14,7 @@ import json
 import struct
 from dataclasses import dataclass
 
-from ..bpf.prog_info import BPIL_ARRAYS, PROG_INFO, ProgInfo, _from_blobs
+from ..bpf.prog_info import BPIL_ARRAYS, PROG_INFO, ProgInfo, from_blobs
 from .normalize import RELOC, Normalized, normalize_checked, rebuild
 
 # fields of struct bpf_prog_info that differ between loads of one program (or say how it
@@ -156,4 +156,4 @@ def rebuild_prog_info(row: dict, info_row: dict, load: dict) -> ProgInfo:
              "func_info": bytes(row["func_info"]), "line_info": bytes(row["line_info"]),
              "jited_line_info": struct.pack(f"<{len(jli)}Q", *jli),
              "prog_tags": bytes(row["prog_tags"])}
-    return _from_blobs(fields, info_len, info_row["arrays"], blobs, b"")
+    return from_blobs(fields, info_len, info_row["arrays"], blobs, b"")

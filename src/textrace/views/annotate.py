@@ -19,8 +19,8 @@ from ..bpf.insn import decode, disassemble
 from ..history.x86 import x86_64
 from ..perf.abi import RecordType
 from ..perf.bulk import sample_arrays
+from ..load import btf_of, find_program
 from ..perf.reader import PerfData
-from .callsites import _btf_of, find_program
 
 @dataclass
 class AsmRow:
@@ -46,7 +46,7 @@ def annotate(data: PerfData, spec: str, live=None) -> tuple[list[AsmRow], int]:
     import capstone
     info, (history, prog) = find_program(data, spec, live)
     t = prog.loaded_ns if prog.loaded_ns is not None else 0
-    btf = _btf_of(data, info)
+    btf = btf_of(data, info)
     insns = decode(info.xlated_insns) if info.xlated_insns else []
     rendered = {insn.index: text for insn, text in disassemble(insns)}
     jlines = list(info.jited_line_info)

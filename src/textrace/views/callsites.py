@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from ..bpf.btf import Btf
 from ..bpf.insn import decode
 from ..bpf.prog_info import ProgInfo
-from ..errors import TextraceError
 from ..history.x86 import x86_64
+from ..load import btf_of, find_program
 from ..perf.reader import PerfData
-from .progs import captured_programs
-from .show import load_history
 
 
 @dataclass
@@ -36,34 +34,11 @@ class CallSite:
         return dict(self.__dict__)
 
 
-def find_program(data: PerfData, spec: str, live=None) -> tuple[ProgInfo, object]:
-    """PROG as an id, a name or a tag; the most recently loaded match wins.  `live`: a
-    KallsymsReader started earlier."""
-    infos = captured_programs(data)
-    history, programs = load_history(data, infos=infos, live=live)
-    matches = [p for p in programs if str(p.id) == spec or p.name == spec
-               or p.tag.hex() == spec.lower()]
-    if not matches:
-        raise TextraceError(f"no program {spec!r} in the recording", file=data.path,
-                            field="PROG")
-    prog = matches[-1]
-    if prog.id not in infos:
-        raise TextraceError(f"program {prog.id} ({prog.name or prog.tag.hex()}) was seen but "
-                            f"its image was not captured", file=data.path, field="PROG")
-    return infos[prog.id], (history, prog)
-
-
-def _btf_of(data: PerfData, info: ProgInfo) -> Btf | None:
-    from ..recorded import recorded
-    raw = recorded(data).btfs.get(info.btf_id) if info.btf_id else None
-    return Btf.parse(raw, file=data.path) if raw is not None else None
-
-
 def callsites(data: PerfData, spec: str) -> list[CallSite]:
     import capstone
     info, (history, prog) = find_program(data, spec)
     t = prog.loaded_ns if prog.loaded_ns is not None else 0
-    btf = _btf_of(data, info)
+    btf = btf_of(data, info)
     insns = decode(info.xlated_insns) if info.xlated_insns else []
     # the BPF instruction range of each function: subprograms start at call targets
     starts = sorted({0, *(i.call_target() for i in insns if i.call_target() is not None)})

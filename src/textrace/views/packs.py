@@ -57,8 +57,8 @@ class PackRow:
 
 
 def load_layout(data: PerfData) -> tuple[PackLayout, list]:
-    """The recording's pack layout, and its programs (views.show.load_history)."""
-    from .show import load_history
+    """The recording's pack layout, and its programs (load.load_history)."""
+    from ..load import load_history
     history, programs = load_history(data)
     if history.packs is None:  # not recorded by textrace: what the records alone give
         return build_layout(history.table.regions, []), programs

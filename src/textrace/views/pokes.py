@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from ..errors import TextraceError
 from ..history.code_history import INT3_WINDOW_NS
 from ..history.pokes import KINDS, classify
+from ..load import load_history
 from ..perf.reader import PerfData
-from .show import load_history
 
 
 @dataclass

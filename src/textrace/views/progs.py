@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from ..bpf.prog_info import ProgInfo, prog_type_name
 from ..history.programs import programs_from_records
 from ..perf.abi import RecordType
+from ..load import capture_outcomes, captured_programs
 from ..perf.reader import PerfData
-from ..recorded import recorded
 
 BPF_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT})
 METADATA_RECORDS = frozenset({RecordType.BPF_METADATA})
@@ -30,18 +30,6 @@ class ProgRow:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def captured_programs(data: PerfData) -> dict[int, ProgInfo]:
-    """Programs whose info and JIT images the file holds (HEADER_BPF_PROG_INFO, or the
-    stream of a recording never finished)."""
-    return recorded(data).infos
-
-
-def capture_outcomes(data: PerfData) -> dict[int, dict] | None:
-    """textrace's record of how each program was captured or why not; None for files
-    textrace did not record."""
-    return recorded(data).outcomes
 
 
 def program_metadata(data: PerfData) -> dict[str, dict[str, str]]:

@@ -23,11 +23,13 @@ import numpy as np
 from ..history.demangle import demangle
 from ..history.distinct import distinct_pairs
 from ..history.kallsyms import KernelSymbols
+from ..history.kallsyms_reader import KallsymsReader
 from ..history.programs import programs_from_records, regions_of
 from ..history.regions import RegionTable, sorted_unique
 from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name, elf_symbols
 from ..perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL, RecordType
-from ..perf.bulk import code_events, located, map_events, release_pages, sample_arrays
+from ..load import KERNEL_DSO, kernel_symbols_for
+from ..perf.bulk import code_events, located, map_events, of_types, release_pages, sample_arrays
 from ..perf.reader import PerfData
 
 MAP_RECORDS = frozenset({RecordType.MMAP, RecordType.MMAP2, RecordType.FORK})
@@ -38,7 +40,6 @@ SAMPLE_FIELDS = frozenset({"misc", "ip", "pid", "time", "period"})
 UNKNOWN = "[unknown]"
 _NEVER = np.iinfo(np.int64).min
 _FOREVER = np.iinfo(np.int64).max
-KERNEL_DSO = "[kernel.kallsyms]"
 
 
 @dataclass
@@ -60,68 +61,6 @@ class ReportRow:
         return (f'{{"symbol":{_json_str(self.symbol)},"dso":{_json_str(self.dso)},'
                 f'"kind":{_json_str(self.kind)},"samples":{int(self.samples)},'
                 f'"period":{int(self.period)},"percent":{float(self.percent)!r}}}')
-
-
-def _of_types(kinds: np.ndarray, types: frozenset) -> np.ndarray:
-    """Which of the record `kinds` are one of `types`."""
-    wanted = np.zeros(1 << 16, dtype=bool)
-    wanted[sorted(types)] = True
-    return wanted[kinds]
-
-
-def _types_present(data: PerfData, types: frozenset) -> np.ndarray | None:
-    """Offsets of the records of `types`, in file order, when the records could be located
-    in bulk; None otherwise."""
-    found = located(data)
-    if found is None:
-        return None
-    offsets, kinds = found
-    return offsets[_of_types(kinds, types)]
-
-
-def kernel_symbols_for(data: PerfData, live=KernelSymbols.from_proc) -> KernelSymbols | None:
-    """kallsyms for the recording: the live one when the recording's kernel map starts
-    where the running kernel's _text is (same boot, same KASLR slide), as perf uses it;
-    else the snapshot `textrace record` keeps in the file, if that one matches; else None.
-    `live()` reads /proc/kallsyms (KernelSymbols.from_proc_later() gives one that started
-    already)."""
-    pgoff = _kernel_map_pgoff(data)
-    try:
-        kernel = live()
-    except OSError:
-        kernel = None
-    if kernel is not None and (pgoff is None or pgoff == kernel.address_of("_text")):
-        return kernel
-    kernel = _recorded_kallsyms(data)
-    if kernel is not None and (pgoff is None or pgoff == kernel.address_of("_text")):
-        return kernel
-    return None
-
-
-def _recorded_kallsyms(data: PerfData) -> KernelSymbols | None:
-    """The /proc/kallsyms text `textrace record` saved at the start (zstd), parsed; None
-    in a file without it (perf's own)."""
-    from ..perf.private import FEATURE_BIT
-    if data.features and data.feature_bytes(FEATURE_BIT) is None:
-        return None  # finished by perf, not textrace: no need to look in the stream
-    from ..recorded import recorded
-    text = recorded(data).kallsyms
-    return KernelSymbols.parse(text) if text is not None else None
-
-
-def _kernel_map_pgoff(data: PerfData) -> int | None:
-    """pgoff of the first [kernel.kallsyms] MMAP record (where perf says _text is), or
-    None without one."""
-    offsets = _types_present(data, frozenset({RecordType.MMAP}))
-    if offsets is not None:
-        for ev in map_events(data, offsets, ordered=False):
-            if ev.filename.startswith(KERNEL_DSO):
-                return ev.pgoff
-        return None
-    for rec in data.records(frozenset({RecordType.MMAP})):
-        if rec.filename.startswith(KERNEL_DSO):
-            return rec.pgoff
-    return None
 
 
 def _anonymous(filename: str) -> bool:
@@ -167,14 +106,14 @@ def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
     # The map records (a thousand or more in a system-wide recording) and the program
     # records read straight from the file, without the record classes.
     offsets, kinds = found
-    for ev in map_events(data, offsets[_of_types(kinds, MAP_RECORDS)]):
+    for ev in map_events(data, offsets[of_types(kinds, MAP_RECORDS)]):
         if ev.kind == "fork":
             maps.fork(ev.ppid, ev.pid)
         elif ev.kind == "mmap" or ev.prot & PROT_EXEC:
             maps.mmap(ev.pid, _mapping(ev.pid, ev.time, ev.addr, ev.len, ev.pgoff,
                                        ev.filename))
     programs, ool = programs_from_records(
-        code_events(data, offsets[_of_types(kinds, PROGRAM_RECORDS)]))
+        code_events(data, offsets[of_types(kinds, PROGRAM_RECORDS)]))
     return maps, RegionTable(regions_of(programs, ool))
 
 
@@ -438,7 +377,7 @@ def report_table(data: PerfData, *, sort: str = "symbol",
     if sort not in ("symbol", "dso", "program"):
         raise ValueError(f"unknown sort {sort!r}")
     if kernel is None:
-        live = live or KernelSymbols.from_proc_later()
+        live = live or KallsymsReader()
         try:
             keys, ids, s = attribute(data,
                                      kernel_later=lambda: kernel_symbols_for(data, live))

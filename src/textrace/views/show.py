@@ -12,18 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import FormatError
-from ..history.build import build_history, kernel_code_images, unreported_windows
-from ..perf.private import Kind
-from ..recorded import recorded
-from ..history.code_history import INT3_WINDOW_NS, CodeHistory, Image, UnknownCode
-from ..history.packs import build_layout
-from ..perf.abi import RecordType
+from ..history.code_history import INT3_WINDOW_NS, CodeHistory, UnknownCode
+from ..load import load_history
 from ..perf.reader import PerfData
-from .progs import capture_outcomes, captured_programs
-from .report import kernel_symbols_for
-
-CODE_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE})
 
 
 @dataclass
@@ -48,77 +39,6 @@ class Version:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def program_images(data: PerfData, programs, infos: dict | None = None) -> list[Image]:
-    """An image per captured function, stamped with the time its bytes were read (the
-    capture's time; the load time for a capture taken at load).  `infos`: the
-    captured_programs() already read, if any."""
-    infos = captured_programs(data) if infos is None else infos
-    outcomes = capture_outcomes(data) or {}
-    images = []
-    for prog in programs:
-        info = infos.get(prog.id)
-        if info is None:
-            continue
-        when = outcomes.get(prog.id, {}).get("time") or prog.loaded_ns or 0
-        if prog.loaded_ns is not None and when < prog.loaded_ns:
-            when = prog.loaded_ns
-        for addr, _n, code in info.funcs():
-            images.append(Image(addr, code, when, f"bpf:{prog.id}"))
-    return images
-
-
-def code_records(data: PerfData):
-    """The KSYMBOL, BPF_EVENT and TEXT_POKE records in time order.  From a file whose
-    records are located in bulk, the program records (10k for 5000 programs) are read as
-    perf.bulk.CodeEvents without the record classes, and merged by time with the TEXT_POKE
-    records; else every one is decoded (compressed, pipe-mode or salvaged data)."""
-    from ..perf.bulk import code_events, located
-    found = located(data) if not data.salvage else None
-    if found is None:
-        return data.records_by_time(CODE_RECORDS)
-    import heapq
-
-    import numpy as np
-    offsets, kinds = found
-    wanted = np.isin(kinds, [RecordType.KSYMBOL, RecordType.BPF_EVENT])
-    programs = code_events(data, offsets[wanted])
-    pokes = data.records_by_time(frozenset({RecordType.TEXT_POKE}))
-    return heapq.merge(programs, pokes, key=lambda r: r.time or 0)
-
-
-def load_history(data: PerfData, *, infos: dict | None = None,
-                 live=None) -> tuple[CodeHistory, list]:
-    """The recording's code history: its records, the captured programs' images, the
-    kernel code the recorder read, and its inferred changes with their intervals.
-    `infos`: captured_programs() if already read; `live`: a KallsymsReader started
-    earlier (kernel_symbols_for())."""
-    rec = recorded(data)
-    kernel = kernel_symbols_for(data, live) if live is not None else kernel_symbols_for(data)
-    history, programs = build_history(code_records(data), kernel=kernel,
-                                      inferred=unreported_windows(rec.unreported))
-    history.add_images(program_images(data, programs, infos)
-                       + kernel_code_images(rec.kernel_code))
-    history.packs = pack_layout(data, history)
-    return history, programs
-
-
-def pack_layout(data: PerfData, history: CodeHistory):
-    """The bpf_prog_pack layout of a recording textrace made (None for others: without
-    the recorder's reads no pack extent is known)."""
-    entries = [e for lines in recorded(data).decoded(Kind.PACKS) for e in lines]
-    if not entries:
-        return None
-    images: dict[int, list] = {}
-    for im in history.images:
-        if im.source.startswith("bpf:"):
-            images.setdefault(int(im.source[4:]), []).append((im.addr, im.data))
-    try:
-        return build_layout(history.table.regions, entries, images)
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise FormatError(f"textrace's bpf_prog_pack entries are malformed ({type(e).__name__}: "
-                          f"{e})", file=data.path, field="textrace.packs") from None
 
 
 def _line(history: CodeHistory, insn, t: int) -> str:

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ...errors import KernelError, TextraceError
-from ..prog_info import (ALL_ARRAYS, INFO_SIZE, PROG_INFO, ProgInfo, _from_blobs,
+from ..prog_info import (ALL_ARRAYS, INFO_SIZE, PROG_INFO, ProgInfo, from_blobs,
                          read_prog_by_id, read_prog_info)
 from ..syscall import prog_load
 from .build import VARIANTS, build
@@ -165,7 +165,7 @@ class KernelCapture:
                  "line_info": linfo, "jited_line_info": jlinfo,
                  # perf lists a program only when it has one tag per function
                  "prog_tags": b"".join(b.tag for b in funcs)}
-        return _from_blobs(fields, INFO_SIZE, ALL_ARRAYS, blobs, b"")
+        return from_blobs(fields, INFO_SIZE, ALL_ARRAYS, blobs, b"")
 
     @property
     def btf(self) -> bytes | None:

@@ -23,10 +23,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import TextraceError
-from ..history.code_history import CodeHistory
-from ..history.versions import code_versions
-from ..perf.reader import PerfData
+from .errors import TextraceError
+from .history.code_history import CodeHistory
+from .history.versions import code_versions
+from .perf.reader import PerfData
 
 # name -> [(column, type, what)]; types: string, int32, int64, uint64, bool, binary,
 # timestamp (UTC, microseconds).  The one declaration of every table's layout.
@@ -153,7 +153,7 @@ class Source:
 
     @classmethod
     def open(cls, path: str, *, salvage: bool = False) -> "Source":
-        from .show import load_history
+        from .load import load_history
         data = PerfData.open(path, salvage=salvage)
         history, programs = load_history(data)
         return cls(recording_id(path), data, history, programs)
@@ -161,7 +161,7 @@ class Source:
     @cached_property
     def prog_rows(self) -> list:
         """The rows of `textrace progs` (views.progs.ProgRow)."""
-        from .progs import prog_rows
+        from .views.progs import prog_rows
         return prog_rows(self.data)
 
 
@@ -189,8 +189,8 @@ _CLOCK_NAMES = {0: "realtime", 1: "monotonic", 4: "monotonic_raw", 7: "boottime"
 
 
 def recordings(src: Source) -> Iterator[Batch]:
-    from ..perf.abi import Feature, RecordType
-    from ..recorded import recorded
+    from .perf.abi import Feature, RecordType
+    from .recorded import recorded
     data = src.data
     for _ in data.records(frozenset({RecordType.LOST, RecordType.LOST_SAMPLES})):
         pass   # counts every kind on the way (data.stats), losses included
@@ -282,7 +282,7 @@ def versions(src: Source) -> Iterator[Batch]:
 
 
 def pokes(src: Source) -> Iterator[Batch]:
-    from .pokes import poke_rows
+    from .views.pokes import poke_rows
     rows = poke_rows(src.data, history=src.history)
     yield {
         "recording": [src.recording] * len(rows),
@@ -301,8 +301,8 @@ def samples(src: Source, progress: Callable[[int, int], None] | None = None
             ) -> Iterator[Batch]:
     """Every sample with the symbol its ip was in at its time, as `report` attributes it
     (the same function), in batches of SAMPLE_BATCH rows in file order."""
-    from ..perf.bulk import sample_arrays
-    from .report import attribute
+    from .perf.bulk import sample_arrays
+    from .views.report import attribute
     data = src.data
     # the columns attribute() does not keep, gathered first: it releases the file's pages
     extra = sample_arrays(data, callchains=False, fields=frozenset({"attr", "cpu", "tid"}))
@@ -318,7 +318,7 @@ def samples(src: Source, progress: Callable[[int, int], None] | None = None
     has_addr = np.array([len(k) > 3 for k in keys], dtype=bool)
     events = [data.attr_name(i) for i in range(len(data.attrs))]
     # cpu is null in samples of events that do not record it (per-task perf record)
-    from ..perf.abi import SampleType
+    from .perf.abi import SampleType
     no_cpu = np.array([not a.attr.sample_type & SampleType.CPU for a in data.attrs] + [True],
                       dtype=bool)
     # the program of each sample in one: its region as of the sample's time
@@ -395,15 +395,15 @@ class StoreSource:
 
     @classmethod
     def open(cls, st, directory: str, boot) -> "StoreSource":
-        from ..history.code_history import Image
-        from .progs import ProgRow
+        from .history.code_history import Image
+        from .views.progs import ProgRow
         history = st.history(boot.id)
         rows, images = [], []
         for ld in st.loads(boot.id):
             info = st.prog_info(ld)
             code = {a: c for a, _n, c in info.funcs()} if info is not None else {}
             if info is not None:
-                # stamped as views.show.program_images does: the capture's time, not
+                # stamped as load.program_images does: the capture's time, not
                 # before the load
                 when = ld.capture_ns or ld.load_ns or 0
                 if ld.load_ns is not None and when < ld.load_ns:

@@ -1,0 +1,185 @@
+"""The one loader: a recording (PerfData, with textrace's own section when it has one)
+turned into what the views ask for — its code history, the programs it saw and their
+captured images, the kernel symbols that fit it.
+
+Views get their history here and never from each other; the history itself stays pure
+(records in, versions out), so reading files and choosing kallsyms happens here, once.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from .bpf.btf import Btf
+from .bpf.prog_info import ProgInfo
+from .errors import FormatError, TextraceError
+from .history.build import build_history, kernel_code_images, unreported_windows
+from .history.code_history import CodeHistory, Image
+from .history.kallsyms import KernelSymbols
+from .history.packs import build_layout
+from .perf.abi import RecordType
+from .perf.bulk import code_events, located, map_events, of_types
+from .perf.private import FEATURE_BIT, Kind
+from .perf.reader import PerfData
+from .recorded import recorded
+
+KERNEL_DSO = "[kernel.kallsyms]"
+CODE_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE})
+
+
+def captured_programs(data: PerfData) -> dict[int, ProgInfo]:
+    """Programs whose info and JIT images the file holds (HEADER_BPF_PROG_INFO, or the
+    stream of a recording never finished)."""
+    return recorded(data).infos
+
+
+def capture_outcomes(data: PerfData) -> dict[int, dict] | None:
+    """textrace's record of how each program was captured or why not; None for files
+    textrace did not record."""
+    return recorded(data).outcomes
+
+
+def _types_present(data: PerfData, types: frozenset) -> np.ndarray | None:
+    """Offsets of the records of `types`, in file order, when the records could be located
+    in bulk; None otherwise."""
+    found = located(data)
+    if found is None:
+        return None
+    offsets, kinds = found
+    return offsets[of_types(kinds, types)]
+
+
+def kernel_symbols_for(data: PerfData, live=KernelSymbols.from_proc) -> KernelSymbols | None:
+    """kallsyms for the recording: the live one when the recording's kernel map starts
+    where the running kernel's _text is (same boot, same KASLR slide), as perf uses it;
+    else the snapshot `textrace record` keeps in the file, if that one matches; else None.
+    `live()` reads /proc/kallsyms (history.kallsyms_reader.KallsymsReader() gives one that
+    started already)."""
+    pgoff = _kernel_map_pgoff(data)
+    try:
+        kernel = live()
+    except OSError:
+        kernel = None
+    if kernel is not None and (pgoff is None or pgoff == kernel.address_of("_text")):
+        return kernel
+    kernel = _recorded_kallsyms(data)
+    if kernel is not None and (pgoff is None or pgoff == kernel.address_of("_text")):
+        return kernel
+    return None
+
+
+def _recorded_kallsyms(data: PerfData) -> KernelSymbols | None:
+    """The /proc/kallsyms text `textrace record` saved at the start (zstd), parsed; None
+    in a file without it (perf's own)."""
+    if data.features and data.feature_bytes(FEATURE_BIT) is None:
+        return None  # finished by perf, not textrace: no need to look in the stream
+    text = recorded(data).kallsyms
+    return KernelSymbols.parse(text) if text is not None else None
+
+
+def _kernel_map_pgoff(data: PerfData) -> int | None:
+    """pgoff of the first [kernel.kallsyms] MMAP record (where perf says _text is), or
+    None without one."""
+    offsets = _types_present(data, frozenset({RecordType.MMAP}))
+    if offsets is not None:
+        for ev in map_events(data, offsets, ordered=False):
+            if ev.filename.startswith(KERNEL_DSO):
+                return ev.pgoff
+        return None
+    for rec in data.records(frozenset({RecordType.MMAP})):
+        if rec.filename.startswith(KERNEL_DSO):
+            return rec.pgoff
+    return None
+
+
+def program_images(data: PerfData, programs, infos: dict | None = None) -> list[Image]:
+    """An image per captured function, stamped with the time its bytes were read (the
+    capture's time; the load time for a capture taken at load).  `infos`: the
+    captured_programs() already read, if any."""
+    infos = captured_programs(data) if infos is None else infos
+    outcomes = capture_outcomes(data) or {}
+    images = []
+    for prog in programs:
+        info = infos.get(prog.id)
+        if info is None:
+            continue
+        when = outcomes.get(prog.id, {}).get("time") or prog.loaded_ns or 0
+        if prog.loaded_ns is not None and when < prog.loaded_ns:
+            when = prog.loaded_ns
+        for addr, _n, code in info.funcs():
+            images.append(Image(addr, code, when, f"bpf:{prog.id}"))
+    return images
+
+
+def code_records(data: PerfData):
+    """The KSYMBOL, BPF_EVENT and TEXT_POKE records in time order.  From a file whose
+    records are located in bulk, the program records (10k for 5000 programs) are read as
+    perf.bulk.CodeEvents without the record classes, and merged by time with the TEXT_POKE
+    records; else every one is decoded (compressed, pipe-mode or salvaged data)."""
+    found = located(data) if not data.salvage else None
+    if found is None:
+        return data.records_by_time(CODE_RECORDS)
+    offsets, kinds = found
+    wanted = np.isin(kinds, [RecordType.KSYMBOL, RecordType.BPF_EVENT])
+    programs = code_events(data, offsets[wanted])
+    pokes = data.records_by_time(frozenset({RecordType.TEXT_POKE}))
+    return heapq.merge(programs, pokes, key=lambda r: r.time or 0)
+
+
+def load_history(data: PerfData, *, infos: dict | None = None,
+                 live=None) -> tuple[CodeHistory, list]:
+    """The recording's code history: its records, the captured programs' images, the
+    kernel code the recorder read, and its inferred changes with their intervals.
+    `infos`: captured_programs() if already read; `live`: a KallsymsReader started
+    earlier (kernel_symbols_for())."""
+    rec = recorded(data)
+    kernel = kernel_symbols_for(data, live) if live is not None else kernel_symbols_for(data)
+    history, programs = build_history(code_records(data), kernel=kernel,
+                                      inferred=unreported_windows(rec.unreported))
+    history.add_images(program_images(data, programs, infos)
+                       + kernel_code_images(rec.kernel_code))
+    history.packs = pack_layout(data, history)
+    return history, programs
+
+
+def pack_layout(data: PerfData, history: CodeHistory):
+    """The bpf_prog_pack layout of a recording textrace made (None for others: without
+    the recorder's reads no pack extent is known)."""
+    entries = [e for lines in recorded(data).decoded(Kind.PACKS) for e in lines]
+    if not entries:
+        return None
+    images: dict[int, list] = {}
+    for im in history.images:
+        if im.source.startswith("bpf:"):
+            images.setdefault(int(im.source[4:]), []).append((im.addr, im.data))
+    try:
+        return build_layout(history.table.regions, entries, images)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise FormatError(f"textrace's bpf_prog_pack entries are malformed ({type(e).__name__}: "
+                          f"{e})", file=data.path, field="textrace.packs") from None
+
+
+def find_program(data: PerfData, spec: str, live=None) -> tuple[ProgInfo, object]:
+    """PROG as an id, a name or a tag; the most recently loaded match wins.  `live`: a
+    KallsymsReader started earlier."""
+    infos = captured_programs(data)
+    history, programs = load_history(data, infos=infos, live=live)
+    matches = [p for p in programs if str(p.id) == spec or p.name == spec
+               or p.tag.hex() == spec.lower()]
+    if not matches:
+        raise TextraceError(f"no program {spec!r} in the recording", file=data.path,
+                            field="PROG")
+    prog = matches[-1]
+    if prog.id not in infos:
+        raise TextraceError(f"program {prog.id} ({prog.name or prog.tag.hex()}) was seen but "
+                            f"its image was not captured", file=data.path, field="PROG")
+    return infos[prog.id], (history, prog)
+
+
+def btf_of(data: PerfData, info: ProgInfo) -> Btf | None:
+    """The BTF a captured program's line_info and func_info refer to, from the recording;
+    None when it has none."""
+    raw = recorded(data).btfs.get(info.btf_id) if info.btf_id else None
+    return Btf.parse(raw, file=data.path) if raw is not None else None

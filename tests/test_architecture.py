@@ -1,0 +1,202 @@
+"""The package's layering, read from its source: dependencies point inwards only.
+
+Every module of src/textrace is parsed with `ast`; every import counts, at module level or
+inside a function, absolute or relative.  The layers and what each may import are declared
+once, in LAYERS; a module in no layer fails the test, so a new module has to be placed.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+
+import pytest
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+PACKAGE = "textrace"
+
+# layer: (its modules, by name under textrace: a package name covers its submodules;
+#         "" is the package itself, textrace/__init__.py),
+#        the other layers it may import.  A layer may import itself, except the views.
+LAYERS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
+    # exceptions and the version string: imported by everything, import nothing
+    "base": (("errors", "version"), frozenset()),
+    # the ABIs: perf's binary formats and the bpf syscall.  Neither imports the other.
+    "perf": (("perf",), frozenset({"base"})),
+    "bpf": (("bpf",), frozenset({"base"})),
+    # the centre: records in, versions out
+    "history": (("history",), frozenset({"base", "perf", "bpf"})),
+    # textrace's own section and stream in a recording: the codecs of its entries
+    "recording": (("recorded", "entries", "capture", "json_entry"),
+                  frozenset({"base", "perf", "bpf"})),
+    # the daemon's code store (SQLite): it rebuilds history regions and program infos
+    "store": (("store",), frozenset({"base", "perf", "bpf", "history"})),
+    # the one loader: a recording -> history, programs, captures, kernel symbols.  It does
+    # not read a store yet (tables.StoreSource does, by itself).
+    "load": (("load",), frozenset({"base", "perf", "bpf", "history", "recording"})),
+    # one module per view; never one view from another (checked apart)
+    "views": (("views",), frozenset({"base", "perf", "bpf", "history", "load"})),
+    # live sources and writers: record, its daemon, recover/finish, inject
+    "recorder": (("record", "record_stream", "finish", "freed", "kernel_code", "unreported",
+                  "daemon", "inject"),
+                 frozenset({"base", "perf", "bpf", "history", "recording", "store"})),
+    # tables over several views, for export and sql
+    "outputs": (("tables", "export", "sql", "texttable"),
+                frozenset({"base", "perf", "bpf", "history", "recording", "store", "load",
+                           "views"})),
+    # the scripting entry: textrace.open() -> api.Recording (its programs are progs' rows)
+    "api": (("", "api"), frozenset({"base", "perf", "bpf", "history", "load", "views"})),
+    # the CLI on top of everything; only __main__ imports it (checked apart)
+    "cli": (("cli",), frozenset({"base", "perf", "bpf", "history", "recording", "store",
+                                 "load", "views", "recorder", "outputs", "api"})),
+    "main": (("__main__",), frozenset({"cli"})),
+}
+
+
+def modules() -> dict[str, tuple[str, bool]]:
+    """Every module of the package: dotted name -> (path, is a package's __init__)."""
+    out = {}
+    root = os.path.join(SRC, PACKAGE)
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            rel = os.path.relpath(os.path.join(dirpath, f), SRC)[:-3].split(os.sep)
+            init = rel[-1] == "__init__"
+            out[".".join(rel[:-1] if init else rel)] = (os.path.join(dirpath, f), init)
+    return out
+
+
+def imports(mods: dict[str, tuple[str, bool]]) -> dict[str, set[tuple[str, str | None]]]:
+    """module -> {(imported module, name taken from it or None)}, textrace's own only."""
+    out: dict[str, set[tuple[str, str | None]]] = {}
+    for name, (path, init) in mods.items():
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        package = name if init else name.rpartition(".")[0]
+        found: set[tuple[str, str | None]] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name == PACKAGE or alias.name.startswith(PACKAGE + "."):
+                        found.add((alias.name, None))
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if target != PACKAGE and not target.startswith(PACKAGE + "."):
+                    continue
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    found.add((sub, None) if sub in mods else (target, alias.name))
+        out[name] = found
+    return out
+
+
+def layer_of(module: str) -> str | None:
+    rel = module[len(PACKAGE) + 1:] if module != PACKAGE else ""
+    for layer, (names, _allowed) in LAYERS.items():
+        for n in names:
+            if rel == n or (n and rel.startswith(n + ".")):
+                return layer
+    return None
+
+
+@pytest.fixture(scope="module")
+def graph():
+    mods = modules()
+    return mods, imports(mods)
+
+
+def test_every_module_has_a_layer(graph):
+    mods, _ = graph
+    loose = sorted(m for m in mods if layer_of(m) is None)
+    assert not loose, "modules in no layer of LAYERS (place them): " + ", ".join(loose)
+
+
+def test_no_import_cycle(graph):
+    _mods, edges = graph
+    arrows = {m: {t for t, _ in to if t != m} for m, to in edges.items()}
+    cycles = [c for c in _strongly_connected(arrows) if len(c) > 1]
+    assert not cycles, "import cycles:\n" + "\n".join(
+        "  " + "; ".join(f"{a} -> {b}" for a in sorted(c) for b in sorted(arrows[a] & c))
+        for c in cycles)
+
+
+def test_arrows_point_inwards(graph):
+    _mods, edges = graph
+    bad = []
+    for m, to in sorted(edges.items()):
+        mine = layer_of(m)
+        allowed = LAYERS[mine][1] | {mine}
+        for t in sorted({t for t, _name in to}):
+            theirs = layer_of(t)
+            if theirs not in allowed:
+                bad.append(f"  {m} ({mine}) -> {t} ({theirs})")
+    assert not bad, "imports pointing outwards:\n" + "\n".join(bad)
+
+
+def test_no_view_imports_another(graph):
+    _mods, edges = graph
+    bad = [f"  {m} -> {t}" for m, to in sorted(edges.items()) if layer_of(m) == "views"
+           for t in sorted({t for t, _name in to}) if layer_of(t) == "views" and t != m]
+    assert not bad, "views importing views:\n" + "\n".join(bad)
+
+
+def test_only_main_imports_the_cli(graph):
+    _mods, edges = graph
+    bad = [f"  {m} -> {PACKAGE}.cli" for m, to in sorted(edges.items())
+           if m != f"{PACKAGE}.__main__" and f"{PACKAGE}.cli" in {t for t, _name in to}]
+    assert not bad, "the CLI imported by:\n" + "\n".join(bad)
+
+
+def test_no_private_name_imported_from_another_module(graph):
+    _mods, edges = graph
+    bad = [f"  {m} takes {name} from {t}" for m, to in sorted(edges.items())
+           for t, name in sorted(to, key=str)
+           if name and name.startswith("_") and not name.startswith("__")]
+    assert not bad, "private names imported across modules:\n" + "\n".join(bad)
+
+
+def _strongly_connected(arrows: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's strongly connected components, iteratively (no recursion limit)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[set[str]] = []
+    for root in sorted(arrows):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(arrows.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(arrows.get(child, ())))))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component = set()
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        component.add(w)
+                        if w == node:
+                            break
+                    out.append(component)
+    return out
