@@ -37,8 +37,8 @@ LAYERS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     # one module per view; never one view from another (checked apart)
     "views": (("views",), frozenset({"base", "perf", "bpf", "history", "load"})),
     # live sources and writers: record, its daemon, recover/finish, inject
-    "recorder": (("record", "record_stream", "finish", "freed", "kernel_code", "unreported",
-                  "daemon", "inject"),
+    "recorder": (("record", "record_stream", "id_scanner", "finish", "freed", "kernel_code",
+                  "unreported", "daemon", "inject"),
                  frozenset({"base", "perf", "bpf", "history", "recording", "store"})),
     # tables over several views, for export and sql
     "outputs": (("tables", "export", "sql", "texttable"),

@@ -409,7 +409,7 @@ class Daemon:
         self.store.kallsyms(kallsyms_without_programs(), self.clock.now())
         self.store.commit()
         if self.kernel is None:
-            from .record import IdScanner
+            from .id_scanner import IdScanner
             self.scanner = IdScanner(max(next_ids(), default=0))
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         poller = select.epoll()

@@ -24,7 +24,6 @@ patched without a TEXT_POKE (tail-call sites) are re-read and the changes record
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import os
@@ -34,17 +33,17 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
 from .version import __version__
 from .bpf.prog_info import ALL_ARRAYS, ProgInfo, read_prog_info
 from .bpf.btf import Btf, read_btf
-from .bpf.syscall import IdPoller, NoSuchObject, next_ids, prog_fd_by_id
+from .bpf.syscall import NoSuchObject, next_ids, prog_fd_by_id
 from .capture import ProgCapture
 from .errors import TextraceError
 from .freed import PackWatch
+from .id_scanner import IdScanner
 from .kernel_code import MAX_READ, CodeReads, function_extent, open_kernel_memory
 from .perf import live
 from .perf.abi import (BpfEventType, KsymbolType, MISC_KERNEL, RecordType,
@@ -54,7 +53,6 @@ from .perf import features  # noqa: F401  the first capture is encoded with it: 
 #                              now, not in the round after a load (0.6 s under qemu TCG)
 from .perf.private import Kind
 from .perf.reader import Attr
-from .perf.header import RECORD_HEADER
 from .perf.records import (BpfEventRecord, FinishedInitRecord, FinishedRoundRecord,
                            KsymbolRecord, MmapRecord, TextPokeRecord)
 from .perf.sampleid import SampleId, id_trailer_size
@@ -64,9 +62,6 @@ from .perf.private import pack_kernel_code
 from .record_stream import CaptureLedger, EntryQueue
 from .unreported import ImageWatch
 
-PR_SET_PDEATHSIG = 1
-IDLE_POLL_SECONDS = 0.001  # and polls this often where no BPF_EVENT can wake it
-WAKE_TIMEOUT_SECONDS = 0.1  # a walk at least this often even when nothing woke it
 CLOCKS = {"realtime": 0, "monotonic": 1, "monotonic_raw": 4, "boottime": 7, "tai": 11}
 SIDEBAND_TYPE = S.TID | S.TIME | S.CPU | S.IDENTIFIER
 _TRIMMED = (RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE)
@@ -135,152 +130,6 @@ def kernel_ksym_names(info: ProgInfo, btf: bytes | None) -> list[str]:
         short = btf_names[i] if btf_names else (info.name if i == 0 else "F")
         out.append(f"bpf_prog_{tag.hex()}" + (f"_{short}" if short else ""))
     return out
-
-
-def _bpf_event_wakers() -> list[live.Ring]:
-    """One dummy event per CPU that wakes its reader at every BPF_EVENT, as perf's side-band
-    thread is woken; its records are discarded (the id walk follows).  The wakeup is a
-    1-byte watermark: wakeup_events counts samples only (perf_output_sample), never
-    side-band records.  Empty where the events cannot be opened: the scanner then polls."""
-    attr = EventAttr(type=live.PERF_TYPE_SOFTWARE, size=128, config=live.SW_DUMMY,
-                     sample_period=1, wakeup_events=1,  # wakeup_watermark, with the flag
-                     flags=flag_mask("bpf_event", "watermark", "exclude_guest"))
-    rings = []
-    try:
-        for cpu in live.online_cpus():
-            rings.append(live.Ring(live.perf_event_open(attr, -1, cpu), cpu, pages=1))
-    except (OSError, TextraceError):
-        for ring in rings:
-            ring.close()
-        return []
-    return rings
-
-
-def _loaded_prog_id(raw: bytes) -> int:
-    """The program id of a BPF_EVENT(PROG_LOAD) record as the ring holds it, else 0."""
-    rtype, _misc, size = RECORD_HEADER.unpack_from(raw, 0)
-    if rtype != RecordType.BPF_EVENT or size < RECORD_HEADER.size + BpfEventRecord.BODY.size:
-        return 0
-    event_type, _flags, prog_id, _tag = BpfEventRecord.BODY.unpack_from(raw, RECORD_HEADER.size)
-    return prog_id if event_type == BpfEventType.PROG_LOAD else 0
-
-
-class IdScanner:
-    """Takes an fd on every new BPF program id the moment it exists.
-
-    A feature-probe program lives for microseconds: by the time its BPF_EVENT has woken a
-    reader it is usually gone.  Walking BPF_PROG_GET_NEXT_ID from the newest id seen and
-    calling BPF_PROG_GET_FD_BY_ID at once narrows the race to a few microseconds.  The walk
-    runs in a forked process of its own (a thread would wait for the GIL whenever the
-    recorder works) and hands each fd over a Unix stream socket (a datagram socket queues
-    only net.unix.max_dgram_qlen messages, 10 by default, and would stall the walk); a
-    thread here collects them.  An fd keeps its program alive until the recorder has read
-    it.  Between programs the walk sleeps until a BPF_EVENT wakes it, as perf's side-band
-    thread does: on a machine whose CPUs are busy a woken task gets a CPU within
-    microseconds, where a spinning one waits out the others' time slices, and a program
-    of the feature probe lives ~10 µs (spinning caught 3 % of them here, waking 78 %).
-    """
-
-    def __init__(self, start_id: int):
-        self.parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for sock in (self.parent, child):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        recorder = os.getpid()
-        self.pid = os.fork()
-        if self.pid == 0:
-            self.parent.close()
-            self._scan(child, start_id, recorder)
-            os._exit(0)
-        child.close()
-        self.fds: dict[int, int] = {}
-        self.lock = threading.Lock()
-        self.receiver = threading.Thread(target=self._receive, name="textrace-fd-receiver",
-                                         daemon=True)
-        self.receiver.start()
-
-    @staticmethod
-    def _scan(sock: socket.socket, last: int, recorder: int) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the recorder...
-        if os.getppid() != recorder:  # ...even one that died before the prctl
-            return
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the recorder decides when to stop
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        try:  # a larger CFS share when the loader competes for the same CPU
-            os.setpriority(os.PRIO_PROCESS, 0, -10)
-        except OSError:
-            pass
-        poller = IdPoller(last)
-        wakers = _bpf_event_wakers()
-        wait = select.epoll()
-        for ring in wakers:
-            wait.register(ring.fd, select.EPOLLIN)
-        taken: set[int] = set()  # ids taken from their BPF_EVENT, ahead of the walk
-
-        def send(prog_id: int, fd: int) -> None:
-            try:
-                socket.send_fds(sock, [struct.pack("<I", prog_id)], [fd])
-            finally:
-                os.close(fd)
-
-        while True:
-            try:
-                got = poller.poll()
-            except OSError:
-                return  # the recorder is gone
-            if got is not None:
-                prog_id, fd = got
-                if prog_id in taken:
-                    taken.discard(prog_id)
-                    if fd >= 0:
-                        os.close(fd)
-                elif fd >= 0:
-                    send(prog_id, fd)
-                continue
-            if not wakers:
-                time.sleep(IDLE_POLL_SECONDS)
-                continue
-            # sleep until the kernel's next BPF_EVENT wakes us (a woken task preempts a
-            # busy CPU's current one, where a spinning one waits for its turn), then take
-            # the programs it names at once, as perf's side-band thread does, and walk
-            taken = {i for i in taken if i > poller.last}
-            wait.poll(WAKE_TIMEOUT_SECONDS)
-            for ring in wakers:
-                for raw in ring.read():
-                    prog_id = _loaded_prog_id(raw)
-                    if prog_id > poller.last and prog_id not in taken:
-                        fd = poller.take(prog_id)
-                        if fd >= 0:
-                            taken.add(prog_id)
-                            send(prog_id, fd)
-
-    def _receive(self) -> None:
-        while True:
-            try:
-                msg, fds, _flags, _addr = socket.recv_fds(self.parent, 4, 1)
-            except OSError:
-                return
-            if len(msg) < 4:
-                for fd in fds:
-                    os.close(fd)
-                return  # the walk ended
-            with self.lock:
-                for fd in fds:
-                    self.fds[struct.unpack("<I", msg)[0]] = fd
-
-    def take(self) -> dict[int, int]:
-        with self.lock:
-            got, self.fds = self.fds, {}
-        return got
-
-    def stop(self) -> dict[int, int]:
-        """Stop the walk; the fds it sent before are still delivered."""
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
-        self.receiver.join()  # the socket's peer is closed: it reads what is left, then ends
-        self.parent.close()
-        return self.take()
 
 
 class Recorder:

@@ -15,13 +15,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import numpy as np
-
 from .bpf.insn import decode
 from .bpf.prog_info import JIT_ARRAYS, ProgInfo, read_prog_by_id
 from .bpf.syscall import NoSuchObject
 from .errors import TextraceError
-from .history.x86 import x86_64
 
 @dataclass(frozen=True)
 class UnreportedChange:
@@ -51,6 +48,9 @@ class UnreportedChange:
 def instruction_starts(code: bytes):
     """Offsets of the x86-64 instructions of a JIT image (the JIT puts no data between
     instructions, so a linear sweep is exact), and its length last."""
+    import numpy as np
+
+    from .history.x86 import x86_64
     starts = [off for off, _size, _m, _o in x86_64().disasm_lite(code, 0)]
     return np.array(starts + [len(code)], dtype=np.int64)
 
