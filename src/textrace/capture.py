@@ -45,16 +45,20 @@ class ProgCapture:
 
     @property
     def captured(self) -> bool:
+        """Whether the program's bpf_prog_info (JIT images included) was saved."""
         return self.info is not None
 
     def outcome(self) -> dict:
+        """The CAPTURES line of this program: id, tag (hex), method, reason, time (ns)."""
         return {"id": self.prog_id, "tag": self.tag.hex(), "method": self.method,
                 "reason": self.reason, "time": self.time}
 
     def outcome_json(self) -> bytes:
+        """outcome() as compact JSON, one line of the CAPTURES entry."""
         return json.dumps(self.outcome(), separators=(",", ":")).encode()
 
     def encode(self) -> bytes:
+        """The CAPTURE entry (the module docstring's layout) that decode() reads back."""
         from .perf.features import BpfBtf, BpfProgInfo, BpfProgInfoEntry, BtfEntry
         outcome = self.outcome_json()
         info = b""

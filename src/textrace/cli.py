@@ -42,6 +42,7 @@ def _console():
 
 
 def cmd_events(args) -> int:
+    """`textrace events`: every record as a text line or JSON; losses said on stderr."""
     from .views.events import event_rows, format_row
     data = _open(args)
     out = sys.stdout
@@ -74,6 +75,7 @@ def _kallsyms_child():
 
 
 def cmd_report(args) -> int:
+    """`textrace report`: samples by symbol as of each sample's time, as a table or JSON."""
     live = _kallsyms_child()
     try:
         from .views.report import report_table
@@ -109,6 +111,7 @@ def report_text(table) -> str:
 
 
 def cmd_progs(args) -> int:
+    """`textrace progs`: the BPF programs seen, their lifetimes and captures."""
     from .views.progs import prog_rows
     from .views.events import format_time
     data = _open(args)
@@ -150,6 +153,7 @@ def cmd_progs(args) -> int:
 
 
 def cmd_annotate(args) -> int:
+    """`textrace annotate PROG`: the program's JIT code with BPF insns, source and samples."""
     live = _kallsyms_child()
     try:
         from .views.annotate import annotate
@@ -184,6 +188,7 @@ def cmd_annotate(args) -> int:
 
 
 def cmd_callsites(args) -> int:
+    """`textrace callsites PROG`: every call in the program's JIT image."""
     from .views.callsites import callsites
     rows = callsites(_open(args), args.prog)
     if args.json:
@@ -198,6 +203,7 @@ def cmd_callsites(args) -> int:
 
 
 def cmd_show(args) -> int:
+    """`textrace show ADDR`: every version of the code at a kernel address."""
     try:
         addr = int(args.addr, 0)
     except ValueError:
@@ -247,6 +253,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_pokes(args) -> int:
+    """`textrace pokes`: every text poke, classified and disassembled."""
     live = _kallsyms_child()
     try:
         from .views.pokes import kind_counts, poke_rows
@@ -301,6 +308,7 @@ def _export_progress():
 
 
 def cmd_export(args) -> int:
+    """`textrace export`: recordings and stores as Parquet tables in one directory."""
     from .export import export
     if not args.input and not args.store:
         raise TextraceError("give recordings (-i FILE) or a store (--store DIR) to export")
@@ -314,6 +322,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_sql(args) -> int:
+    """`textrace sql QUERY`: DuckDB over the tables; recordings and stores given are
+    exported to a temporary directory first, --parquet adds directories already exported."""
     import shutil
     import tempfile
 
@@ -367,6 +377,7 @@ def _print_columns(result) -> None:
 
 
 def cmd_packs(args) -> int:
+    """`textrace packs`: bpf_prog_pack placements, occupancy and freed-code checks."""
     from .views.events import format_time
     from .views.packs import load_layout, pack_rows, plot, summary
     data = _open(args)
@@ -425,6 +436,8 @@ def cmd_packs(args) -> int:
 
 
 def cmd_record(args) -> int:
+    """`textrace record`: record a command (or -a) with BPF programs captured; returns
+    the command's exit status."""
     from .record import CLOCKS, Recorder, RecordOptions
     clockid = CLOCKS.get(args.clockid) if not args.clockid.isdigit() else int(args.clockid)
     if clockid is None:
@@ -483,6 +496,7 @@ def cmd_record(args) -> int:
 
 
 def cmd_daemon(args) -> int:
+    """`textrace daemon --store DIR`: capture into a store until SIGTERM or SIGINT."""
     from .daemon import Daemon, DaemonOptions
     stats = Daemon(DaemonOptions(store=args.store, max_mb=args.max_mb, min_mb=args.min_mb,
                                  capture=args.capture, nice=args.nice)).run()
@@ -495,6 +509,7 @@ def cmd_daemon(args) -> int:
 
 
 def cmd_store(args) -> int:
+    """`textrace store DIR`: what the store holds, per boot."""
     import textrace.store
     st = textrace.store.open(args.dir)
     s = st.summary()
@@ -516,6 +531,7 @@ def cmd_store(args) -> int:
 
 
 def cmd_inject(args) -> int:
+    """`textrace inject`: complete a perf-made file from a store or a recording."""
     from .inject import inject
     r = inject(args.input, args.output, store=args.store, from_path=args.from_path)
     print(f"textrace: wrote {r.output}: {r.programs} programs loaded in the file; "
@@ -527,6 +543,8 @@ def cmd_inject(args) -> int:
 
 
 def cmd_symbolize(args) -> int:
+    """`textrace symbolize`: {addr, time} JSON lines to symbols from a store, in batches
+    of 65536 lines so a stream of any length is answered as it goes."""
     import numpy as np
     import textrace.store
     st = textrace.store.open(args.store)
@@ -579,6 +597,7 @@ def _progress_line(rec) -> None:
 
 
 def cmd_recover(args) -> int:
+    """`textrace recover FILE`: finish a killed recording from its stream."""
     from .finish import recover
     report = recover(args.file, args.output)
     for line in report.damage:
@@ -593,6 +612,7 @@ def cmd_recover(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per view, each set to call its cmd_ function."""
     parser = argparse.ArgumentParser(
         prog="textrace",
         description="Trace the Linux kernel's changing code: BPF programs, JIT images, "
@@ -755,6 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `textrace` entry point: the exit status, 2 with one line on stderr for a
+    TextraceError, 130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)

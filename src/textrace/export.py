@@ -84,9 +84,11 @@ class ParquetTables:
                                 file=directory) from None
 
     def path(self, table: str) -> str:
+        """The table's file: DIR/<table>.parquet."""
         return os.path.join(self.directory, f"{table}.parquet")
 
     def write(self, table: str, batch: Batch) -> None:
+        """Append one builder batch to the table's file, opening it at the first."""
         import pyarrow as pa
         import pyarrow.parquet as pq
         rb = to_record_batch(table, batch)

@@ -28,6 +28,9 @@ from .perf.stream import StreamDamage, read_entries
 
 @dataclass
 class FinishReport:
+    """What finishing a file wrote: counts of the entries moved from its stream into the
+    header features and textrace's section, and the stream damage skipped."""
+
     path: str
     programs: int = 0            # outcomes: programs with a capture entry
     captured: int = 0            # of which with info and JIT images
@@ -267,6 +270,7 @@ class tempfile_list:
         self.n = 0
 
     def add(self, data: bytes) -> None:
+        """Append one entry's data, compressed, length-prefixed."""
         import zstandard
         blob = zstandard.ZstdCompressor(level=3).compress(data)
         self.f.write(struct.pack("<Q", len(blob)) + blob)

@@ -89,6 +89,9 @@ class Freed:
 
 @dataclass
 class PackWatch:
+    """The recorder's watch over bpf_prog_pack (the module docstring says what it reads
+    and why); times from `clock`, ns on the recording's clock."""
+
     memory: object | None                   # kernel_code.KernelMemory, or None
     clock: Callable[[], int]
     unavailable: str | None = None
@@ -108,6 +111,7 @@ class PackWatch:
     failures: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> None:
+        """Note /proc/vmallocinfo's pack areas as the recording starts."""
         self.vmalloc.append({"t": "vmalloc", "time": self.clock(), "when": "start",
                              "areas": vmalloc_areas()})
 
@@ -347,6 +351,7 @@ class PackWatch:
 
     # --- the file -----------------------------------------------------------------------
     def entries(self) -> list[dict]:
+        """Everything read, as Kind.PACKS JSON objects ("t" says which kind each is)."""
         out = list(self.vmalloc)
         out += [{"t": "pack", "start": s, "size": n, "time": t, "how": "probe"}
                 for s, n, t in self.packs]
@@ -369,6 +374,7 @@ class PackWatch:
         entries.add(Kind.PACKS, encode_packs(self.entries()))
 
     def summary(self) -> dict:
+        """For the record summary: packs found, freed ranges watched, their final states."""
         states: dict[str, int] = {}
         for f in self.done:
             states[f.state] = states.get(f.state, 0) + 1

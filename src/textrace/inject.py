@@ -38,6 +38,9 @@ BPF_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT})
 
 @dataclass
 class InjectResult:
+    """What inject did: the programs the file saw load, how many perf had kept, those
+    completed from a source, and why each of the rest could not be."""
+
     output: str
     programs: int = 0                  # programs the file saw load
     had: int = 0                       # perf had them already
@@ -53,6 +56,8 @@ def _first_time(data: PerfData) -> int | None:
 
 
 class StoreSource:
+    """Programs from a code store (--store): matched by id, tag and load time."""
+
     def __init__(self, directory: str):
         import textrace.store
         self.st = textrace.store.open(directory)
@@ -88,6 +93,8 @@ class StoreSource:
 
 
 class RecordingSource:
+    """Programs from another recording made at the same time (--from): by id and tag."""
+
     def __init__(self, path: str):
         from .recorded import recorded
         self.data = PerfData.open(path)
@@ -95,6 +102,7 @@ class RecordingSource:
         self.infos, self.btfs = rec.infos, rec.btfs
 
     def find(self, prog: Program, t0: int | None):
+        """(ProgInfo, btf id, BTF bytes, how) or a reason string; `t0` is unused here."""
         info = self.infos.get(prog.id)
         if info is None or info.tag != prog.tag:
             return f"not captured in {self.data.path}"
@@ -104,6 +112,8 @@ class RecordingSource:
 
 def inject(input_path: str, output: str, *, store: str | None = None,
            from_path: str | None = None) -> InjectResult:
+    """Write `output`: the file-mode recording at `input_path` with the programs perf lost
+    added from the store and/or the recording given (the module docstring has the rules)."""
     if not store and not from_path:
         raise TextraceError("give --store DIR or --from RECORDING", field="--store")
     data = PerfData.open(input_path)

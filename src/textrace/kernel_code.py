@@ -28,9 +28,13 @@ DEFAULT_BUDGET = 64 << 20     # bytes of kernel code one recording keeps at most
 
 
 class KernelMemory(Protocol):
+    """A way to read kernel memory; `name` says which in the recording's summary."""
+
     name: str
 
-    def read(self, addr: int, n: int) -> bytes: ...
+    def read(self, addr: int, n: int) -> bytes:
+        """The n bytes at kernel virtual address `addr` now; raises on failure."""
+        ...
 
 
 class Kcore:
@@ -59,6 +63,8 @@ class Kcore:
         self.fd = self.file.fileno()
 
     def read(self, addr: int, n: int) -> bytes:
+        """Bytes at a kernel virtual address; KernelError unless one PT_LOAD segment holds
+        them all (kcore leaves holes where nothing is mapped)."""
         for start, end, off in self.segments:
             if start <= addr and addr + n <= end:
                 data = os.pread(self.fd, n, off + addr - start)
@@ -69,6 +75,7 @@ class Kcore:
                           file=self.path, field="kcore")
 
     def close(self) -> None:
+        """Close /proc/kcore."""
         self.file.close()
 
 
@@ -81,6 +88,8 @@ class CaptureMemory:
         self.capture = capture
 
     def read(self, addr: int, n: int) -> bytes:
+        """Bytes at a kernel virtual address, read in the kernel by the capture program
+        into its ring; KernelError if it could not."""
         return self.capture.read_code(addr, n)[1]
 
 
@@ -133,14 +142,17 @@ class CodeReads:
         return data
 
     def fail(self, reason: str) -> None:
+        """Count one failed read under `reason`; returns None for read() to pass on."""
         self.failures[reason] = self.failures.get(reason, 0) + 1
         return None
 
     def add_to(self, private: PrivateSection) -> None:
+        """The images kept (not those given to `sink`) as KERNEL_CODE entries."""
         for addr, time, data in self.images:
             private.add(Kind.KERNEL_CODE, pack_kernel_code(addr, time, data))
 
     def summary(self) -> dict:
+        """For the record summary: the memory read, images and bytes kept, failures by reason."""
         return {"source": self.memory.name if self.memory else None,
                 "images": self.n_images, "bytes": self.used,
                 "failures": dict(self.failures)}

@@ -34,6 +34,7 @@ class IdSet:
         return k >> 3 < len(self.bits) and bool(self.bits[k >> 3] >> (k & 7) & 1)
 
     def add(self, i: int) -> None:
+        """Set id i; the bitmap grows by half its size at least (ids come in ascending)."""
         if self.base is None:
             self.base = i
         if i < self.base:
@@ -45,6 +46,7 @@ class IdSet:
         self.bits[k >> 3] |= 1 << (k & 7)
 
     def discard(self, i: int) -> None:
+        """Clear id i if it is set."""
         if i in self:
             if i < self.base:
                 self.low.discard(i)
@@ -63,6 +65,7 @@ class EntryQueue:
         self.written = 0
 
     def add(self, kind: int, data: bytes) -> None:
+        """Queue an entry as its stream chunks, zstd first for the COMPRESSED kinds."""
         flags = 0
         if kind in COMPRESSED:  # kernel code: ~3:1
             import zstandard
@@ -74,6 +77,7 @@ class EntryQueue:
         return bool(self.queue)
 
     def write(self, writer) -> int:
+        """Append the queued records to `writer` (a PerfDataWriter); returns how many."""
         n = len(self.queue)
         for raw in self.queue:
             writer.write_bytes(raw)
@@ -100,6 +104,7 @@ class CaptureLedger:
         return prog_id in self.seen
 
     def is_captured(self, prog_id: int) -> bool:
+        """Whether the program's capture (not a failure) was written."""
         return prog_id in self.captured_ids
 
     def _see(self, prog_id: int) -> None:
@@ -135,6 +140,8 @@ class CaptureLedger:
         self.since.pop(pid, None)
 
     def failed(self, cap: ProgCapture, reason: str | None = None) -> None:
+        """Write the program as not captured, for `reason` (or the one it carries); a
+        program already written is left as it was."""
         pid = cap.prog_id
         self._see(pid)
         if reason is not None:
@@ -157,5 +164,6 @@ class CaptureLedger:
                 self.failed(self.pending[pid])
 
     def fail_all(self) -> None:
+        """At the end of the recording: every pending capture is written as failed."""
         for cap in list(self.pending.values()):
             self.failed(cap)

@@ -58,6 +58,8 @@ class Recorded:
         self.textrace = self.finished or self.streamed
 
     def stream_entries(self):
+        """The entries in the data stream (FINISHED_INIT chunks), for files never
+        finished; an entry cut short by a kill is noted as damage, not raised."""
         damage: list[StreamDamage] = []
         chunks = self.data.raw_records(frozenset({RecordType.FINISHED_INIT}))
         yield from read_entries(chunks, damage)
@@ -103,6 +105,8 @@ class Recorded:
 
     @cached_property
     def btfs(self) -> dict[int, bytes]:
+        """Raw BTF by the kernel's BTF id: HEADER_BPF_BTF, then textrace's BTF entries,
+        then streamed captures, later sources winning."""
         out = {}
         feat = self.data.feature(Feature.BPF_BTF)
         for entry in feat.btfs if feat is not None else ():
@@ -129,15 +133,18 @@ class Recorded:
 
     @cached_property
     def kallsyms(self) -> bytes | None:
+        """/proc/kallsyms as taken at record start, or None if the file has none."""
         got = self.decoded(Kind.KALLSYMS)
         return got[0] if got else None
 
     @cached_property
     def kernel_code(self) -> list[tuple[int, int, bytes]]:
+        """Kernel code read while recording: (kernel virtual address, time in ns, bytes)."""
         return self.decoded(Kind.KERNEL_CODE)
 
     @cached_property
     def unreported(self) -> list[dict]:
+        """Code changes no TEXT_POKE reported (unreported.UnreportedChange's JSON)."""
         return [d for blob in self.decoded(Kind.UNREPORTED) for d in blob]
 
     @cached_property

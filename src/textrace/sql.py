@@ -140,6 +140,7 @@ class TextResult:
             raise TextraceError(f"SQL: {str(e).splitlines()[0]}", field="QUERY") from None
 
     def cells(self) -> list[tuple]:
+        """Every row as text cells, for a small result printed as a rich table."""
         return self._do(lambda: self.con.sql(f"SELECT * FROM {self.TABLE}").fetchall())
 
     def lines(self, sep: str = "  ") -> Iterator[list[str]]:

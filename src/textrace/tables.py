@@ -153,6 +153,7 @@ class Source:
 
     @classmethod
     def open(cls, path: str, *, salvage: bool = False) -> "Source":
+        """Read the recording at `path` and load its code history once."""
         from .load import load_history
         data = PerfData.open(path, salvage=salvage)
         history, programs = load_history(data)
@@ -189,6 +190,8 @@ _CLOCK_NAMES = {0: "realtime", 1: "monotonic", 4: "monotonic_raw", 7: "boottime"
 
 
 def recordings(src: Source) -> Iterator[Batch]:
+    """One row: where the recording came from (host, kernel, writer), its clock and the
+    offset to wall time, sample counts and losses."""
     from .perf.abi import Feature, RecordType
     from .recorded import recorded
     data = src.data
@@ -242,6 +245,7 @@ def recordings(src: Source) -> Iterator[Batch]:
 # --- programs and their functions ---------------------------------------------------------
 
 def programs(src: Source) -> Iterator[Batch]:
+    """One row per program load: id, tag, name, type, lifetime (ns), how it was captured."""
     rows = src.prog_rows
     yield {
         "recording": [src.recording] * len(rows),
@@ -255,6 +259,7 @@ def programs(src: Source) -> Iterator[Batch]:
 
 
 def functions(src: Source) -> Iterator[Batch]:
+    """One row per JIT'd function of each program: address, length and JIT bytes."""
     cols: dict[str, list] = {name: [] for name, _t, _d in TABLES["functions"]}
     for r in src.prog_rows:
         for k, f in enumerate(r.funcs):
@@ -271,6 +276,7 @@ def functions(src: Source) -> Iterator[Batch]:
 # --- code versions and pokes -----------------------------------------------------------------
 
 def versions(src: Source) -> Iterator[Batch]:
+    """One row per code version: bytes at [start, end) from valid_from to valid_to (ns)."""
     vs = code_versions(src.history)
     yield {
         "recording": [src.recording] * len(vs),
@@ -282,6 +288,7 @@ def versions(src: Source) -> Iterator[Batch]:
 
 
 def pokes(src: Source) -> Iterator[Batch]:
+    """One row per code change (TEXT_POKE or inferred), classified, with its INT3 window."""
     from .views.pokes import poke_rows
     rows = poke_rows(src.data, history=src.history)
     yield {
@@ -395,6 +402,8 @@ class StoreSource:
 
     @classmethod
     def open(cls, st, directory: str, boot) -> "StoreSource":
+        """Load one boot of the open store `st`: its history, and a row per load with the
+        JIT code rebuilt where the image was kept."""
         from .history.code_history import Image
         from .views.progs import ProgRow
         history = st.history(boot.id)

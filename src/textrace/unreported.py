@@ -34,12 +34,14 @@ class UnreportedChange:
     seen: int
 
     def to_json(self) -> bytes:
+        """One line of the UNREPORTED entry (bytes as hex)."""
         return json.dumps({"prog_id": self.prog_id, "addr": self.addr, "old": self.old.hex(),
                            "new": self.new.hex(), "after": self.after, "seen": self.seen},
                           separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, line: bytes) -> "UnreportedChange":
+        """A change from its to_json() line."""
         d = json.loads(line)
         return cls(d["prog_id"], d["addr"], bytes.fromhex(d["old"]), bytes.fromhex(d["new"]),
                    d["after"], d["seen"])
@@ -81,6 +83,8 @@ def changed_ranges(old: bytes, new: bytes) -> list[tuple[int, int]]:
 
 
 def makes_tail_calls(info: ProgInfo) -> bool:
+    """Whether the program has a tail call, and so JIT'd sites a prog-array update may
+    patch without a TEXT_POKE; False when its instructions do not decode."""
     try:
         return any(i.is_tail_call for i in decode(info.xlated_insns))
     except TextraceError:
@@ -108,6 +112,8 @@ class ImageWatch:
         self._prune_at = 1024
 
     def watch(self, info: ProgInfo, time: int) -> None:
+        """Keep a program's JIT image as captured at `time` (ns), with the reported changes
+        made since applied; programs without tail calls are ignored."""
         if not makes_tail_calls(info):
             return
         self.known[info.id] = (time, [(a, code) for a, _n, code in info.funcs()])
@@ -116,6 +122,7 @@ class ImageWatch:
                 self._patch(info.id, addr, new)
 
     def forget(self, prog_id: int) -> None:
+        """Stop watching an unloaded program."""
         self.known.pop(prog_id, None)
 
     def apply(self, time: int, addr: int, new: bytes) -> None:

@@ -47,6 +47,8 @@ def _get_info(fd: int, **fields) -> tuple[dict, ctypes.Array]:
 
 
 def read_btf_info(btf_id: int) -> BtfInfo:
+    """struct bpf_btf_info of a kernel BTF object: its name (a module's, "vmlinux", or
+    empty for a program's) and size; two calls, the second with room for the name."""
     fd = btf_fd_by_id(btf_id)
     try:
         first, _ = _get_info(fd)
@@ -89,6 +91,8 @@ class Btf:
 
     @classmethod
     def parse(cls, data: bytes, *, file: str | None = None, offset: int = 0) -> "Btf":
+        """Check the header and section bounds of a raw BTF blob (FormatError naming
+        `file` and the blob's `offset` in it); the types are not decoded yet."""
         def bad(message, name, at=0):
             return FormatError(message, file=file, offset=offset + at, field=f"btf.{name}")
 
@@ -116,6 +120,8 @@ class Btf:
 
     @classmethod
     def from_kernel(cls, btf_id: int) -> "Btf":
+        """The kernel's BTF object `btf_id`, read through the bpf syscall (needs
+        CAP_SYS_ADMIN; NoSuchObject once the object is freed)."""
         return cls.parse(read_btf(btf_id), file=f"<btf id {btf_id}>")
 
     def _bad(self, message: str, name: str, at: int) -> FormatError:

@@ -59,6 +59,7 @@ class Insn:
 
     @property
     def cls(self) -> int:
+        """The instruction class, the opcode's low 3 bits (BPF_LD .. BPF_ALU64)."""
         return self.code & 0x07
 
     @property
@@ -68,9 +69,11 @@ class Insn:
 
     @property
     def slots(self) -> int:
+        """8-byte instruction slots taken: 2 for ld_imm64, which xlated indices count."""
         return self.size // INSN_SIZE
 
     def pack(self) -> bytes:
+        """struct bpf_insn bytes (both halves for ld_imm64)."""
         first = INSN.pack(self.code, self.src << 4 | self.dst, self.off, self.imm)
         if self.imm64 is None:
             return first
@@ -78,10 +81,12 @@ class Insn:
 
     @property
     def is_call(self) -> bool:
+        """BPF_JMP|BPF_CALL: a helper, kfunc or bpf-to-bpf call (`src` says which)."""
         return self.cls == BPF_JMP and self.code & 0xF0 == BPF_CALL
 
     @property
     def is_exit(self) -> bool:
+        """BPF_JMP|BPF_EXIT."""
         return self.cls == BPF_JMP and self.code & 0xF0 == BPF_EXIT
 
     @property
@@ -163,6 +168,7 @@ def render(insn: Insn) -> str:
 
 
 def disassemble(insns: list[Insn]) -> list[tuple[Insn, str]]:
+    """Each instruction with its text (render())."""
     return [(i, render(i)) for i in insns]
 
 

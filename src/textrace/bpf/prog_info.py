@@ -90,6 +90,8 @@ PROG_TYPES = (
 
 
 def prog_type_name(t: int) -> str:
+    """enum bpf_prog_type as bpftool names it ("kprobe", "xdp"); "type_N" for one newer
+    than this table."""
     return PROG_TYPES[t] if 0 <= t < len(PROG_TYPES) else f"type_{t}"
 
 
@@ -109,6 +111,7 @@ class LineInfo:
 
     @property
     def line_col(self) -> int:
+        """The kernel's packed form: line << 10 | col."""
         return self.line << 10 | self.col
 
 
@@ -148,22 +151,28 @@ class ProgInfo:
 
     @property
     def id(self) -> int:
+        """The kernel's program id (idr_alloc_cyclic: not reused before the ids wrap)."""
         return self.info["id"]
 
     @property
     def tag(self) -> bytes:
+        """The 8-byte hash the kernel computes over the program's instructions (map fds
+        zeroed): the name part of bpf_prog_<tag> ksyms."""
         return self.info["tag"]
 
     @property
     def name(self) -> str:
+        """The name the loader gave (BPF_OBJ_NAME_LEN, 16 bytes with the NUL)."""
         return self.info["name"].split(b"\0", 1)[0].decode("utf-8", "replace")
 
     @property
     def type(self) -> int:
+        """enum bpf_prog_type; prog_type_name() names it."""
         return self.info["type"]
 
     @property
     def gpl_compatible(self) -> bool:
+        """The program declared a GPL-compatible license (bit 0 of the info's bitfield)."""
         return bool(self.info["gpl_compatible"] & 1)
 
     def funcs(self) -> list[tuple[int, int, bytes]]:

@@ -62,12 +62,14 @@ class Layout:
         self._zero = tuple(b"" if self.code[n].endswith("s") else 0 for n in self.names)
 
     def pack(self, **fields) -> bytes:
+        """The struct's bytes; fields not given are zero, unknown names a TypeError."""
         unknown = set(fields) - set(self.offset)
         if unknown:
             raise TypeError(f"{self.cname} has no field {', '.join(sorted(unknown))}")
         return self.struct.pack(*(fields.get(n, z) for n, z in zip(self.names, self._zero)))
 
     def unpack(self, buf, offset: int = 0) -> dict:
+        """The struct at `offset` of buf, by the kernel's field names."""
         return dict(zip(self.names, self.struct.unpack_from(buf, offset)))
 
 
@@ -164,6 +166,7 @@ def prog_fd_by_id(prog_id: int) -> int:
 
 
 def btf_fd_by_id(btf_id: int) -> int:
+    """A new fd holding BTF object `btf_id` (NoSuchObject once it is freed)."""
     return _by_id(Cmd.BTF_GET_FD_BY_ID, btf_id)
 
 
@@ -211,6 +214,7 @@ class IdPoller:
         self._byid_view = (ctypes.c_uint32 * 1).from_buffer(self._byid)
 
     def poll(self) -> tuple[int, int] | None:
+        """(id, fd or -1) of the next program id after the last seen, or None."""
         nxt = self._next_view
         nxt[0] = self.last
         if _libc.syscall(NR_BPF, Cmd.PROG_GET_NEXT_ID, self._next, ATTR_SIZE) < 0:
@@ -268,6 +272,7 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, 
 
 
 def map_update_elem(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
+    """BPF_MAP_UPDATE_ELEM; `flags` BPF_ANY (0), BPF_NOEXIST or BPF_EXIST."""
     k = ctypes.create_string_buffer(key, len(key))
     v = ctypes.create_string_buffer(value, len(value))
     bpf(Cmd.MAP_UPDATE_ELEM, ATTR_MAP_ELEM.pack(map_fd=map_fd, key=ctypes.addressof(k),

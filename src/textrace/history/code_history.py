@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import TextraceError
 from .kallsyms import KernelSymbols
 from .regions import Region, RegionTable
+
+if TYPE_CHECKING:
+    from capstone import CsInsn
+
+    from .packs import PackLayout
 
 
 class UnknownCode(TextraceError):
@@ -55,6 +61,7 @@ class Poke:
 
     @property
     def end(self) -> int:
+        """First kernel virtual address past the bytes, old or new, whichever is longer."""
         return self.addr + max(len(self.old), len(self.new))
 
 
@@ -86,6 +93,7 @@ class Read:
 
     @property
     def ambiguous(self) -> bool:
+        """True when the time falls in some poke's INT3 window: `data` is then a guess."""
         return bool(self.windows)
 
     @property
@@ -107,11 +115,15 @@ class Image:
 
     @property
     def end(self) -> int:
+        """First kernel virtual address past the image."""
         return self.addr + len(self.data)
 
 
 @dataclass(frozen=True)
 class Symbol:
+    """`name`+`offset` for an address at one time; `region` is set for dynamic code (bpf,
+    ool), `module` for a module's kallsyms symbol."""
+
     name: str
     offset: int
     kind: str                 # "bpf", "ool", "kernel", "module"
@@ -124,18 +136,21 @@ class Symbol:
 
 @dataclass
 class CodeHistory:
+    """Symbols and bytes of kernel code at any time of a recording (ns, the recording's
+    clock), so a sample resolves against the code that ran, not the code there now."""
+
     table: RegionTable
     kernel: KernelSymbols | None = None
     images: list[Image] = field(default_factory=list)
     pokes: list[Poke] = field(default_factory=list)
     # the bpf_prog_pack layout (history/packs.py), when the recording has one: free pack
     # chunks read as the INT3 the kernel filled or invalidated them with
-    packs: object | None = None
+    packs: PackLayout | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.pokes.sort(key=lambda p: p.time)
         self._poke_times = [p.time for p in self.pokes]
-        self._windows: dict[int, tuple] = {}
+        self._windows: dict[int, tuple[list[PokeWindow], list[int], int, int]] = {}
         self.add_images([])
 
     def add_images(self, images: list[Image]) -> None:
@@ -146,6 +161,8 @@ class CodeHistory:
 
     # --- symbols ------------------------------------------------------------------------
     def symbol(self, addr: int, t: int) -> Symbol | None:
+        """The symbol holding kernel virtual address `addr` at time t (ns): a dynamic
+        region alive then, else kallsyms; None when neither knows it."""
         region = self.table.at(addr, t)
         if region is not None:
             return Symbol(region.name, addr - region.start, region.kind, region)
@@ -171,9 +188,12 @@ class CodeHistory:
         return ids, names
 
     def programs_alive(self, t: int) -> list[Region]:
+        """The BPF programs loaded at time t (ns)."""
         return [r for r in self.table.regions if r.kind == "bpf" and r.alive_at(t)]
 
     def versions(self, addr: int) -> list[Region]:
+        """Every region that ever held `addr`, oldest first: an address bpf_prog_pack
+        reuses holds several programs over a recording."""
         return self.table.versions(addr)
 
     # --- bytes --------------------------------------------------------------------------
@@ -199,18 +219,19 @@ class CodeHistory:
         its time on (its old bytes just before it, when it removed code), taken from the
         poke nearest to t while the same code (region, or static text) held the address."""
         region = self.table.at(addr, t)
-        best = None
+        best: Image | None = None
+        best_dt = 0
         for p in self.pokes_at(addr, n):
             if self.table.at(addr, p.time) is not region:
                 continue
             if p.addr <= addr and addr + n <= p.addr + len(p.new):
-                im = Image(p.addr, p.new, p.time, "text_poke")
+                when, data = p.time, p.new
             elif p.addr <= addr and addr + n <= p.addr + len(p.old):
-                im = Image(p.addr, p.old, p.time - 1, "text_poke")
+                when, data = p.time - 1, p.old
             else:
                 continue
-            if best is None or abs(im.time - t) < abs(best.time - t):
-                best = im
+            if best is None or abs(when - t) < best_dt:
+                best, best_dt = Image(p.addr, data, when, "text_poke"), abs(when - t)
         return best
 
     def read(self, addr: int, n: int, t: int) -> bytes:
@@ -245,7 +266,7 @@ class CodeHistory:
         last, so its window is widened by its span on each side."""
         return self._window_table(window_ns)[0]
 
-    def _window_table(self, window_ns: int):
+    def _window_table(self, window_ns: int) -> tuple[list[PokeWindow], list[int], int, int]:
         """(windows, their first records' times, how far any window reaches before and
         after its first record) for one window size."""
         got = self._windows.get(window_ns)
@@ -253,7 +274,7 @@ class CodeHistory:
             windows: list[PokeWindow] = []
             group: list[Poke] = []
 
-            def close():
+            def close() -> None:
                 span = group[-1].time - group[0].time
                 windows.append(PokeWindow(group[0].time - window_ns - span,
                                           group[-1].time + window_ns + span, tuple(group)))
@@ -326,9 +347,11 @@ class CodeHistory:
                     buf[j] = b
 
     def pokes_at(self, addr: int, n: int = 1) -> list[Poke]:
+        """Every poke touching [addr, addr+n), at any time, in time order."""
         return [p for p in self.pokes if p.addr < addr + n and addr < p.end]
 
-    def at(self, t: int, window_ns: int = INT3_WINDOW_NS) -> "CodeView":
+    def at(self, t: int, window_ns: int = INT3_WINDOW_NS) -> CodeView:
+        """The address space at time t (ns); `window_ns` is the INT3 window its reads use."""
         return CodeView(self, t, window_ns)
 
 
@@ -341,9 +364,11 @@ class CodeView:
     window_ns: int = INT3_WINDOW_NS
 
     def symbol(self, addr: int) -> Symbol | None:
+        """CodeHistory.symbol at this time."""
         return self.history.symbol(addr, self.time)
 
     def read(self, addr: int, n: int) -> bytes:
+        """CodeHistory.read at this time; raises UnknownCode when no image covers it."""
         return self.history.read(addr, n, self.time)
 
     def read_exact(self, addr: int, n: int) -> Read:
@@ -351,9 +376,10 @@ class CodeView:
         return self.history.read_exact(addr, n, self.time, self.window_ns)
 
     def ambiguity(self, addr: int, n: int) -> list[Poke]:
+        """CodeHistory.ambiguity at this time, with this view's INT3 window."""
         return self.history.ambiguity(addr, n, self.time, self.window_ns)
 
-    def disassemble(self, addr: int, n: int):
+    def disassemble(self, addr: int, n: int) -> list[CsInsn]:
         """x86-64 instructions in [addr, addr+n) at this time, as capstone decodes them."""
         from .x86 import x86_64
         return list(x86_64().disasm(self.read(addr, n), addr))

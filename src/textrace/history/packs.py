@@ -53,9 +53,11 @@ class Allocation:
 
     @property
     def end(self) -> int:
+        """First address past the allocation's chunks."""
         return self.start + self.size
 
     def alive_at(self, t: int) -> bool:
+        """Whether the chunks were held at t (ns): from the load up to the unload."""
         return (self.born is None or self.born <= t) and (self.died is None or t < self.died)
 
 
@@ -78,16 +80,23 @@ class FreedCheck:
 
     @property
     def checked(self) -> bool:
+        """Whether the recorder read the freed range and reached a state (invalidated,
+        reused, unmapped, stale), rather than never reading it or still waiting."""
         return self.attempts > 0 and self.state in ("invalidated", "reused", "unmapped",
                                                     "stale")
 
     @property
     def stale(self) -> bool:
+        """Whether code outlived the free: the old program's bytes, or code no KSYMBOL
+        accounts for, where the kernel should have written INT3."""
         return self.verdict in ("old code", "unaccounted code")
 
 
 @dataclass
 class Pack:
+    """One bpf_prog_pack area [start, start + size), found by the recorder's probes
+    ("probe") or assumed aligned to its size ("aligned"), and what was placed in it."""
+
     start: int
     size: int
     source: str                                   # "probe" or "aligned"
@@ -98,10 +107,12 @@ class Pack:
 
     @property
     def end(self) -> int:
+        """First address past the pack."""
         return self.start + self.size
 
     @property
     def chunks(self) -> int:
+        """How many 64-byte chunks the pack hands out (its bitmap's length)."""
         return self.size // CHUNK
 
     def timeline(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,6 +179,9 @@ class Fill:
 
 @dataclass
 class PackLayout:
+    """Every pack of a recording, the images that fit in none, and the recorder's checks of
+    freed code: what lets a read of a free chunk return the INT3 the kernel put there."""
+
     pack_size: int
     pack_size_source: str
     packs: list[Pack]
@@ -178,6 +192,7 @@ class PackLayout:
     vmalloc: list[dict] = field(default_factory=list)
 
     def pack_of(self, addr: int) -> Pack | None:
+        """The pack whose area holds kernel virtual address `addr`, or None."""
         for p in self.packs:
             if p.start <= addr < p.end:
                 return p

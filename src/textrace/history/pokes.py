@@ -66,6 +66,7 @@ class Insn:
 
     @property
     def text(self) -> str:
+        """objdump-style text: mnemonic, operands and the target's symbol in <>."""
         text = f"{self.mnemonic} {self.op_str}".rstrip()
         if self.target_symbol:
             text += f" <{self.target_symbol}>"
@@ -73,14 +74,17 @@ class Insn:
 
     @property
     def is_nop(self) -> bool:
+        """A NOP of any length: a disarmed ftrace site or static branch looks like this."""
         return self.mnemonic == "nop"
 
     @property
     def is_call(self) -> bool:
+        """A call whose absolute target is known (a rel32 call, not an indirect one)."""
         return self.mnemonic == "call" and self.target is not None
 
     @property
     def is_jmp(self) -> bool:
+        """A jmp whose absolute target is known (rel8 or rel32, not an indirect one)."""
         return self.mnemonic == "jmp" and self.target is not None
 
 
@@ -99,18 +103,22 @@ class PokeInfo:
 
     @property
     def time(self) -> int:
+        """The poke's record time (ns, the recording's clock)."""
         return self.poke.time
 
     @property
     def addr(self) -> int:
+        """The poked kernel virtual address."""
         return self.poke.addr
 
     @property
     def old(self) -> bytes:
+        """The bytes before the poke, as the TEXT_POKE record carries them."""
         return self.poke.old
 
     @property
     def new(self) -> bytes:
+        """The bytes after the poke, as the TEXT_POKE record carries them."""
         return self.poke.new
 
 

@@ -55,6 +55,7 @@ class Program:
         return ksym[len(prefix) + 1:] if ksym.startswith(prefix + "_") else ksym
 
     def alive_at(self, t: int) -> bool:
+        """Whether the program was loaded at t (ns): from its load up to its unload."""
         return (self.loaded_ns is None or self.loaded_ns <= t) and \
             (self.unloaded_ns is None or t < self.unloaded_ns)
 

@@ -28,9 +28,11 @@ class Region:
     prog_id: int | None = None
 
     def alive_at(self, t: int) -> bool:
+        """Whether the code was there at t (ns): born at or before t, died after it."""
         return (self.born is None or self.born <= t) and (self.died is None or t < self.died)
 
     def contains(self, addr: int) -> bool:
+        """Whether kernel virtual address `addr` is in [start, end), at any time."""
         return self.start <= addr < self.end
 
 
@@ -115,6 +117,7 @@ class RegionTable:
         return (pos >= 0) & (addrs < reach[np.maximum(pos, 0)])
 
     def at(self, addr: int, t: int) -> Region | None:
+        """The region holding `addr` at t (ns), or None: lookup() for one pair."""
         i = int(self.lookup(np.array([addr]), np.array([t]))[0])
         return None if i < 0 else self.regions[i]
 

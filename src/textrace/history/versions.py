@@ -38,6 +38,7 @@ class CodeVersion:
 
     @property
     def end(self) -> int:
+        """First kernel virtual address past the version's bytes."""
         return self.start + len(self.data)
 
 

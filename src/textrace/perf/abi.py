@@ -96,6 +96,8 @@ class SampleType(enum.IntFlag):
 
 
 class ReadFormat(enum.IntFlag):
+    """PERF_FORMAT_* bits of attr.read_format: what a read() or PERF_SAMPLE_READ holds."""
+
     TOTAL_TIME_ENABLED = 1 << 0
     TOTAL_TIME_RUNNING = 1 << 1
     ID = 1 << 2
@@ -121,6 +123,8 @@ MISC_EXACT_IP = 1 << 14        # SAMPLE
 
 
 class KsymbolType(enum.IntEnum):
+    """PERF_RECORD_KSYMBOL_TYPE_*: what a KSYMBOL record announces (OOL since 5.9, with TEXT_POKE)."""
+
     UNKNOWN = 0
     BPF = 1
     OOL = 2  # out-of-line code: trampolines, dispatchers, ftrace/kprobe insns
@@ -130,6 +134,8 @@ KSYMBOL_FLAG_UNREGISTER = 1 << 0
 
 
 class BpfEventType(enum.IntEnum):
+    """PERF_BPF_EVENT_*: the type of a BPF_EVENT record (since 5.1)."""
+
     UNKNOWN = 0
     PROG_LOAD = 1
     PROG_UNLOAD = 2

@@ -78,25 +78,32 @@ class EventAttr:
     config3: int = 0
 
     def flag(self, name: str) -> bool:
+        """One of the attr's bitfield flags by its kernel name ("disabled", "mmap",
+        "ksymbol", "text_poke", ...); KeyError for a name the layout does not have."""
         return bool(self.flags >> _FLAG_BITS[name] & 1)
 
     @property
     def precise_ip(self) -> int:
+        """The skid constraint, 0 (arbitrary skid) to 3 (must have 0 skid): perf's :p modifiers."""
         return self.flags >> PRECISE_IP_SHIFT & 3
 
     @property
     def sample_id_all(self) -> bool:
+        """Whether non-SAMPLE records carry the sample_id trailer (perf/sampleid.py)."""
         return self.flag("sample_id_all")
 
     @property
     def sample_types(self) -> SampleType:
+        """sample_type as flags: which fields a SAMPLE body holds, in the kernel's order."""
         return SampleType(self.sample_type)
 
     @property
     def read_formats(self) -> ReadFormat:
+        """read_format as flags: the layout of READ records and PERF_SAMPLE_READ values."""
         return ReadFormat(self.read_format)
 
     def flag_names(self) -> list[str]:
+        """The names of the flag bits set, in bit order."""
         return [n for n, bit in _FLAG_BITS.items() if self.flags >> bit & 1]
 
     @classmethod
@@ -122,9 +129,11 @@ class EventAttr:
         return full[:self.size].ljust(self.size, b"\0")
 
     def replace(self, **changes) -> "EventAttr":
+        """A copy with the given fields changed (the attr is frozen)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """Every field but the reserved ones, plus `flag_names`: for JSON output."""
         d = {n: getattr(self, n) for n in _NAMES if not n.startswith("reserved")}
         d["flag_names"] = self.flag_names()
         return d

@@ -40,6 +40,8 @@ MISC_BUILD_ID_SIZE = 1 << 15    # header.misc: byte 20 of the build id holds its
 
 
 def feature_name(feature_id: int) -> str:
+    """perf's name for a header feature bit (HOSTNAME, BPF_PROG_INFO), or "feature_N" for
+    an id newer than the Feature enum."""
     try:
         return Feature(feature_id).name
     except ValueError:
@@ -65,6 +67,7 @@ class PerfStr(str):
 
     @classmethod
     def from_raw(cls, raw: bytes) -> "PerfStr":
+        """The string as stored, NUL and padding kept so that packing gives them back."""
         return cls(raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"), raw)
 
 
@@ -114,12 +117,15 @@ class _Codec:
     len_exact = True               # ... exactly (else: at most)
 
     def read(self, cur: _Cursor, path: str, scope: ChainMap):
+        """One value from `cur`; `scope` holds the fields read before it (for counts)."""
         raise NotImplementedError
 
     def write(self, out: list, value, scope: ChainMap) -> None:
+        """Append the value's bytes to `out`, exactly as read() would take them."""
         raise NotImplementedError
 
     def normalize(self, value):
+        """The value in its stored type (a str becomes a PerfStr), or TypeError/ValueError."""
         return value
 
     def measure(self, value) -> int:
@@ -473,6 +479,7 @@ class _Feature(_Layout):
         return obj
 
     def pack(self) -> bytes:
+        """The section's bytes, as perf writes them."""
         out: list[bytes] = []
         self._write(out, ChainMap())
         return b"".join(out)
@@ -487,9 +494,11 @@ class RawFeature:
 
     @classmethod
     def parse(cls, buf, *, feature_id: int, file: str | None = None, offset: int = 0):
+        """Keep the section's bytes as they are (nothing to check)."""
         return cls(feature_id=feature_id, data=bytes(buf))
 
     def pack(self) -> bytes:
+        """The bytes as read."""
         return self.data
 
 
@@ -528,36 +537,48 @@ class BuildIds(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class Hostname(_Feature):
+    """HOSTNAME: the recording machine's uname nodename."""
+
     feature_id: ClassVar[int] = Feature.HOSTNAME
     value: str = _field(STR)           # uname nodename
 
 
 @dataclass(frozen=True, kw_only=True)
 class OsRelease(_Feature):
+    """OSRELEASE: the recording kernel's uname release ("6.1.0-27-amd64")."""
+
     feature_id: ClassVar[int] = Feature.OSRELEASE
     value: str = _field(STR)           # uname release
 
 
 @dataclass(frozen=True, kw_only=True)
 class Version(_Feature):
+    """VERSION: the writer's version string."""
+
     feature_id: ClassVar[int] = Feature.VERSION
     value: str = _field(STR)           # the writer's version, "6.1.192" for perf
 
 
 @dataclass(frozen=True, kw_only=True)
 class Arch(_Feature):
+    """ARCH: the recording machine's uname machine ("x86_64")."""
+
     feature_id: ClassVar[int] = Feature.ARCH
     value: str = _field(STR)           # uname machine
 
 
 @dataclass(frozen=True, kw_only=True)
 class CpuDesc(_Feature):
+    """CPUDESC: the CPU's model name from /proc/cpuinfo."""
+
     feature_id: ClassVar[int] = Feature.CPUDESC
     value: str = _field(STR)           # /proc/cpuinfo "model name", spaces squashed
 
 
 @dataclass(frozen=True, kw_only=True)
 class CpuId(_Feature):
+    """CPUID: the string perf matches its per-CPU event tables against."""
+
     feature_id: ClassVar[int] = Feature.CPUID
     value: str = _field(STR)           # x86: "vendor,family,model,stepping"
 
@@ -573,6 +594,8 @@ class NrCpus(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class TotalMem(_Feature):
+    """TOTAL_MEM: the machine's memory, kB (MemTotal)."""
+
     feature_id: ClassVar[int] = Feature.TOTAL_MEM
     total_mem_kb: int = _field(U64)    # MemTotal of /proc/meminfo, kB
 
@@ -588,6 +611,8 @@ class Cmdline(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class EventDescEntry(_Layout):
+    """One event of EVENT_DESC: its attr, name and the sample ids the kernel gave it."""
+
     attr: EventAttr = _field(_Attr("attr_size"))
     nr_ids: int | None = _count(U32)
     name: str = _field(STR)
@@ -606,6 +631,8 @@ class EventDesc(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class CpuTopologyCpu(_Layout):
+    """One cpu's core and socket ids (CPU_TOPOLOGY's per-cpu part)."""
+
     core_id: int = _field(I32)
     socket_id: int = _field(I32)
 
@@ -670,6 +697,8 @@ class CpuTopology(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class NumaNode(_Layout):
+    """One NUMA node: memory total and free (kB) and its cpus."""
+
     node: int = _field(U32)
     mem_total_kb: int = _field(U64)
     mem_free_kb: int = _field(U64)
@@ -678,6 +707,8 @@ class NumaNode(_Layout):
 
 @dataclass(frozen=True, kw_only=True)
 class NumaTopology(_Feature):
+    """NUMA_TOPOLOGY: every NUMA node's memory and cpu list."""
+
     feature_id: ClassVar[int] = Feature.NUMA_TOPOLOGY
     nr: int | None = _count(U32)
     nodes: tuple[NumaNode, ...] = _field(_Array(_Struct(NumaNode), "nr"))
@@ -692,12 +723,16 @@ class BranchStack(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class PmuMapping(_Layout):
+    """One PMU: its perf_event_attr.type and sysfs name."""
+
     type: int = _field(U32)            # perf_event_attr.type of this PMU
     name: str = _field(STR)
 
 
 @dataclass(frozen=True, kw_only=True)
 class PmuMappings(_Feature):
+    """PMU_MAPPINGS: which attr.type each PMU has, to name events of dynamic PMUs."""
+
     feature_id: ClassVar[int] = Feature.PMU_MAPPINGS
     pmu_num: int | None = _count(U32)
     pmus: tuple[PmuMapping, ...] = _field(_Array(_Struct(PmuMapping), "pmu_num"))
@@ -705,6 +740,8 @@ class PmuMappings(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class GroupDescEntry(_Layout):
+    """One event group: name, leader (index into the attrs) and member count."""
+
     name: str = _field(STR)            # "{anon_group}" for a group without a name
     leader_idx: int = _field(U32)      # index of the leader in EVENT_DESC / the attrs
     nr_members: int = _field(U32)
@@ -712,6 +749,8 @@ class GroupDescEntry(_Layout):
 
 @dataclass(frozen=True, kw_only=True)
 class GroupDesc(_Feature):
+    """GROUP_DESC: the event groups (perf record -e '{a,b}')."""
+
     feature_id: ClassVar[int] = Feature.GROUP_DESC
     nr_groups: int | None = _count(U32)
     groups: tuple[GroupDescEntry, ...] = _field(_Array(_Struct(GroupDescEntry), "nr_groups"))
@@ -719,6 +758,8 @@ class GroupDesc(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class CacheLevel(_Layout):
+    """One CPU cache as sysfs describes it (/sys/devices/system/cpu/cpuN/cache/indexM)."""
+
     level: int = _field(U32)
     line_size: int = _field(U32)
     sets: int = _field(U32)
@@ -730,6 +771,8 @@ class CacheLevel(_Layout):
 
 @dataclass(frozen=True, kw_only=True)
 class Cache(_Feature):
+    """CACHE: the CPU caches, each level and type once."""
+
     feature_id: ClassVar[int] = Feature.CACHE
     version: int = _field(U32, default=1)
     cnt: int | None = _count(U32)
@@ -770,6 +813,8 @@ class MemoryNode(_Layout):
 
 @dataclass(frozen=True, kw_only=True)
 class MemTopology(_Feature):
+    """MEM_TOPOLOGY: memory blocks per NUMA node (block_size bytes each)."""
+
     feature_id: ClassVar[int] = Feature.MEM_TOPOLOGY
     version: int = _field(U64, default=1)
     block_size: int = _field(U64)      # bytes per memory block
@@ -830,6 +875,7 @@ class _OmittedWhenEmpty(_Feature):
         return super()._parse(buf, file, offset, options)
 
     def pack(self) -> bytes:
+        """Empty when the file had the section empty and there is still nothing in it."""
         if self.count_omitted and not self.count:
             return b""
         return super().pack()
@@ -850,6 +896,8 @@ class BpfProgInfo(_OmittedWhenEmpty):
 
 @dataclass(frozen=True, kw_only=True)
 class BtfEntry(_Layout):
+    """One BTF object of BPF_BTF: the kernel's id and the raw BTF."""
+
     id: int = _field(U32)              # BTF object id in the kernel
     data_size: int | None = _count(U32)
     data: bytes = _field(_Sized("data_size"))   # raw BTF, starting with magic 0xeb9f
@@ -889,6 +937,8 @@ class Compressed(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class PmuCap(_Layout):
+    """One capability file of a PMU's caps/ directory: name and contents."""
+
     name: str = _field(STR)
     value: str = _field(STR)
 
@@ -904,12 +954,16 @@ class CpuPmuCaps(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class HybridNode(_Layout):
+    """One PMU of a hybrid CPU (cpu_core, cpu_atom) and the cpus it covers."""
+
     pmu_name: str = _field(STR)
     cpus: str = _field(STR)
 
 
 @dataclass(frozen=True, kw_only=True)
 class HybridTopology(_Feature):
+    """HYBRID_TOPOLOGY: the core PMUs of a hybrid CPU and their cpus."""
+
     feature_id: ClassVar[int] = Feature.HYBRID_TOPOLOGY
     nr: int | None = _count(U32)
     nodes: tuple[HybridNode, ...] = _field(_Array(_Struct(HybridNode), "nr"))
@@ -917,6 +971,8 @@ class HybridTopology(_Feature):
 
 @dataclass(frozen=True, kw_only=True)
 class PmuCapsEntry(_Layout):
+    """One PMU's capabilities in PMU_CAPS (its name written after them)."""
+
     nr_caps: int | None = _count(U32)
     caps: tuple[PmuCap, ...] = _field(_Array(_Struct(PmuCap), "nr_caps"))
     pmu_name: str = _field(STR)        # written after the caps

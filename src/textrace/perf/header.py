@@ -20,11 +20,14 @@ RECORD_HEADER = struct.Struct("<IHH")                # perf_event_header {type, 
 
 @dataclass(frozen=True)
 class Section:
+    """perf_file_section: [offset, offset + size) of the file."""
+
     offset: int
     size: int
 
     @property
     def end(self) -> int:
+        """The file offset just past the section."""
         return self.offset + self.size
 
 
@@ -40,6 +43,7 @@ class FileHeader:
     features: tuple[int, ...] = field(default=())
 
     def pack(self) -> bytes:
+        """The 104-byte header, `features` set as bits of adds_features."""
         bitmap = 0
         for bit in self.features:
             bitmap |= 1 << bit
@@ -78,6 +82,7 @@ def sniff(buf, file: str | None = None) -> str:
 
 
 def parse_file_header(buf, file: str | None = None) -> FileHeader:
+    """The file-mode header at the start of buf (sniff() said "file")."""
     if len(buf) < FILE_HEADER.size:
         raise TruncatedError("file ends inside the 104-byte header", file=file, offset=0,
                              field="header")

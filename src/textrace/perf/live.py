@@ -91,16 +91,19 @@ def _permission_message(err: int, pid: int, cpu: int) -> str:
 
 
 def event_id(fd: int) -> int:
+    """PERF_EVENT_IOC_ID: the id the kernel gave the event, as samples carry it."""
     buf = bytearray(8)
     fcntl.ioctl(fd, IOC_ID, buf)
     return struct.unpack("<Q", buf)[0]
 
 
 def enable(fd: int) -> None:
+    """PERF_EVENT_IOC_ENABLE: start counting and writing records."""
     fcntl.ioctl(fd, IOC_ENABLE, 0)
 
 
 def disable(fd: int) -> None:
+    """PERF_EVENT_IOC_DISABLE: stop; records already in the ring stay readable."""
     fcntl.ioctl(fd, IOC_DISABLE, 0)
 
 
@@ -161,6 +164,7 @@ class Ring:
         self.bytes_read = 0
 
     def pending(self) -> bool:
+        """Whether the kernel has written past what was read (data_head != data_tail)."""
         return struct.unpack_from("<Q", self.mm, _DATA_HEAD)[0] != \
             struct.unpack_from("<Q", self.mm, _DATA_TAIL)[0]
 
@@ -197,4 +201,5 @@ class Ring:
         struct.pack_into("<Q", self.mm, _DATA_TAIL, head)
 
     def close(self) -> None:
+        """Unmap the ring (the event's fd is the caller's to close)."""
         self.mm.close()

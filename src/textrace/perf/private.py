@@ -26,6 +26,8 @@ MAX_INFLATED = 1 << 30      # no entry inflates beyond this (a corrupt frame mus
 
 
 class Kind(enum.IntEnum):
+    """What an entry of textrace's section holds; numbers are on disk, never reused."""
+
     CAPTURES = 1      # JSON lines: one capture outcome per BPF program
     KALLSYMS = 2      # /proc/kallsyms text at record start (zstd-compressed)
     KERNEL_CODE = 3   # code read from the kernel: {u64 addr; u64 time; u32 len; u32 0; bytes}
@@ -41,6 +43,9 @@ COMPRESSED = frozenset({Kind.KERNEL_CODE, Kind.PACKS})
 
 @dataclass
 class PrivateSection:
+    """textrace's section (feature bit 255) as (kind, data) entries in file order, data
+    already inflated."""
+
     entries: list[tuple[int, bytes]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)  # file offset of each entry's data
     damage: list[str] = field(default_factory=list)  # what a salvaged parse skipped
@@ -51,12 +56,15 @@ class PrivateSection:
         return [(k, d, o) for (k, d), o in zip(self.entries, offs)]
 
     def get(self, kind: int) -> list[bytes]:
+        """The data of every entry of one kind, in file order."""
         return [data for k, data in self.entries if k == kind]
 
     def add(self, kind: int, data: bytes) -> None:
+        """Append an entry (compressed on pack() if its kind is in COMPRESSED)."""
         self.entries.append((int(kind), bytes(data)))
 
     def pack(self) -> bytes:
+        """The section's bytes: magic, then each entry padded to 8, zstd where COMPRESSED."""
         import zstandard
         out = [MAGIC]
         for kind, data in self.entries:
@@ -126,10 +134,13 @@ KERNEL_CODE = struct.Struct("<QQII")
 
 
 def pack_kernel_code(addr: int, time: int, code: bytes) -> bytes:
+    """A KERNEL_CODE entry: kernel virtual address, time of the read (ns, the recording's
+    clock), then the bytes."""
     return KERNEL_CODE.pack(addr, time, len(code), 0) + code
 
 
 def unpack_kernel_code(data: bytes) -> tuple[int, int, bytes]:
+    """(addr, time, bytes) of a KERNEL_CODE entry (pack_kernel_code's layout)."""
     addr, time, n, _ = KERNEL_CODE.unpack_from(data, 0)
     return addr, time, data[KERNEL_CODE.size:KERNEL_CODE.size + n]
 

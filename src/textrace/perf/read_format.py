@@ -14,6 +14,8 @@ from .sampleid import I32x2, U32x2, U64
 
 
 class ReadEntry(NamedTuple):
+    """One counter's value, with its id and lost count when read_format asks for them."""
+
     value: int
     id: int | None = None
     lost: int | None = None
@@ -40,6 +42,7 @@ class BodyCursor:
         self.ctx = ctx
 
     def need(self, n: int, field: str):
+        """Fail, naming `field`, unless n more bytes are left."""
         if n < 0 or self.pos + n > len(self.buf):
             msg = f"{field} needs {n} bytes, {len(self.buf) - self.pos} left in the record"
             if self.ctx is None:
@@ -47,30 +50,35 @@ class BodyCursor:
             raise self.ctx.error(msg, 8 + self.pos, field)
 
     def i32x2(self, field: str) -> tuple[int, int]:
+        """Two s32 (pid, tid as the kernel stores them)."""
         self.need(8, field)
         v = I32x2.unpack_from(self.buf, self.pos)
         self.pos += 8
         return v
 
     def u64(self, field: str) -> int:
+        """One u64."""
         self.need(8, field)
         v = U64.unpack_from(self.buf, self.pos)[0]
         self.pos += 8
         return v
 
     def u32x2(self, field: str) -> tuple[int, int]:
+        """Two u32 (cpu and res)."""
         self.need(8, field)
         v = U32x2.unpack_from(self.buf, self.pos)
         self.pos += 8
         return v
 
     def take(self, n: int, field: str) -> bytes:
+        """n raw bytes."""
         self.need(n, field)
         v = bytes(self.buf[self.pos:self.pos + n])
         self.pos += n
         return v
 
     def u64s(self, n: int, field: str) -> tuple[int, ...]:
+        """n u64 (a callchain's ips, a branch stack's words)."""
         self.need(8 * n, field)
         v = struct.unpack_from(f"<{n}Q", self.buf, self.pos)
         self.pos += 8 * n
@@ -100,12 +108,14 @@ def read_values(cur: BodyCursor, read_format: int) -> ReadValues:
 
 
 def parse_read_values(buf, pos: int, read_format: int, ctx) -> tuple[ReadValues, int]:
+    """struct read_format at buf[pos:], and the position after it."""
     cur = BodyCursor(memoryview(buf)[pos:], ctx)
     v = read_values(cur, read_format)
     return v, pos + cur.pos
 
 
 def pack_read_values(v: ReadValues, read_format: int) -> bytes:
+    """struct read_format as read_values() takes it."""
     rf = read_format
     out = []
     if rf & ReadFormat.GROUP:

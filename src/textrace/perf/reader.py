@@ -53,6 +53,9 @@ class Damage:
 
 @dataclass
 class ReadStats:
+    """Counts from one walk of the records: by PERF_RECORD_* type, events the kernel said
+    it lost, and where a salvaged read stopped."""
+
     records: int = 0
     by_type: dict[int, int] = field(default_factory=dict)
     lost: int = 0            # events the kernel reported lost (LOST records)
@@ -115,6 +118,7 @@ class PerfData:
     @classmethod
     def from_stream(cls, stream: BinaryIO, *, path: str = "<stream>",
                     salvage: bool = False) -> "PerfData":
+        """Read a whole stream (pipe mode, or a file not on disk) into memory first."""
         return cls(stream.read(), path=path, salvage=salvage)
 
     # --- file mode ----------------------------------------------------------------------
@@ -197,6 +201,8 @@ class PerfData:
             sorted(self._pipe_features)
 
     def feature_bytes(self, feat: int) -> memoryview | None:
+        """A feature section's raw bytes (from the feature table, or a pipe's
+        HEADER_FEATURE record), or None when the file has none of that kind."""
         if self.mode == "file":
             sec = self._feature_sections.get(feat)
             return None if sec is None else self._buf[sec.offset:sec.end]
@@ -214,6 +220,7 @@ class PerfData:
         return max(slots, len(self._feature_sections))
 
     def feature_offset(self, feat: int) -> int:
+        """Where a feature section starts in the file, for errors; 0 in pipe mode."""
         sec = self._feature_sections.get(feat)
         return sec.offset if sec else 0
 
@@ -453,6 +460,7 @@ class PerfData:
             yield heapq.heappop(queue)[2]
 
     def attr_name(self, idx: int) -> str:
+        """The event's name from EVENT_DESC, else "event<idx>"."""
         a = self.attrs[idx]
         return a.name or f"event{idx}"
 

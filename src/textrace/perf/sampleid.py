@@ -74,6 +74,8 @@ def parse_sample_id(buf, end: int, attr: EventAttr) -> SampleId:
 
 
 def pack_sample_id(sid: SampleId | None, attr: EventAttr) -> bytes:
+    """The trailer for a non-SAMPLE record of this attr (_TRAILER's layout); empty without
+    sample_id_all, zeros for fields `sid` lacks."""
     if not attr.sample_id_all:
         return b""
     sid = sid or SampleId()

@@ -37,6 +37,9 @@ MAX_CHUNKS = 0xFFFF                       # u16 count: an entry is at most ~4 Gi
 
 @dataclass
 class StreamEntry:
+    """One entry put back together from its chunks: a private.Kind, its data (inflated),
+    and `seq`, its number in the file."""
+
     kind: int
     data: bytes
     offset: int          # file offset of its first chunk's record
@@ -45,6 +48,8 @@ class StreamEntry:
 
 @dataclass
 class StreamDamage:
+    """A chunk or entry that was dropped (bad crc32, missing chunks) and why."""
+
     offset: int
     message: str
 

@@ -103,6 +103,7 @@ class PerfDataWriter:
         self.f.seek(here)
 
     def write(self, rec: Record) -> None:
+        """Append one record, packed against this file's attrs (sample_id trailers)."""
         self.write_bytes(pack_record(rec, self.attrs))
         self.records_written += 1
 
@@ -112,10 +113,13 @@ class PerfDataWriter:
         self._pos += len(raw)
 
     def write_all(self, recs: Iterable[Record]) -> None:
+        """write() each record in the order given (perf sorts by time when it reads)."""
         for r in recs:
             self.write(r)
 
     def add_feature(self, feat: int, data: bytes) -> None:
+        """A feature section's bytes: written after the data at close() in file mode, as a
+        HEADER_FEATURE record at once in pipe mode."""
         if self.pipe:
             self.write(HeaderFeatureRecord(feat_id=feat, data=bytes(data)))
         else:
@@ -129,6 +133,7 @@ class PerfDataWriter:
             self.f.flush()
 
     def close(self) -> None:
+        """Write the feature table and sections and the final header; idempotent."""
         if self._closed:
             return
         self._closed = True

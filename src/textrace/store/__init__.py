@@ -28,6 +28,7 @@ from .reader import Boot, ImageRow, Load, Store
 
 
 def open(directory: str) -> Store:  # noqa: A001  (textrace.store.open, like textrace.open)
+    """Open the store a daemon keeps in `directory` for reading (it may be writing)."""
     return Store(directory)
 
 

@@ -75,14 +75,17 @@ CREATE TABLE IF NOT EXISTS pokes(
 
 
 def s64(addr: int) -> int:
+    """A u64 kernel address as the i64 SQLite can hold (two's complement)."""
     return addr - (1 << 64) if addr >= 1 << 63 else addr
 
 
 def u64(v: int) -> int:
+    """An address read back from SQLite's i64 as the kernel's u64."""
     return v & ((1 << 64) - 1)
 
 
 def store_path(directory: str) -> str:
+    """The database file of the store in `directory`."""
     return os.path.join(directory, DB_NAME)
 
 
@@ -138,6 +141,7 @@ class StoreLock:
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
+        """Empty the pid and drop the flock (closing the fd drops it); idempotent."""
         if self.fd >= 0:
             os.ftruncate(self.fd, 0)
             os.close(self.fd)

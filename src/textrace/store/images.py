@@ -40,10 +40,12 @@ class ImageForm:
 
     @property
     def code(self) -> bytes:
+        """Every JIT function's normalized code, concatenated (func_lens splits it)."""
         return b"".join(self.norm.code)
 
     @property
     def func_lens(self) -> bytes:
+        """Each function's code length, as u32 little-endian."""
         return struct.pack(f"<{len(self.norm.code)}I", *(len(c) for c in self.norm.code))
 
     @property
@@ -68,6 +70,8 @@ class InfoForm:
 
     @classmethod
     def of(cls, info: ProgInfo, ksyms: list[str]) -> "InfoForm":
+        """The row for a captured bpf_prog_info and its functions' ksym names; the
+        per-load fields are zeroed so that loads of one program share it."""
         template = _template(info)
         names = json.dumps(ksyms, separators=(",", ":"))
         digest = hashlib.sha256(template + struct.pack("<IQ", info.info_len, info.arrays)
@@ -115,6 +119,9 @@ def rest_digest(info: ProgInfo, btf_digest: bytes | None) -> bytes:
 
 def image_form(info: ProgInfo, btf_digest: bytes | None, norm: Normalized | None = None,
                rest: bytes | None = None) -> ImageForm:
+    """The images row for a captured program: its digest covers the code up to
+    placement, so reloads of one program at other addresses share one row.  `norm` and
+    `rest` are passed when the caller has already computed them."""
     if norm is None:
         norm = normalize_checked([(a, c) for a, _n, c in info.funcs()])
     rest = rest or rest_digest(info, btf_digest)

@@ -34,13 +34,17 @@ class Normalized:
     relocs: tuple[tuple[int, int, int, int], ...]
 
     def pack_relocs(self) -> bytes:
+        """`relocs` as RELOC records, the form the store keeps."""
         return b"".join(RELOC.pack(*r) for r in self.relocs)
 
     @staticmethod
     def unpack_relocs(blob: bytes) -> tuple[tuple[int, int, int, int], ...]:
+        """pack_relocs' RELOC records back to tuples."""
         return tuple(RELOC.iter_unpack(blob))
 
     def digest(self) -> bytes:
+        """SHA-256 of the code (length-prefixed per function) and the relocations: equal
+        for two loads of a program wherever the kernel placed them."""
         h = hashlib.sha256()
         for c in self.code:
             h.update(struct.pack("<I", len(c)) + c)

@@ -15,6 +15,9 @@ from .images import rebuild_prog_info
 
 @dataclass(frozen=True)
 class Boot:
+    """One boot the daemon ran in: `boot_id` from /proc/sys/kernel/random/boot_id,
+    `release` the kernel's uname -r, first and last times seen (ns, perf's clock)."""
+
     id: int
     boot_id: str
     release: str
@@ -46,6 +49,7 @@ class Load:
     evicted: bool
 
     def alive_at(self, t: int) -> bool:
+        """Whether the program was loaded at t (ns, perf's clock of its boot)."""
         return (self.load_ns is None or self.load_ns <= t) and \
             (self.unload_ns is None or t < self.unload_ns)
 
@@ -71,16 +75,21 @@ _LOADS = ("SELECT l.id, l.boot, l.prog_id, l.tag, f.name, f.type, l.image, l.add
 
 
 class Store:
+    """A code store read through its SQLite database; `boot` arguments take a row id,
+    a kernel boot_id, or None for the newest boot."""
+
     def __init__(self, directory: str):
         self.directory = directory
         self.con = connect(directory)
         self.con.row_factory = sqlite3.Row
 
     def close(self) -> None:
+        """Close the database connection."""
         self.con.close()
 
     # --- rows ---------------------------------------------------------------------------
     def boots(self) -> list[Boot]:
+        """Every boot in the store, oldest first."""
         return [Boot(r["id"], r["boot_id"], r["release"], r["first_ns"], r["last_ns"])
                 for r in self.con.execute("SELECT * FROM boots ORDER BY id")]
 
@@ -96,6 +105,8 @@ class Store:
 
     def loads(self, boot: int | str | None = None, *, all_boots: bool = False,
               prog_id: int | None = None) -> list[Load]:
+        """The boot's loads (every boot's with `all_boots`), of one program id if given,
+        in the order the daemon saw them."""
         where, args = [], []
         if not all_boots:
             where.append("l.boot=?")
@@ -116,6 +127,7 @@ class Store:
                     r[14], bool(r[15]))
 
     def images(self) -> list[ImageRow]:
+        """Every distinct image, across boots, with how many loads used it."""
         return [ImageRow(r[0], bytes(r[1]), r[2] or "", r[3], r[4], bool(r[5]), r[6] or "")
                 for r in self.con.execute(
             "SELECT i.id, i.tag, (SELECT GROUP_CONCAT(DISTINCT f.name) FROM loads l2 JOIN "
@@ -138,15 +150,19 @@ class Store:
         return rebuild_prog_info(row, irow, lrow)
 
     def btf(self, load: Load) -> bytes | None:
+        """The raw BTF object captured with the load's image, or None."""
         r = self.con.execute("SELECT b.data FROM images i JOIN btf b ON b.digest = i.btf "
                              "WHERE i.id=?", (load.image,)).fetchone()
         return bytes(r[0]) if r else None
 
     def btf_id(self, load: Load) -> int | None:
+        """The kernel's BTF object id the program had (bpf_prog_info.btf_id); None when
+        it had none (0).  Valid only in that boot and while the object lived."""
         r = self.con.execute("SELECT btf_id FROM loads WHERE id=?", (load.id,)).fetchone()
         return r[0] if r and r[0] else None
 
     def kallsyms_text(self, boot: int | str | None = None) -> bytes | None:
+        """The boot's newest /proc/kallsyms snapshot (BPF program lines left out), or None."""
         r = self.con.execute("SELECT data FROM kallsyms WHERE boot=? ORDER BY id DESC LIMIT 1",
                              (self.boot_of(boot),)).fetchone()
         if r is None:
@@ -159,6 +175,9 @@ class Store:
         return _kernel_symbols(self.kallsyms_text(boot))
 
     def ool(self, boot: int | str | None = None) -> list[dict]:
+        """The boot's out-of-line code (trampolines, dispatchers, ...): KSYMBOL's address,
+        length, name and ksym_type, register/unregister times (ns), and the code read
+        (`code`, None if not read or evicted) with its read time `code_ns`."""
         return [{"addr": u64(r["addr"]), "len": r["len"], "name": r["name"],
                  "ksym_type": r["ksym_type"], "reg_ns": r["reg_ns"], "unreg_ns": r["unreg_ns"],
                  "code": bytes(r["code"]) if r["code"] is not None else None,
@@ -167,6 +186,8 @@ class Store:
                                           (self.boot_of(boot),))]
 
     def pokes(self, boot: int | str | None = None) -> list[dict]:
+        """The boot's code changes in time order: TEXT_POKE records (`reported`) and the
+        changes the daemon found itself, known to lie in (after_ns, time_ns]."""
         return [{"time_ns": r["time_ns"], "addr": u64(r["addr"]), "old": bytes(r["old"]),
                  "new": bytes(r["new"]), "reported": bool(r["reported"]),
                  "after_ns": r["after_ns"], "prog_id": r["prog_id"]}
@@ -174,6 +195,8 @@ class Store:
                                           (self.boot_of(boot),))]
 
     def summary(self) -> dict:
+        """Counts, bytes held (content and on disk), evictions and boots, as `textrace
+        store` prints them."""
         one = lambda sql: self.con.execute(sql).fetchone()[0]  # noqa: E731
         meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
         span = self.con.execute("SELECT MIN(first_ns), MAX(last_ns) FROM boots").fetchone()

@@ -39,6 +39,9 @@ _CACHE = 4096         # recent images remembered for the fast path
 
 
 class StoreWriter:
+    """The daemon's side of a store: rows batched into transactions committed at least once
+    a second; with `max_bytes`, unloaded code is evicted oldest first to stay in budget."""
+
     def __init__(self, directory: str, *, max_bytes: int | None = None,
                  min_bytes: int = 0):
         self.directory = directory
@@ -79,6 +82,8 @@ class StoreWriter:
         return self.con.execute(sql, args)
 
     def commit(self) -> None:
+        """Write the loads touched and commit; enforce the budget when the files passed its
+        high-water mark, and checkpoint the log every CHECKPOINT_SECONDS."""
         if self.in_tx:
             self._flush_loads()
             self.con.execute("COMMIT")
@@ -91,11 +96,13 @@ class StoreWriter:
             self.last_checkpoint = time.monotonic()
 
     def close(self) -> None:
+        """Commit, fold the write-ahead log into the database (leaving it empty) and close."""
         self.commit()
         self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.con.close()
 
     def disk_bytes(self) -> int:
+        """Bytes the database and its write-ahead log take on disk: what the budget counts."""
         path = os.path.join(self.directory, DB_NAME)
         return sum(os.path.getsize(p) for p in (path, path + "-wal")
                    if os.path.exists(p))
@@ -123,6 +130,7 @@ class StoreWriter:
         self.commit()
 
     def seen_until(self, now_ns: int) -> None:
+        """The boot was still running at now_ns (ns, perf's clock): its last time seen."""
         self._x("UPDATE boots SET last_ns=? WHERE id=?", (now_ns, self.boot))
 
     def kallsyms(self, text: bytes, now_ns: int) -> None:
@@ -153,6 +161,7 @@ class StoreWriter:
             "SELECT prog_id, id FROM loads WHERE boot=? AND unload_ns IS NULL", (self.boot,))}
 
     def adopt(self, prog_id: int, load_id: int) -> None:
+        """Carry on an open load row of this boot after a restart (see open_loads)."""
         row = self.con.execute(f"SELECT {', '.join(LOAD_COLUMNS)} FROM loads WHERE id=?",
                                (load_id,)).fetchone()
         self.live[prog_id] = dict(zip(LOAD_COLUMNS, row))
@@ -204,6 +213,8 @@ class StoreWriter:
             self._gone(prog_id, load)
 
     def program_unloaded(self, prog_id: int, unload_ns: int) -> None:
+        """BPF_EVENT(PROG_UNLOAD) at unload_ns; kept aside when it arrives before the
+        program's load record or capture (the rings are read one after another)."""
         load = self.live.pop(prog_id, None)
         if load is None:
             if prog_id not in self.gone:
@@ -217,6 +228,7 @@ class StoreWriter:
         self._gone(prog_id, load)
 
     def program_failed(self, prog_id: int, tag: bytes, reason: str) -> None:
+        """The program could not be captured, for `reason`; ignored once it was."""
         load = self._find(prog_id) or self._load_row(prog_id, tag)
         if load["image"] is None:
             self._touch(load)["reason"] = reason
@@ -351,16 +363,21 @@ class StoreWriter:
     # --- other code ---------------------------------------------------------------------
     def ool_registered(self, addr: int, n: int, name: str, ksym_type: int, ns: int,
                        code: bytes | None, code_ns: int | None) -> None:
+        """KSYMBOL registering out-of-line code at `ns`, with its bytes when they were read
+        (at code_ns)."""
         self._x("INSERT INTO ool(boot, addr, len, name, ksym_type, reg_ns, code, code_ns) "
                 "VALUES(?,?,?,?,?,?,?,?)", (self.boot, s64(addr), n, name, ksym_type, ns,
                                             code, code_ns))
 
     def ool_unregistered(self, addr: int, name: str, ns: int) -> None:
+        """KSYMBOL unregistering out-of-line code: closes the newest open row at addr."""
         self._x("UPDATE ool SET unreg_ns=? WHERE id=(SELECT MAX(id) FROM ool WHERE boot=? "
                 "AND addr=? AND name=? AND unreg_ns IS NULL)", (ns, self.boot, s64(addr), name))
 
     def poke(self, time_ns: int, addr: int, old: bytes, new: bytes, *, reported: bool = True,
              after_ns: int | None = None, prog_id: int | None = None) -> None:
+        """A code change at kernel virtual address `addr`: a TEXT_POKE (`reported`), or one
+        the daemon found, known to lie in (after_ns, time_ns]."""
         self._x("INSERT INTO pokes(boot, time_ns, addr, old, new, reported, after_ns, "
                 "prog_id) VALUES(?,?,?,?,?,?,?,?)",
                 (self.boot, time_ns, s64(addr), old, new, int(reported), after_ns, prog_id))

@@ -24,6 +24,9 @@ from ..perf.reader import PerfData
 
 @dataclass
 class AsmRow:
+    """One x86-64 instruction of a JIT image (kernel virtual address, bytes in hex), the
+    samples whose ip fell on it, and the BPF instructions and source line it came from."""
+
     func: int                 # function index: 0 main program, then subprograms
     addr: int
     bytes: str
@@ -37,6 +40,7 @@ class AsmRow:
     marks: list[str] = field(default_factory=list)  # "tail_call", "poke"
 
     def to_dict(self) -> dict:
+        """The row as a JSON object (--json), field for field."""
         return dict(self.__dict__)
 
 

@@ -22,6 +22,9 @@ from ..perf.reader import PerfData
 
 @dataclass
 class CallSite:
+    """A call in a program's JIT code: its address, return address and target (kernel
+    virtual addresses; target 0 for an indirect call), with the BPF call it was JIT'd from."""
+
     ip: int
     ret: int
     target: int
@@ -31,10 +34,13 @@ class CallSite:
     line: str | None           # the source text
 
     def to_dict(self) -> dict:
+        """The site as a JSON object (--json), field for field."""
         return dict(self.__dict__)
 
 
 def callsites(data: PerfData, spec: str) -> list[CallSite]:
+    """Every call instruction of program `spec` (id, tag or name), targets named as of its
+    load: what a callchain's return addresses inside the program point back to."""
     import capstone
     info, (history, prog) = find_program(data, spec)
     t = prog.loaded_ns if prog.loaded_ns is not None else 0

@@ -20,6 +20,7 @@ def event_rows(data: PerfData, *, order: str = "time") -> Iterator[dict]:
 
 
 def format_time(ns: int | None) -> str:
+    """ns as perf script prints times: seconds.nanoseconds; "-" when the record has none."""
     return "-" if ns is None else f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
 
 
@@ -34,6 +35,8 @@ def _fmt(key: str, v) -> str:
 
 
 def format_row(row: dict) -> str:
+    """One event_rows() row as a text line: time, cpu, pid/tid, type, then the rest of
+    the fields, addresses in hex."""
     cpu = row.get("cpu")
     pid, tid = row.get("pid"), row.get("tid")
     who = f"{pid}/{tid}" if pid is not None else "-"

@@ -17,6 +17,9 @@ from ..perf.reader import PerfData
 
 @dataclass
 class Placement:
+    """One allocation placed in a pack: when (ns; None: before the recording), freed
+    when, its offset and size in the pack (bytes), and what it held."""
+
     time: int | None        # ns; None: before the recording
     freed: int | None
     offset: int             # of the allocation in its pack
@@ -29,6 +32,9 @@ class Placement:
 
 @dataclass
 class PackRow:
+    """One bpf_prog_pack (kernel virtual address, bytes): occupancy peak, fragmentation,
+    and what the recorder found where programs were freed."""
+
     start: int
     size: int
     source: str             # "probe": its extent read from the kernel; "aligned": inferred
@@ -51,6 +57,7 @@ class PackRow:
     placements: list[Placement] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The row as a JSON object (--json), placements included."""
         d = dict(self.__dict__)
         d["placements"] = [dict(p.__dict__) for p in self.placements]
         return d
@@ -66,6 +73,7 @@ def load_layout(data: PerfData) -> tuple[PackLayout, list]:
 
 
 def pack_row(pack: Pack) -> PackRow:
+    """The row of one pack, sizes in bytes (chunks of 64)."""
     peak_chunks, peak_time = pack.peak()
     _times, chunks, code = pack.timeline()
     verdicts: dict[str, int] = {}
@@ -95,10 +103,13 @@ def pack_row(pack: Pack) -> PackRow:
 
 
 def pack_rows(layout: PackLayout) -> list[PackRow]:
+    """One row per pack, in the layout's order."""
     return [pack_row(p) for p in layout.packs]
 
 
 def summary(layout: PackLayout, rows: list[PackRow]) -> dict:
+    """The closing line: totals over the rows, the pack size and where it came from, and
+    the allocations too big for a pack."""
     return {"summary": True, "packs": len(rows), "pack_size": layout.pack_size,
             "pack_size_source": layout.pack_size_source, "reader": layout.reader,
             "programs": sum(r.programs for r in rows),

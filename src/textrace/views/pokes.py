@@ -21,6 +21,9 @@ from ..perf.reader import PerfData
 
 @dataclass
 class PokeRow:
+    """One TEXT_POKE (or inferred change): time (ns, the recording's clock), kernel virtual
+    address, symbol, what kind of poke it was and why, old and new bytes decoded."""
+
     time: int
     addr: int
     symbol: str | None
@@ -37,6 +40,7 @@ class PokeRow:
                                # the interval it happened in
 
     def to_dict(self) -> dict:
+        """The row as a JSON object (--json), field for field."""
         return dict(self.__dict__)
 
 

@@ -16,6 +16,9 @@ METADATA_RECORDS = frozenset({RecordType.BPF_METADATA})
 
 @dataclass
 class ProgRow:
+    """One BPF program the recording saw: load and unload times (ns, the recording's clock;
+    None: outside the recording), whether and how its code was captured, its functions."""
+
     id: int
     tag: str
     name: str
@@ -29,6 +32,7 @@ class ProgRow:
     metadata: dict[str, str] = field(default_factory=dict)  # bpf_metadata_* (perf >= 6.16)
 
     def to_dict(self) -> dict:
+        """The row as a JSON object (--json), field for field."""
         return dict(self.__dict__)
 
 
@@ -42,6 +46,8 @@ def program_metadata(data: PerfData) -> dict[str, dict[str, str]]:
 
 
 def prog_rows(data: PerfData) -> list[ProgRow]:
+    """Every program from the KSYMBOL and BPF_EVENT records, then those captured whose
+    load record did not survive, with BPF_METADATA attached."""
     programs, _ool = programs_from_records(data.records_by_time(BPF_RECORDS))
     infos = captured_programs(data)
     outcomes = capture_outcomes(data)

@@ -19,6 +19,9 @@ from ..perf.reader import PerfData
 
 @dataclass
 class Version:
+    """One occupant of the address over the recording (a program, out-of-line code, a
+    state of poked text): its extent, lifetime (ns) and bytes at `at_ns`."""
+
     name: str
     kind: str
     start: int
@@ -38,6 +41,7 @@ class Version:
     inferred: dict | None = None
 
     def to_dict(self) -> dict:
+        """The version as a JSON object (--json), field for field."""
         return dict(self.__dict__)
 
 

@@ -80,6 +80,8 @@ def compile_all(out_dir: str, directory: str = HERE) -> list[str]:
 
 
 def cache_dir() -> str:
+    """Where compiled capture objects are cached: $XDG_CACHE_HOME/textrace, else
+    ~/.cache/textrace."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "textrace")
 

@@ -116,9 +116,11 @@ class _Blob:
     time: int = 0
 
     def done(self) -> bool:
+        """Whether the chunks received add up to the blob's announced total."""
         return sum(len(c) for c in self.chunks.values()) >= self.total
 
     def data(self) -> bytes:
+        """The chunks joined in sequence order."""
         return b"".join(self.chunks[k] for k in sorted(self.chunks))
 
 
@@ -133,6 +135,8 @@ class KernelCapture:
     swap_calls: bool = False  # this kernel keeps pseudo calls' off/imm swapped (7.2)
 
     def complete(self) -> bool:
+        """Whether every blob the META record promised has arrived: each function's JIT
+        image, the xlated instructions, line info if any, BTF if the program has some."""
         tag, ptype, func_cnt, jited_len, insn_cnt, nr_linfo, btf_id, name, func = self.meta
         need = [(JIT, i) for i in range(max(func_cnt, 1))] + [(XLATED, 0)]
         if nr_linfo:
@@ -169,6 +173,7 @@ class KernelCapture:
 
     @property
     def btf(self) -> bytes | None:
+        """The program's raw BTF as captured, or None when it has none."""
         return self.blobs[(BTF, 0)].data() if (BTF, 0) in self.blobs else None
 
 
@@ -283,6 +288,7 @@ class CaptureProgram:
 
     @property
     def lost(self) -> int:
+        """Chunks the capture program could not put in its full ring, since it loaded."""
         return self.counter("lost")
 
     def _calibrate(self) -> None:
@@ -353,6 +359,7 @@ class CaptureProgram:
     # --- the ring -----------------------------------------------------------------------
     @property
     def epoll_fd(self) -> int:
+        """An fd that polls readable when the capture ring has data (libbpf's epoll fd)."""
         return self.lib.ring_buffer__epoll_fd(self.rb)
 
     def _on_chunk(self, _ctx, data, size) -> int:
@@ -378,6 +385,8 @@ class CaptureProgram:
         return 0
 
     def poll(self) -> list[KernelCapture]:
+        """Drain the ring and return the captures now complete; incomplete ones older than
+        STALE_NS are dropped once more than STALE_AFTER_PENDING wait (a chunk was lost)."""
         self.lib.ring_buffer__consume(self.rb)
         ready = [c for c in self.pending.values() if c.complete()]
         for c in ready:
@@ -422,6 +431,7 @@ class CaptureProgram:
         return out
 
     def close(self) -> None:
+        """Free the ring, detach the probes and unload the capture program; idempotent."""
         if self.rb:
             self.lib.ring_buffer__free(self.rb)
             self.rb = None
