@@ -601,10 +601,10 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
     buf = data._buf
     attrs = [a.attr for a in data.attrs]
 
-    layouts = {(id_trailer_size(a), trailer_time_back(a)) for a in attrs}
+    trailers = {(id_trailer_size(a), trailer_time_back(a)) for a in attrs}
     per_attr = [(id_trailer_size(a), trailer_time_back(a)) for a in attrs]
-    id_back = trailer_id_position(attrs[0]) if len(layouts) > 1 else None
-    trailer, back = layouts.pop() if len(layouts) == 1 else (0, 0)
+    id_back = trailer_id_position(attrs[0]) if len(trailers) > 1 else None
+    trailer, back = trailers.pop() if len(trailers) == 1 else (0, 0)
     events: list[tuple[int, int, MapEvent]] = []
     for seq, off in enumerate(offsets.tolist()):
         rtype, _misc, size = _HEADER.unpack_from(buf, off)

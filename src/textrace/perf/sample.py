@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .abi import BRANCH_SAMPLE_HW_INDEX, ReadFormat, RecordType, SampleType as S
+from .abi import BRANCH_SAMPLE_HW_INDEX, ReadFormat, RecordType
 from .attr import EventAttr
 from .records import ParseContext, Record, _jsonable, kind
 
