@@ -33,3 +33,12 @@ MMAP2 = layout("iiQQQ24sII", "pid tid addr len pgoff _union prot flags")  # then
 KSYMBOL = layout("QIHH", "addr len ksym_type flags")                  # then name[]
 BPF_EVENT = layout("HHI8s", "event_type flags prog_id tag")
 TEXT_POKE = layout("QHH", "addr old_len new_len")                     # then old, new bytes
+# perf's own: the reader steps over their payloads by them
+COMPRESSED2 = layout("Q", "data_size")              # then zstd bytes, padded to 8
+TRACING_DATA = layout("I", "size")                  # `size` bytes follow, outside header.size
+AUXTRACE = layout("QQQIiiI", "size aux_offset reference idx tid cpu reserved")  # as well
+
+
+def first_value(declared: Layout) -> struct.Struct:
+    """The layout of a body's first value alone (a payload's `size`, say)."""
+    return struct.Struct("<" + declared[0].format.lstrip("<")[0])

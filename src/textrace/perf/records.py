@@ -541,7 +541,7 @@ class TracingDataRecord(Record):
     (outside header.size); the reader attaches them as `data`."""
 
     TYPE = RecordType.HEADER_TRACING_DATA
-    BODY, FIELDS = _layout("I", "size")
+    BODY, FIELDS = layouts.TRACING_DATA
     size: int = 0
     data: bytes = b""
 
@@ -621,7 +621,7 @@ class AuxtraceRecord(Record):
     """AUXTRACE: `size` bytes of trace data follow the record (outside header.size)."""
 
     TYPE = RecordType.AUXTRACE
-    BODY, FIELDS = _layout("QQQIiiI", "size aux_offset reference idx tid cpu reserved")
+    BODY, FIELDS = layouts.AUXTRACE
     tid: int = 0
     cpu: int = 0
     size: int = 0
@@ -807,7 +807,7 @@ class Compressed2Record(Record):
     padding to 8 bytes that `data` ends with; data_size only the zstd bytes."""
 
     TYPE = RecordType.COMPRESSED2
-    BODY, FIELDS = _layout("Q", "data_size")
+    BODY, FIELDS = layouts.COMPRESSED2
     TAIL, TAIL_KIND = "data", "bytes"
     data_size: int = 0
     data: bytes = b""   # the compressed bytes, then the padding
