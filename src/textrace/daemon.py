@@ -25,7 +25,6 @@ import os
 import platform
 import select
 import signal
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,8 +34,10 @@ from .bpf.btf import read_btf
 from .bpf.syscall import NoSuchObject, next_ids, prog_fd_by_id
 from .errors import TextraceError
 from .kernel_code import open_kernel_memory
-from .perf import live
-from .perf.abi import BpfEventType, KsymbolType, RecordType, SampleType as S
+from .perf import live, rawrecord
+from .perf.abi import (KSYMBOL_FLAG_UNREGISTER, BpfEventType, KsymbolType, RecordType,
+                       SampleType as S)
+from .perf.rawrecord import record_type
 from .perf.attr import EventAttr, flag_mask
 from .store.db import StoreLock
 from .store.writer import StoreWriter
@@ -87,6 +88,7 @@ class PerfClock:
                          flags=flag_mask("comm", "sample_id_all", "exclude_guest"))
         self.fd = live.perf_event_open(attr, 0, -1)
         self.ring = live.Ring(self.fd, -1, 1)
+        self.time_of = rawrecord.trailer_time_reader(attr)
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.offset = 0
         self.measure()
@@ -101,8 +103,8 @@ class PerfClock:
             self.libc.prctl(PR_SET_NAME, name)
             m1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             for raw in self.ring.read():
-                if struct.unpack_from("<I", raw, 0)[0] == RecordType.COMM:
-                    t = struct.unpack_from("<Q", raw, len(raw) - 8)[0]
+                if record_type(raw) == RecordType.COMM:
+                    t = self.time_of(raw)
                     if best is None or m1 - m0 < best[0]:
                         best = (m1 - m0, t - (m0 + m1) // 2)
         if best is not None:
@@ -188,6 +190,7 @@ class Daemon:
                             "sample_id_all", "watermark", "exclude_guest"))
         from .perf.sampleid import id_trailer_size
         self.id_size = id_trailer_size(attr)
+        self.time_of = rawrecord.trailer_time_reader(attr)
         for cpu in live.online_cpus():
             fd = live.perf_event_open(attr, -1, cpu)
             self.fds.append(fd)
@@ -286,11 +289,10 @@ class Daemon:
         batch = []
         for ring in self.rings:
             for raw in ring.read():
-                rtype = struct.unpack_from("<I", raw, 0)[0]
-                if rtype in _TRIMMED:
+                if record_type(raw) in _TRIMMED:
                     raw = live.trim_inflated(raw, self.id_size)
                 batch.append(raw)
-        batch.sort(key=lambda raw: struct.unpack_from("<Q", raw, len(raw) - 24)[0])
+        batch.sort(key=self.time_of)
         for raw in batch:
             work += 1
             self._record(raw)
@@ -319,10 +321,10 @@ class Daemon:
         return work
 
     def _record(self, raw: bytes) -> None:
-        rtype = struct.unpack_from("<I", raw, 0)[0]
-        t = struct.unpack_from("<Q", raw, len(raw) - 24)[0]
+        rtype = record_type(raw)
+        t = self.time_of(raw)
         if rtype == RecordType.BPF_EVENT:
-            event_type, _flags, prog_id, tag = struct.unpack_from("<HHI8s", raw, 8)
+            event_type, _flags, prog_id, tag = rawrecord.bpf_event(raw)
             if event_type == BpfEventType.PROG_LOAD:
                 self.stats.loads += 1
                 self.store.program_loaded(prog_id, tag, t)
@@ -343,11 +345,10 @@ class Daemon:
                 self.watch.forget(prog_id)
                 self.captured.discard(prog_id)
         elif rtype == RecordType.KSYMBOL:
-            addr, n, ktype, flags = struct.unpack_from("<QIHH", raw, 8)
-            name = raw[24:raw.index(b"\0", 24)].decode(errors="replace")
+            addr, n, ktype, flags, name = rawrecord.ksymbol(raw)
             if ktype == KsymbolType.BPF and name.startswith("bpf_prog_"):
                 return  # a program's function: the load carries it
-            if flags & 1:
+            if flags & KSYMBOL_FLAG_UNREGISTER:
                 self.store.ool_unregistered(addr, name, t)
                 return
             code = None
@@ -361,14 +362,12 @@ class Daemon:
             self.store.ool_registered(addr, n, name, ktype, t, code, code_ns)
             self.stats.ool += 1
         elif rtype == RecordType.TEXT_POKE:
-            addr, old_len, new_len = struct.unpack_from("<QHH", raw, 8)
-            old = raw[20:20 + old_len]
-            new = raw[20 + old_len:20 + old_len + new_len]
+            addr, old, new = rawrecord.text_poke(raw)
             self.store.poke(t, addr, old, new)
             self.watch.apply(t, addr, new)
             self.stats.pokes += 1
         elif rtype == RecordType.LOST:
-            self.stats.lost += struct.unpack_from("<Q", raw, 16)[0]
+            self.stats.lost += rawrecord.lost_count(raw)
 
     # --- the loop -----------------------------------------------------------------------
     def run(self) -> DaemonStats:

@@ -31,7 +31,6 @@ import platform
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,13 +45,15 @@ from .freed import PackWatch
 from .id_scanner import IdScanner
 from .kernel_code import MAX_READ, CodeReads, function_extent, open_kernel_memory
 from .perf import live
-from .perf.abi import (BpfEventType, KsymbolType, MISC_KERNEL, RecordType,
-                       SampleType as S)
+from .perf.abi import (KSYMBOL_FLAG_UNREGISTER, BpfEventType, KsymbolType, MISC_KERNEL,
+                       RecordType, SampleType as S)
 from .perf.attr import EventAttr, flag_mask
 from .perf import features  # noqa: F401  the first capture is encoded with it: imported
 #                              now, not in the round after a load (0.6 s under qemu TCG)
 from .perf.private import Kind
 from .perf.reader import Attr
+from .perf import rawrecord
+from .perf.rawrecord import record_type
 from .perf.records import (BpfEventRecord, FinishedInitRecord, FinishedRoundRecord,
                            KsymbolRecord, MmapRecord, TextPokeRecord)
 from .perf.sampleid import SampleId, id_trailer_size
@@ -66,6 +67,10 @@ CLOCKS = {"realtime": 0, "monotonic": 1, "monotonic_raw": 4, "boottime": 7, "tai
 SIDEBAND_TYPE = S.TID | S.TIME | S.CPU | S.IDENTIFIER
 _TRIMMED = (RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE)
 SAMPLE_TYPE = S.IDENTIFIER | S.IP | S.TID | S.TIME | S.CPU | S.PERIOD
+# a sample's ip and time at their fixed places in SAMPLE_TYPE's layout (a callchain, when
+# asked for, comes after them)
+_sample_ip = rawrecord.sample_u64_reader(SAMPLE_TYPE, S.IP)
+_sample_time = rawrecord.sample_u64_reader(SAMPLE_TYPE, S.TIME)
 KERNEL_SPACE = 0xffff800000000000
 EVENTS = {"cpu-clock": (live.PERF_TYPE_SOFTWARE, live.SW_CPU_CLOCK),
           "task-clock": (live.PERF_TYPE_SOFTWARE, live.SW_TASK_CLOCK),
@@ -132,6 +137,14 @@ def kernel_ksym_names(info: ProgInfo, btf: bytes | None) -> list[str]:
     return out
 
 
+def _loaded_prog_id(raw: bytes) -> int:
+    """The program id of a BPF_EVENT(PROG_LOAD) record as the ring holds it, else 0."""
+    if record_type(raw) != RecordType.BPF_EVENT or len(raw) < rawrecord.BPF_EVENT_END:
+        return 0
+    event_type, _flags, prog_id, _tag = rawrecord.bpf_event(raw)
+    return prog_id if event_type == BpfEventType.PROG_LOAD else 0
+
+
 class Recorder:
     notice = None  # called at the start with why kernel capture fell back (the CLI prints it)
 
@@ -145,7 +158,8 @@ class Recorder:
         self.rings: list[live.Ring] = []
         self.fds: list[int] = []
         self.attrs: list[Attr] = []
-        self.time_pos: dict[int, tuple[bool, int]] = {}  # id -> (is sample attr, offset)
+        # a side-band record's time, from its sample_id trailer
+        self._sideband_time = rawrecord.trailer_time_reader(self._sideband_attr())
         self.stop = False
         self.child: int | None = None
         self.scanner: IdScanner | None = None
@@ -204,27 +218,20 @@ class Recorder:
                 sa_ids.append(live.event_id(sfd))
         self.attrs = [Attr(sb, tuple(sb_ids), "dummy")]
         self.sideband_id_size = id_trailer_size(sb)
-        # TIME sits after IDENTIFIER and TID in the trailer and after IDENTIFIER, IP, TID
-        # in a sample (include/uapi/linux/perf_event.h order)
-        for i in sb_ids:
-            self.time_pos[i] = (False, 8 * 3)  # counted back from the end: time, cpu, id
         if sa is not None:
             self.attrs.append(Attr(sa, tuple(sa_ids), self.opts.event))
-            for i in sa_ids:
-                self.time_pos[i] = (True, 8 + 8 * 3)
 
     def _time_of(self, raw: bytes) -> int:
-        rtype = struct.unpack_from("<I", raw, 0)[0]
-        if rtype == RecordType.SAMPLE:
-            rid = struct.unpack_from("<Q", raw, 8)[0]
-            is_sample, pos = self.time_pos.get(rid, (True, 32))
-            return struct.unpack_from("<Q", raw, pos)[0]
-        return struct.unpack_from("<Q", raw, len(raw) - 24)[0]
+        """A record's time: a sample's own (only the sample attr samples), else its
+        sample_id trailer's (the side-band attr's)."""
+        if record_type(raw) == RecordType.SAMPLE:
+            return _sample_time(raw)
+        return self._sideband_time(raw)
 
     # --- capture ------------------------------------------------------------------------
     def on_bpf_event(self, raw: bytes) -> None:
         """A program was loaded or unloaded: grab it now, before its loader lets go."""
-        event_type, _flags, prog_id, tag = struct.unpack_from("<HHI8s", raw, 8)
+        event_type, _flags, prog_id, tag = rawrecord.bpf_event(raw)
         if event_type == BpfEventType.PROG_UNLOAD:
             self.watch.forget(prog_id)
         ledger = self.ledger
@@ -318,9 +325,7 @@ class Recorder:
             for r in recs[:-1]:
                 self.packs.on_ksymbol(0, r.addr, r.len, r.name, False)
         first_round = self._read_rings()
-        announced = {struct.unpack_from("<I", raw, 12)[0] for raw in first_round
-                     if struct.unpack_from("<IxxxxH", raw, 0) == (RecordType.BPF_EVENT,
-                                                                 BpfEventType.PROG_LOAD)}
+        announced = {_loaded_prog_id(raw) for raw in first_round} - {0}
         for prog_id, recs in synthesized:
             if prog_id not in announced:
                 writer.write_all(recs)
@@ -365,7 +370,7 @@ class Recorder:
         registered: dict[int, int] = {}  # out-of-line code registered in this batch
         for ring in self.rings:
             for raw in ring.read():
-                rtype = struct.unpack_from("<I", raw, 0)[0]
+                rtype = record_type(raw)
                 if rtype in _TRIMMED:  # the kernel may have made them too long
                     raw = live.trim_inflated(raw, self.sideband_id_size)
                 if rtype == RecordType.BPF_EVENT:
@@ -375,11 +380,11 @@ class Recorder:
                 elif rtype == RecordType.TEXT_POKE:
                     self.on_text_poke(raw)
                 elif rtype == RecordType.SAMPLE:
-                    ip = struct.unpack_from("<Q", raw, 16)[0]
+                    ip = _sample_ip(raw)
                     if ip >= KERNEL_SPACE:
                         self.sampled.add(ip)
                 elif rtype == RecordType.LOST:
-                    self.summary.lost += struct.unpack_from("<Q", raw, 16)[0]
+                    self.summary.lost += rawrecord.lost_count(raw)
                 batch.append(raw)
         for addr, n in registered.items():  # no record carries their bytes
             self.code.read(addr, n)
@@ -409,21 +414,20 @@ class Recorder:
         """Out-of-line code registered (BPF trampolines and dispatchers, ftrace and kprobe
         trampolines) goes in `registered`, to be read after the batch; code unregistered
         in the same batch is gone.  Programs are captured on their own."""
-        addr, n, _ktype, flags = struct.unpack_from("<QIHH", raw, 8)
-        self.packs.on_ksymbol(self._time_of(raw), addr, n,
-                              raw[24:raw.index(b"\0", 24)].decode(errors="replace"),
-                              bool(flags & 1))
-        if flags & 1:  # PERF_RECORD_KSYMBOL_FLAGS_UNREGISTER
+        addr, n, _ktype, flags, name = rawrecord.ksymbol(raw)
+        self.packs.on_ksymbol(self._time_of(raw), addr, n, name,
+                              bool(flags & KSYMBOL_FLAG_UNREGISTER))
+        if flags & KSYMBOL_FLAG_UNREGISTER:
             registered.pop(addr, None)
-        elif raw[24:33] != b"bpf_prog_":
+        elif not name.startswith("bpf_prog_"):
             registered[addr] = n
 
     def on_text_poke(self, raw: bytes) -> None:
         """A change the kernel reported: its function is read at the end, and the watched
         images take it (it is not an unreported one)."""
-        addr, old_len, new_len = struct.unpack_from("<QHH", raw, 8)
+        addr, _old, new = rawrecord.text_poke(raw)
         self.poked.add(addr)
-        self.watch.apply(self._time_of(raw), addr, raw[20 + old_len:20 + old_len + new_len])
+        self.watch.apply(self._time_of(raw), addr, new)
 
     def recheck_images(self, by: int | None = None) -> list[bytes]:
         """Re-read the images of tail-calling programs: each change no TEXT_POKE reported

@@ -8,17 +8,26 @@ stack, registers, ...) are left to the per-record decoder.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
+from itertools import takewhile
+from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
 
 from .abi import KSYMBOL_FLAG_UNREGISTER, ReadFormat, RecordType, SampleType as S
+from . import layouts
+from .header import RECORD_HEADER
+from .sampleid import SAMPLE_BODY, U64, trailer_time_back
 
-_FIXED = ((S.IDENTIFIER, "id"), (S.IP, "ip"), (S.TID, "pid_tid"), (S.TIME, "time"),
-          (S.ADDR, "addr"), (S.ID, "id"), (S.STREAM_ID, "stream_id"), (S.CPU, "cpu"),
-          (S.PERIOD, "period"))
+# The SAMPLE fields at fixed places, from the declared order (sampleid.SAMPLE_BODY): each
+# one u64 word, gathered whole (pid and tid as one word, split later; cpu's word masked).
+_HEAD = tuple(takewhile(lambda entry: entry[3] is not None, SAMPLE_BODY))
+_FIXED = tuple((bit, "_".join(n for n in names if n)) for bit, _label, names, _l in _HEAD)
+# the gather below steps over READ and then CALLCHAIN, the parts that follow those words
+assert all(layout.size == 8 for *_rest, layout in _HEAD)
+assert [entry[0] for entry in SAMPLE_BODY[len(_HEAD):len(_HEAD) + 2]] == [S.READ,
+                                                                         S.CALLCHAIN]
 
 
 _PAYLOAD_OR_PACKED = np.array([RecordType.COMPRESSED, RecordType.COMPRESSED2,
@@ -556,16 +565,22 @@ def _attr_from_ids(data, ids: np.ndarray) -> np.ndarray:
         np.zeros(n, dtype=np.int32)
 
 
-# The task and map records the report follows, in the kernel's layout (perf_event.h):
-# PERF_RECORD_MMAP {pid, tid, addr, len, pgoff, filename}, PERF_RECORD_MMAP2 {pid, tid,
-# addr, len, pgoff, maj/min/ino/ino_generation or build id, prot, flags, filename},
-# PERF_RECORD_FORK {pid, ppid, tid, ptid, time}.  records.py declares the same layouts for
-# full decoding; tests/test_report.py checks that both read the same.
-_MMAP = struct.Struct("<iiQQQ")
-_MMAP2 = struct.Struct("<iiQQQ24sII")
-_FORK = struct.Struct("<iiii")
-_U64 = struct.Struct("<Q")
-_HEADER = struct.Struct("<IHH")
+# The task and map records the report follows, by the layouts records.py declares them
+# with (layouts.py), bound once here: the loops below see every sideband record.
+(_MMAP, _), (_MMAP2, _), (_FORK, _) = layouts.MMAP, layouts.MMAP2, layouts.TASK
+_U64 = U64
+_HEADER = RECORD_HEADER
+_BODY_AT = layouts.BODY_AT
+
+
+def _picker(declared: layouts.Layout, names: str) -> itemgetter:
+    """The values named, in that order, from a tuple unpacked by the `declared` layout."""
+    return itemgetter(*(declared[1].index(n) for n in names.split()))
+
+
+_MMAP_FIELDS = _picker(layouts.MMAP, "pid addr len pgoff")
+_MMAP2_FIELDS = _picker(layouts.MMAP2, "pid addr len pgoff prot")
+_FORK_FIELDS = _picker(layouts.TASK, "pid ppid")
 
 
 class MapEvent(NamedTuple):
@@ -593,16 +608,10 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
     buf = data._buf
     attrs = [a.attr for a in data.attrs]
 
-    def time_back(attr) -> int:
-        """Bytes from a record's end back to its trailer's time field, 0 for none."""
-        if attr is None or not attr.sample_id_all or not attr.sample_type & S.TIME:
-            return 0
-        return id_trailer_size(attr) - (8 if attr.sample_type & S.TID else 0)
-
-    layouts = {(id_trailer_size(a), time_back(a)) for a in attrs}
-    per_attr = [(id_trailer_size(a), time_back(a)) for a in attrs]
-    id_back = trailer_id_position(attrs[0]) if len(layouts) > 1 else None
-    trailer, back = layouts.pop() if len(layouts) == 1 else (0, 0)
+    trailers = {(id_trailer_size(a), trailer_time_back(a)) for a in attrs}
+    per_attr = [(id_trailer_size(a), trailer_time_back(a)) for a in attrs]
+    id_back = trailer_id_position(attrs[0]) if len(trailers) > 1 else None
+    trailer, back = trailers.pop() if len(trailers) == 1 else (0, 0)
     events: list[tuple[int, int, MapEvent]] = []
     for seq, off in enumerate(offsets.tolist()):
         rtype, _misc, size = _HEADER.unpack_from(buf, off)
@@ -612,12 +621,12 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
         if id_back is not None:   # attrs differ: the record's id says which it is
             rid = _U64.unpack_from(buf, end - id_back)[0] if id_back + 8 <= size else None
             trailer, back = per_attr[data._id_to_attr.get(rid, 0)]
-        _need(data, off, size >= 8 + trailer, RecordType(rtype).name)
+        _need(data, off, size >= _BODY_AT + trailer, RecordType(rtype).name)
         time = _U64.unpack_from(buf, end - back)[0] if back else 0
-        body, body_end = off + 8, end - trailer
+        body, body_end = off + _BODY_AT, end - trailer
         if rtype == RecordType.FORK:
             _need(data, off, body + _FORK.size <= body_end, "FORK")
-            pid, ppid, _tid, _ptid = _FORK.unpack_from(buf, body)
+            pid, ppid = _FORK_FIELDS(_FORK.unpack_from(buf, body))
             ev = MapEvent("fork", time, pid, ppid=ppid)
         else:
             layout = _MMAP2 if rtype == RecordType.MMAP2 else _MMAP
@@ -627,11 +636,9 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
             nul = raw.find(b"\0")
             name = (raw if nul < 0 else raw[:nul]).decode("utf-8", "surrogateescape")
             if rtype == RecordType.MMAP2:
-                ev = MapEvent("mmap2", time, fields[0], fields[2], fields[3], fields[4],
-                              fields[6], name)
+                ev = MapEvent("mmap2", time, *_MMAP2_FIELDS(fields), name)
             else:
-                ev = MapEvent("mmap", time, fields[0], fields[2], fields[3], fields[4], 0,
-                              name)
+                ev = MapEvent("mmap", time, *_MMAP_FIELDS(fields), 0, name)
         events.append((time, seq, ev))
     if ordered:
         events.sort(key=lambda e: (e[0], e[1]))
@@ -660,11 +667,11 @@ def release_pages(data) -> None:
         m.madvise(mmap.MADV_DONTNEED)
 
 
-# PERF_RECORD_KSYMBOL {addr u64, len u32, ksym_type u16, flags u16, name[]} and
-# PERF_RECORD_BPF_EVENT {type u16, flags u16, id u32, tag[8]} (perf_event.h), as records.py
-# declares them too; tests/test_report.py checks that both read the same.
-_KSYMBOL = struct.Struct("<QIHH")
-_BPF_EVENT = struct.Struct("<HHI8s")
+# KSYMBOL and BPF_EVENT by the layouts records.py declares them with, bound once; their
+# values in the declared order are those unpacked below
+_KSYMBOL, _BPF_EVENT = layouts.KSYMBOL[0], layouts.BPF_EVENT[0]
+assert layouts.KSYMBOL[1] == ("addr", "len", "ksym_type", "flags")
+assert layouts.BPF_EVENT[1] == ("event_type", "flags", "prog_id", "tag")
 
 
 class CodeEvent(NamedTuple):
@@ -723,13 +730,13 @@ def code_events(data, offsets: np.ndarray) -> list[CodeEvent]:
                 trailer, layout, (ti, ci, di) = readers[
                     id_to_attr.get(_U64.unpack_from(buf, end - back)[0], 0)]
             if trailer:
-                _need(data, off, size >= 8 + trailer, RecordType(rtype).name)
+                _need(data, off, size >= _BODY_AT + trailer, RecordType(rtype).name)
                 sid = layout.unpack_from(buf, end - trailer)
                 time = sid[ti] if ti is not None else None
                 cpu = sid[ci] if ci is not None else None
                 tid = sid[di] if di is not None else None
                 end -= trailer
-        body = off + 8
+        body = off + _BODY_AT
         if rtype == RecordType.KSYMBOL:
             _need(data, off, body + _KSYMBOL.size <= end, "KSYMBOL")
             addr, length, ksym_type, flags = _KSYMBOL.unpack_from(buf, body)

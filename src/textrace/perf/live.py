@@ -17,6 +17,8 @@ import struct
 
 from ..errors import KernelError, PermissionProblem
 from .attr import ATTR_SIZE_VER0, EventAttr
+from . import rawrecord
+from .abi import RecordType
 from .header import RECORD_HEADER
 
 NR_PERF_EVENT_OPEN = 298  # x86-64
@@ -112,7 +114,8 @@ def set_output(fd: int, target_fd: int) -> None:
     fcntl.ioctl(fd, IOC_SET_OUTPUT, target_fd)
 
 
-_RECORD_KSYMBOL, _RECORD_BPF_EVENT, _RECORD_TEXT_POKE = 17, 18, 20
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
 
 
 def trim_inflated(raw: bytes, id_size: int) -> bytes:
@@ -128,24 +131,25 @@ def trim_inflated(raw: bytes, id_size: int) -> bytes:
     own files as in ours; TEXT_POKE's output has the same code.  The body's own lengths say
     where it ends; the trailer follows it (`id_size` bytes, the receiving event's)."""
     rtype, misc, size = RECORD_HEADER.unpack_from(raw, 0)
-    if rtype == _RECORD_KSYMBOL:  # header, addr, len, ksym_type, flags, name[] (u64-aligned)
-        nul = raw.find(b"\0", 24, size)
+    # the body ends where its own lengths say, padded to 8 bytes from the record's start
+    if rtype == RecordType.KSYMBOL:
+        nul = raw.find(b"\0", rawrecord.KSYMBOL_NAME_AT, size)
         if nul < 0:
             return raw
-        body = 24 + ((nul - 24 + 1 + 7) & ~7)
-    elif rtype == _RECORD_BPF_EVENT:  # header, type, flags, id, tag[8]
-        body = 24
-    elif rtype == _RECORD_TEXT_POKE:  # header, addr, old_len, new_len, bytes (u64-aligned)
-        if size < 20:
+        body = _align8(nul + 1)
+    elif rtype == RecordType.BPF_EVENT:
+        body = rawrecord.BPF_EVENT_END
+    elif rtype == RecordType.TEXT_POKE:
+        if size < rawrecord.TEXT_POKE_BYTES_AT:
             return raw
-        old_len, new_len = struct.unpack_from("<HH", raw, 16)
-        body = 16 + ((4 + old_len + new_len + 7) & ~7)
+        old_len, new_len = rawrecord.text_poke_lengths(raw)
+        body = _align8(rawrecord.TEXT_POKE_BYTES_AT + old_len + new_len)
     else:
         return raw
     true_size = body + id_size
     if true_size >= size:
         return raw
-    return RECORD_HEADER.pack(rtype, misc, true_size) + raw[8:true_size]
+    return RECORD_HEADER.pack(rtype, misc, true_size) + raw[RECORD_HEADER.size:true_size]
 
 
 class Ring:

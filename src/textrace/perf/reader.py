@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 from ..errors import FormatError, TruncatedError
 from .abi import Feature, RecordType, USER_RECORD_START
 from .attr import EventAttr
+from . import layouts
 from .header import (PIPE_HEADER, RECORD_HEADER as HEADER, SECTION, FileHeader, Section,
                      feature_sections, parse_file_header, sniff)
-from .sampleid import (id_trailer_size, parse_sample_id, sample_id_position,
+from .sampleid import (U64, id_trailer_size, parse_sample_id, sample_id_position,
                        trailer_id_position)
 
 if TYPE_CHECKING:
@@ -29,7 +30,12 @@ if TYPE_CHECKING:
 
 # Kinds followed by a payload outside header.size: the payload's size field and the
 # record size that holds it.
-_PAYLOAD_SIZE = {RecordType.AUXTRACE: ("<Q", 16), RecordType.HEADER_TRACING_DATA: ("<I", 12)}
+# records whose payload follows them outside header.size: the layout of its length (the
+# body's first value), and the record size that holds it
+_PAYLOAD_SIZE = {rtype: (size, HEADER.size + size.size) for rtype, size in (
+    (RecordType.AUXTRACE, layouts.first_value(layouts.AUXTRACE)),
+    (RecordType.HEADER_TRACING_DATA, layouts.first_value(layouts.TRACING_DATA)))}
+_COMPRESSED2 = layouts.COMPRESSED2[0]
 DECOMPRESS_SLICE = 1024           # feed zstd this much at a time to bound one step's output
 DECOMPRESS_CAP = 64 << 20         # most bytes one COMPRESSED record may inflate to
 
@@ -261,15 +267,16 @@ class PerfData:
             if rtype in (RecordType.COMPRESSED, RecordType.COMPRESSED2) and decompress:
                 if inflater is None:
                     inflater = _Inflater(path, max(DECOMPRESS_CAP, 4 * self._comp_mmap_len))
-                start, stop = pos + 8, pos + size
+                start, stop = pos + HEADER.size, pos + size
                 if rtype == RecordType.COMPRESSED2:  # data_size, then data and padding
-                    data_size = struct.unpack_from("<Q", buf, pos + 8)[0] if size >= 16 else -1
-                    if not 0 <= data_size <= size - 16:
+                    fixed = HEADER.size + _COMPRESSED2.size
+                    data_size = _COMPRESSED2.unpack_from(buf, start)[0] if size >= fixed else -1
+                    if not 0 <= data_size <= size - fixed:
                         yield from self._damaged(pos, f"COMPRESSED2 data_size {data_size} does "
                                                       f"not fit its {size}-byte record",
                                                  "data_size")
                         return
-                    start, stop = pos + 16, pos + 16 + data_size
+                    start, stop = pos + fixed, pos + fixed + data_size
                 try:
                     yield from inflater.feed(buf[start:stop], pos)
                 except FormatError as e:
@@ -279,8 +286,9 @@ class PerfData:
                 continue
             payload = None
             if rtype in _PAYLOAD_SIZE:
-                fmt, need = _PAYLOAD_SIZE[rtype]
-                extra = struct.unpack_from(fmt, buf, pos + 8)[0] if size >= need else 0
+                payload_size, need = _PAYLOAD_SIZE[rtype]
+                extra = payload_size.unpack_from(buf, pos + HEADER.size)[0] if size >= need \
+                    else 0
                 if pos + size + extra > end:
                     yield from self._damaged(pos, f"payload of {extra} bytes after the record "
                                                   f"runs past the end", "size")
@@ -351,14 +359,14 @@ class PerfData:
             return 0
         if raw.type == RecordType.SAMPLE:
             pos = sample_id_position(attrs[0].attr)
-            if pos is None or 8 + pos + 8 > raw.size:
+            if pos is None or HEADER.size + pos + U64.size > raw.size:
                 return 0
-            (rid,) = struct.unpack_from("<Q", raw.buf, raw.pos + 8 + pos)
+            (rid,) = U64.unpack_from(raw.buf, raw.pos + HEADER.size + pos)
         else:
             back = trailer_id_position(attrs[0].attr)
-            if back is None or back + 8 > raw.size:
+            if back is None or back + U64.size > raw.size:
                 return 0
-            (rid,) = struct.unpack_from("<Q", raw.buf, raw.pos + raw.size - back)
+            (rid,) = U64.unpack_from(raw.buf, raw.pos + raw.size - back)
         return self._id_to_attr.get(rid, 0)
 
     def _decode(self, raw: _RawRec) -> Record:

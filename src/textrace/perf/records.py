@@ -1,9 +1,10 @@
 """Every perf record kind as a frozen dataclass with one declared layout for parse and pack.
 
 A record's bytes are `perf_event_header` (u32 type, u16 misc, u16 size), a body, and for
-kernel records of an attr with sample_id_all, the sample_id trailer (see sample.py).  Bodies
-are declared as a fixed `struct.Struct` plus at most one variable tail; kinds whose body is
-not of that shape override `_parse_body` / `_pack_body`.  Unknown kinds become RawRecord.
+kernel records of an attr with sample_id_all, the sample_id trailer (see sampleid.py).
+Bodies are declared as a fixed `struct.Struct` plus at most one variable tail (those the
+bulk reader and the live loops read too are layouts.py's); kinds whose body is not of that
+shape override `_parse_body` / `_pack_body`.  Unknown kinds become RawRecord.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..errors import FormatError
 from .abi import (KSYMBOL_FLAG_UNREGISTER, MISC_CPUMODE_MASK, MISC_MMAP_BUILD_ID,
                   RecordType, record_type_name)
 from .attr import EventAttr
+from . import layouts
 from .read_format import pack_read_values, parse_read_values
 from .sampleid import SampleId
 
@@ -191,8 +193,7 @@ def record_class(rtype: int) -> type[Record] | None:
     return _KINDS.get(rtype)
 
 
-def _layout(fmt: str, names: str):
-    return struct.Struct("<" + fmt), tuple(names.split())
+_layout = layouts.layout
 
 
 # --- kernel records ---------------------------------------------------------------------
@@ -201,7 +202,7 @@ def _layout(fmt: str, names: str):
 @dataclass(frozen=True, kw_only=True)
 class MmapRecord(Record):
     TYPE = RecordType.MMAP
-    BODY, FIELDS = _layout("iiQQQ", "pid tid addr len pgoff")
+    BODY, FIELDS = layouts.MMAP
     TAIL = "filename"
     pid: int = 0
     tid: int = 0
@@ -216,7 +217,7 @@ class MmapRecord(Record):
 @dataclass(frozen=True, kw_only=True)
 class LostRecord(Record):
     TYPE = RecordType.LOST
-    BODY, FIELDS = _layout("QQ", "id lost")
+    BODY, FIELDS = layouts.LOST
     id: int = 0
     lost: int = 0
 
@@ -225,7 +226,7 @@ class LostRecord(Record):
 @dataclass(frozen=True, kw_only=True)
 class CommRecord(Record):
     TYPE = RecordType.COMM
-    BODY, FIELDS = _layout("ii", "pid tid")
+    BODY, FIELDS = layouts.COMM
     TAIL = "comm"
     pid: int = 0
     tid: int = 0
@@ -238,7 +239,7 @@ class CommRecord(Record):
 class ExitRecord(Record):
     TYPE = RecordType.EXIT
     # The body's own timestamp; perf orders by the sample_id trailer's time (`.time`).
-    BODY, FIELDS = _layout("iiiiQ", "pid ppid tid ptid event_time")
+    BODY, FIELDS = layouts.TASK
     pid: int = 0
     tid: int = 0
     event_time: int = 0
@@ -288,13 +289,19 @@ class ReadRecord(Record):
                                                           ctx.attr.read_format if ctx.attr else 0)
 
 
+# MMAP2's 24-byte union: maj, min, ino, ino_generation; or with MISC_MMAP_BUILD_ID a build
+# id's size, two reserved bytes and the id (perf_event.h)
+_MMAP2_INODE = struct.Struct("<IIQQ")
+_MMAP2_BUILD_ID = struct.Struct("<BBH20s")
+
+
 @kind
 @dataclass(frozen=True, kw_only=True)
 class Mmap2Record(Record):
     """MMAP2; with MISC_MMAP_BUILD_ID the maj/min/ino union holds a build id instead."""
 
     TYPE = RecordType.MMAP2
-    BODY, FIELDS = _layout("iiQQQ24sII", "pid tid addr len pgoff _union prot flags")
+    BODY, FIELDS = layouts.MMAP2
     TAIL = "filename"
     pid: int = 0
     tid: int = 0
@@ -319,16 +326,16 @@ class Mmap2Record(Record):
         if ctx.misc & MISC_MMAP_BUILD_ID:
             d["build_id"] = u[4:4 + min(u[0], 20)]
         else:
-            d["maj"], d["min"], d["ino"], d["ino_generation"] = struct.unpack("<IIQQ", u)
+            d["maj"], d["min"], d["ino"], d["ino_generation"] = _MMAP2_INODE.unpack(u)
         return d
 
     def _pack_body(self, ctx):
         u = self._union
         if u is None:
             if self.build_id is not None:
-                u = struct.pack("<BBH20s", len(self.build_id), 0, 0, self.build_id)
+                u = _MMAP2_BUILD_ID.pack(len(self.build_id), 0, 0, self.build_id)
             else:
-                u = struct.pack("<IIQQ", self.maj, self.min, self.ino, self.ino_generation)
+                u = _MMAP2_INODE.pack(self.maj, self.min, self.ino, self.ino_generation)
         return Record._pack_body(dataclasses.replace(self, _union=u), ctx)
 
 
@@ -384,17 +391,20 @@ class NamespacesRecord(Record):
     nr_namespaces: int = 0
     namespaces: tuple[tuple[int, int], ...] = ()  # (dev, inode) per namespace kind
 
+    ENTRY = struct.Struct("<QQ")   # struct perf_ns_link_info {dev, ino}
+
     @classmethod
     def _parse_body(cls, body, ctx):
         d = super()._parse_body(body, ctx)
         n = d["nr_namespaces"]
-        if 16 + 16 * n > len(body):
+        at, end = cls.BODY.size, cls.BODY.size + cls.ENTRY.size * n
+        if end > len(body):
             raise ctx.error(f"{n} namespaces do not fit in the record", 8 + 8, "nr_namespaces")
-        d["namespaces"] = tuple(struct.iter_unpack("<QQ", body[16:16 + 16 * n]))
+        d["namespaces"] = tuple(cls.ENTRY.iter_unpack(body[at:end]))
         return d
 
     def _pack_body(self, ctx):
-        return super()._pack_body(ctx) + b"".join(struct.pack("<QQ", *ns)
+        return super()._pack_body(ctx) + b"".join(self.ENTRY.pack(*ns)
                                                   for ns in self.namespaces)
 
 
@@ -404,7 +414,7 @@ class KsymbolRecord(Record):
     """A kernel symbol (BPF program, trampoline, ...) registered or unregistered."""
 
     TYPE = RecordType.KSYMBOL
-    BODY, FIELDS = _layout("QIHH", "addr len ksym_type flags")
+    BODY, FIELDS = layouts.KSYMBOL
     TAIL = "name"
     addr: int = 0
     len: int = 0
@@ -424,7 +434,7 @@ class BpfEventRecord(Record):
     """PERF_RECORD_BPF_EVENT: a program loaded or unloaded, by id and tag."""
 
     TYPE = RecordType.BPF_EVENT
-    BODY, FIELDS = _layout("HHI8s", "event_type flags prog_id tag")
+    BODY, FIELDS = layouts.BPF_EVENT
     event_type: int = 0
     flags: int = 0
     prog_id: int = 0
@@ -449,7 +459,7 @@ class TextPokeRecord(Record):
     lengths always follow the bytes."""
 
     TYPE = RecordType.TEXT_POKE
-    BODY, FIELDS = _layout("QHH", "addr old_len new_len")
+    BODY, FIELDS = layouts.TEXT_POKE
     old_len: int = 0
     new_len: int = 0
     addr: int = 0
@@ -462,19 +472,21 @@ class TextPokeRecord(Record):
 
     @classmethod
     def _parse_body(cls, body, ctx):
-        if len(body) < 12:
-            raise ctx.error("TEXT_POKE body shorter than 12 bytes", 8, "size")
+        fixed = cls.BODY.size
+        if len(body) < fixed:
+            raise ctx.error(f"TEXT_POKE body shorter than {fixed} bytes", 8, "size")
         addr, old_len, new_len = cls.BODY.unpack_from(body, 0)
-        if 12 + old_len + new_len > len(body):
+        if fixed + old_len + new_len > len(body):
             raise ctx.error(f"old_len {old_len} + new_len {new_len} overrun the record", 16,
                             "old_len")
-        return {"addr": addr, "old_bytes": bytes(body[12:12 + old_len]),
-                "new_bytes": bytes(body[12 + old_len:12 + old_len + new_len])}
+        return {"addr": addr, "old_bytes": bytes(body[fixed:fixed + old_len]),
+                "new_bytes": bytes(body[fixed + old_len:fixed + old_len + new_len])}
 
     def _pack_body(self, ctx):
-        tot = 4 + len(self.old_bytes) + len(self.new_bytes)
-        return (struct.pack("<QHH", self.addr, len(self.old_bytes), len(self.new_bytes))
-                + self.old_bytes + self.new_bytes + b"\0" * (align8(tot) - tot))
+        out = (self.BODY.pack(self.addr, len(self.old_bytes), len(self.new_bytes))
+               + self.old_bytes + self.new_bytes)
+        # the record ends u64-aligned after the 8-byte header
+        return out + b"\0" * (align8(len(out)) - len(out))
 
 
 @kind
@@ -530,12 +542,12 @@ class TracingDataRecord(Record):
     (outside header.size); the reader attaches them as `data`."""
 
     TYPE = RecordType.HEADER_TRACING_DATA
-    BODY, FIELDS = _layout("I", "size")
+    BODY, FIELDS = layouts.TRACING_DATA
     size: int = 0
     data: bytes = b""
 
     def _pack_body(self, ctx):
-        return struct.pack("<I", len(self.data))
+        return self.BODY.pack(len(self.data))
 
 
 @kind
@@ -610,7 +622,7 @@ class AuxtraceRecord(Record):
     """AUXTRACE: `size` bytes of trace data follow the record (outside header.size)."""
 
     TYPE = RecordType.AUXTRACE
-    BODY, FIELDS = _layout("QQQIiiI", "size aux_offset reference idx tid cpu reserved")
+    BODY, FIELDS = layouts.AUXTRACE
     tid: int = 0
     cpu: int = 0
     size: int = 0
@@ -796,7 +808,7 @@ class Compressed2Record(Record):
     padding to 8 bytes that `data` ends with; data_size only the zstd bytes."""
 
     TYPE = RecordType.COMPRESSED2
-    BODY, FIELDS = _layout("Q", "data_size")
+    BODY, FIELDS = layouts.COMPRESSED2
     TAIL, TAIL_KIND = "data", "bytes"
     data_size: int = 0
     data: bytes = b""   # the compressed bytes, then the padding
