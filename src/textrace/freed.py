@@ -21,8 +21,11 @@ bitmap, and no TEXT_POKE reports that.  So the recorder, through its kernel code
   program), or the pack is gone, giving up GIVE_UP_NS after the unload: that range is
   stale.
 
-Everything read goes into textrace's section (Kind.PACKS) for `textrace packs` and the
-code history; the verdicts are made there again with the whole recording known.
+Everything read goes into the recording's stream as it is decided (Kind.PACKS entries,
+a round's worth each: a killed recorder keeps them) for `textrace packs` and the code
+history, where the verdicts are made again with the whole recording known.  The watch keeps
+only what live images and pending frees still need, so its memory does not grow with the
+programs a long recording sees.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ FINISH_WAIT_S = 3.0        # at the end, how long pending ranges are waited for
 MAX_READ = 1 << 20         # the capture program's bound per read
 SNAPSHOT_BUDGET = 64 << 20  # bytes of pack snapshots one recording reads at most
 VMALLOCINFO = "/proc/vmallocinfo"
-_MAX = 1 << 64
 PROBE_BYTES = 64           # read of a page to tell whether it is mapped
 READ_TRIES = 4
 HEADER_TRIES = 5           # rounds a live image's header read is tried again
@@ -96,24 +98,31 @@ class PackWatch:
     clock: Callable[[], int]
     unavailable: str | None = None
     packs: list[tuple[int, int, int]] = field(default_factory=list)  # start, size, time
-    snapshots: list[dict] = field(default_factory=list)
-    # registration index -> (image addr, hdr, the header's u32 size, when it was read)
-    headers: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
-    live: dict[int, tuple[int, int, str, int]] = field(default_factory=dict)  # addr -> ...
-    registered: list[tuple[int, int, int]] = field(default_factory=list)  # time, hdr, end
+    # image addr -> its registration [time, hdr, end, the header read's time or None]
+    live: dict[int, list] = field(default_factory=dict)
+    names: dict[int, tuple[int, str]] = field(default_factory=dict)  # addr -> (len, name)
+    # registrations in time order, for telling reused chunks from stale ones: only those
+    # later than a pending free's unload (or the newest event) can explain its bytes
+    recent: list[list] = field(default_factory=list)
     pending: list[Freed] = field(default_factory=list)
-    done: list[Freed] = field(default_factory=list)
     events: list[tuple[int, int, int, str, bool]] = field(default_factory=list)
-    vmalloc: list[dict] = field(default_factory=list)
+    out: list[dict] = field(default_factory=list)   # decided, not yet in the stream
+    states: dict[str, int] = field(default_factory=dict)   # final states of freed ranges
     snapshot_bytes: int = 0
     pack_size: int | None = None
+    areas: list[int] = field(default_factory=list)  # vmallocinfo's pack area sizes
     header_retry: dict[int, int] = field(default_factory=dict)  # image addr -> tries
     failures: dict[str, int] = field(default_factory=dict)
+    newest: int = 0                         # the newest KSYMBOL time acted on
 
     def start(self) -> None:
         """Note /proc/vmallocinfo's pack areas as the recording starts."""
-        self.vmalloc.append({"t": "vmalloc", "time": self.clock(), "when": "start",
-                             "areas": vmalloc_areas()})
+        self._vmalloc("start")
+
+    def _vmalloc(self, when: str) -> None:
+        areas = vmalloc_areas()
+        self.areas += [a["size"] for a in areas]
+        self.out.append({"t": "vmalloc", "time": self.clock(), "when": when, "areas": areas})
 
     # --- records ------------------------------------------------------------------------
     def on_ksymbol(self, t: int, addr: int, n: int, name: str, unregister: bool) -> None:
@@ -127,14 +136,17 @@ class PackWatch:
         events, self.events = sorted(self.events), []
         fresh = []
         for t, addr, n, name, unregister in events:
+            self.newest = max(self.newest, t)
             if unregister:
-                got = self.live.pop(addr, None)
-                if got is not None:
-                    self._freed(addr, got, t)
+                reg = self.live.pop(addr, None)
+                if reg is not None:
+                    self._freed(addr, *self.names.pop(addr), reg, t)
             else:
-                self.live[addr] = (n, t, name, len(self.registered))
                 hdr, size = self._extent(addr, n, name)
-                self.registered.append((t, hdr, hdr + size))
+                reg = [t, hdr, hdr + size, None]
+                self.live[addr] = reg
+                self.names[addr] = (n, name)
+                self.recent.append(reg)
                 fresh.append(addr)
         retry, self.header_retry = self.header_retry, {}
         for addr, tries in retry.items():  # header reads that did not arrive last time
@@ -144,6 +156,16 @@ class PackWatch:
             if addr in self.live:
                 self._learn(addr)
         self._recheck()
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget registrations no pending or future free can be explained by: those
+        before the oldest pending unload and before the newest event (less a second for
+        the rings' skew: each CPU's batch is sorted, not the rounds)."""
+        horizon = min([f.unloaded for f in self.pending] + [self.newest - 10**9])
+        k = bisect.bisect_left(self.recent, horizon, key=lambda reg: reg[0])
+        if k > len(self.recent) // 2:
+            del self.recent[:k]
 
     def _extent(self, addr: int, n: int, name: str) -> tuple[int, int]:
         if name.startswith("bpf_prog_"):
@@ -152,7 +174,7 @@ class PackWatch:
 
     def _learn(self, addr: int) -> None:
         """A new image still alive after its batch: its pack, and its header's size."""
-        n, t, name, k = self.live[addr]
+        n, name = self.names[addr]
         if self.memory is None:
             return
         if not any(s <= addr < s + size for s, size, _ in self.packs):
@@ -161,7 +183,7 @@ class PackWatch:
             self._read_header(addr, 0)
 
     def _read_header(self, addr: int, tries: int) -> None:
-        n, t, _name, k = self.live[addr]
+        n, _name = self.names[addr]
         hdr, est = allocation_of(addr, n)
         got = self._try_read(hdr, HEADER)
         if got is None:
@@ -174,8 +196,11 @@ class PackWatch:
         # a header, not fill or another program's code: chunks, and the image fits
         if size % CHUNK == 0 and size >= est - CHUNK and hdr + size >= addr + n \
                 and size <= 1 << 30:
-            self.headers[k] = (addr, hdr, size, self.clock())
-            self.registered[k] = (t, hdr, hdr + size)
+            now = self.clock()
+            reg = self.live[addr]
+            reg[1:] = [hdr, hdr + size, now]
+            self.out.append({"t": "header", "addr": addr, "hdr": hdr, "size": size,
+                             "time": now})
 
     def _probe(self, addr: int) -> None:
         """The mapped extent around addr, page by page: one vmalloc area (see above)."""
@@ -198,21 +223,23 @@ class PackWatch:
             if not got:
                 break
             hi += PAGE
-        n, _t, name, _k = self.live[addr]
+        n, name = self.names[addr]
         size = self._pack_size()
         if size and hi - lo > size and allocation_of(addr, n)[1] <= size:
             # kcore (6.1) read a page before this pack as mapped; the page after it is its
             # own guard page, never mapped: the pack ends there
             lo = hi - size
-        self.packs.append((lo, hi - lo, self.clock()))
+        now = self.clock()
+        self.packs.append((lo, hi - lo, now))
+        self.out.append({"t": "pack", "start": lo, "size": hi - lo, "time": now,
+                         "how": "probe"})
         self._snapshot(lo, hi - lo, "found")
 
     def _pack_size(self) -> int | None:
         """BPF_PROG_PACK_SIZE, from /proc/vmallocinfo: its smallest bpf_prog_pack_alloc
         area less the guard page (sizes are shown even where addresses are hashed)."""
         if self.pack_size is None:
-            areas = [a["size"] for v in self.vmalloc for a in v["areas"]] or \
-                [a["size"] for a in vmalloc_areas()]
+            areas = self.areas or [a["size"] for a in vmalloc_areas()]
             areas = [a for a in areas if a > PAGE]
             if areas:
                 self.pack_size = min(areas) - PAGE
@@ -259,8 +286,8 @@ class PackWatch:
         for k in range(size // CHUNK):
             if data[k * CHUNK:(k + 1) * CHUNK] != cc:
                 used[k >> 3] |= 1 << (k & 7)
-        self.snapshots.append({"t": "snapshot", "start": start, "size": size, "time": t,
-                               "when": when, "used": used.hex()})
+        self.out.append({"t": "snapshot", "start": start, "size": size, "time": t,
+                         "when": when, "used": used.hex()})
 
     def _read(self, addr: int, n: int) -> bytes | None:
         got = self._try_read(addr, n)
@@ -273,34 +300,43 @@ class PackWatch:
         self.failures[why] = self.failures.get(why, 0) + 1
 
     # --- freed ranges -------------------------------------------------------------------
-    def _freed(self, addr: int, got: tuple[int, int, str, int], t: int) -> None:
-        n, _born, name, k = got
-        _t, hdr, end = self.registered[k]
+    def _freed(self, addr: int, n: int, name: str, reg: list, t: int) -> None:
+        _born, hdr, end, header_read = reg
         source = "ksymbol"
         if name.startswith("bpf_prog_"):
             source = "estimate"
-            header = self.headers.get(k)
-            if header is not None and header[3] < t:
+            if header_read is not None and header_read < t:
                 source = "header"
             else:  # read after the free (another program's header?): not this one's
                 hdr, size = allocation_of(addr, n)
                 end = hdr + size
-                self.headers.pop(k, None)
         if not name.startswith("bpf_prog_") and not any(
                 s <= addr < s + size for s, size, _ in self.packs):
             return  # out-of-line code outside every pack (a trampoline on 6.1): its own
         f = Freed(addr, n, name, hdr, end - hdr, source, t)
         if self.memory is None:
             f.state = "unreadable"
-            self.done.append(f)
+            self._done(f)
         else:
             self.pending.append(f)
+
+    def _done(self, f: Freed) -> None:
+        """A freed range's verdict: into the stream, counted, forgotten."""
+        self.states[f.state] = self.states.get(f.state, 0) + 1
+        self.out.append({"t": "freed", "addr": f.addr, "len": f.len, "name": f.name,
+                         "hdr": f.hdr, "size": f.size, "size_source": f.size_source,
+                         "unloaded": f.unloaded, "attempts": f.attempts,
+                         "first_read": f.first_read, "last_read": f.last_read,
+                         "state": f.state, "data": f.data.hex() if f.data else None})
 
     def _recheck(self) -> None:
         still = []
         for f in self.pending:
             self._check(f)
-            (still if f.state == "pending" else self.done).append(f)
+            if f.state == "pending":
+                still.append(f)
+            else:
+                self._done(f)
         self.pending = still
 
     def _check(self, f: Freed) -> None:
@@ -320,8 +356,8 @@ class PackWatch:
             f.state = "invalidated"
             return
         # code announced since: the chunks were reused (registered is in time order)
-        first = bisect.bisect_right(self.registered, (f.unloaded, _MAX, _MAX))
-        for _t, lo, hi in self.registered[first:]:
+        first = bisect.bisect_right(self.recent, f.unloaded, key=lambda reg: reg[0])
+        for _t, lo, hi, _read in self.recent[first:]:
             if hi <= f.hdr or lo >= f.hdr + f.size:
                 continue
             for i in range(max(lo, f.hdr) - f.hdr, min(hi, f.hdr + f.size) - f.hdr):
@@ -341,41 +377,26 @@ class PackWatch:
             self._recheck()
         for f in self.pending:
             f.state = "stale" if self.clock() - f.unloaded > GIVE_UP_NS else "pending"
-        self.done += self.pending
+            self._done(f)
         self.pending = []
-        self.vmalloc.append({"t": "vmalloc", "time": self.clock(), "when": "end",
-                             "areas": vmalloc_areas()})
+        self._vmalloc("end")
         if self.memory is not None:
             for start, size, _t in self.packs:
                 self._snapshot(start, size, "end")
+        self.out.append({"t": "info", "reader": getattr(self.memory, "name", None),
+                         "unavailable": self.unavailable, "failures": self.failures,
+                         "snapshot_bytes": self.snapshot_bytes})
 
     # --- the file -----------------------------------------------------------------------
-    def entries(self) -> list[dict]:
-        """Everything read, as Kind.PACKS JSON objects ("t" says which kind each is)."""
-        out = list(self.vmalloc)
-        out += [{"t": "pack", "start": s, "size": n, "time": t, "how": "probe"}
-                for s, n, t in self.packs]
-        out += self.snapshots
-        out += [{"t": "header", "addr": a, "hdr": h, "size": n, "time": t}
-                for a, h, n, t in self.headers.values()]
-        for f in self.done:
-            out.append({"t": "freed", "addr": f.addr, "len": f.len, "name": f.name,
-                        "hdr": f.hdr, "size": f.size, "size_source": f.size_source,
-                        "unloaded": f.unloaded, "attempts": f.attempts,
-                        "first_read": f.first_read, "last_read": f.last_read,
-                        "state": f.state, "data": f.data.hex() if f.data else None})
-        out.append({"t": "info", "reader": getattr(self.memory, "name", None),
-                    "unavailable": self.unavailable, "failures": self.failures,
-                    "snapshot_bytes": self.snapshot_bytes})
-        return out
-
     def add_to(self, entries) -> None:
-        """Into the recording's stream (record_stream.py) or a PrivateSection."""
-        entries.add(Kind.PACKS, encode_packs(self.entries()))
+        """What was decided since the last call, as one Kind.PACKS entry (JSON objects
+        whose "t" says which kind each is), into the recording's stream (record_stream.py)
+        or a PrivateSection."""
+        if self.out:
+            entries.add(Kind.PACKS, encode_packs(self.out))
+            self.out = []
 
     def summary(self) -> dict:
         """For the record summary: packs found, freed ranges watched, their final states."""
-        states: dict[str, int] = {}
-        for f in self.done:
-            states[f.state] = states.get(f.state, 0) + 1
-        return {"packs": len(self.packs), "freed": len(self.done), "states": states}
+        return {"packs": len(self.packs), "freed": sum(self.states.values()),
+                "states": dict(self.states)}

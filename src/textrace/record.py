@@ -389,6 +389,7 @@ class Recorder:
         for addr, n in registered.items():  # no record carries their bytes
             self.code.read(addr, n)
         self.packs.poll()
+        self.packs.add_to(self.entries)   # its verdicts go with this round, then are dropped
         self._read_held()
         if self.kernel is not None:
             for kc in self.kernel.poll():
