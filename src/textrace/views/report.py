@@ -16,6 +16,7 @@ parsed by a child process meanwhile (KallsymsReader).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import filterfalse, islice, repeat
 from json.encoder import encode_basestring_ascii as _json_str
 
 import numpy as np
@@ -198,7 +199,7 @@ class _Symbols:
     def keys(self, codes: list[int]) -> list[tuple]:
         """The (symbol, dso, kind[, address]) of each code, each named once."""
         named = self.named
-        todo = [code for code in codes if code not in named]
+        todo = list(filterfalse(named.__contains__, codes))
         if todo:
             t = np.array(todo, dtype=np.int64)
             firsts = np.array([b[0] for b in self.blocks], dtype=np.int64)
@@ -216,7 +217,7 @@ class _Symbols:
                 else:
                     for code in these.tolist():
                         named[code] = namer(code - first)
-        return [named[code] for code in codes]
+        return list(map(named.__getitem__, codes))
 
 
 def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None):
@@ -266,10 +267,28 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     # (dict.fromkeys and map: no Python-level loop over the 100k+ keys of a big report)
     named = syms.keys(hit)
     distinct = list(dict.fromkeys(named))
-    number = dict(zip(distinct, range(len(distinct))))
     remap = np.zeros(syms.size, dtype=np.int64)
-    remap[hit] = np.fromiter(map(number.__getitem__, named), dtype=np.int64, count=len(hit))
+    if len(distinct) == len(named):
+        remap[hit] = np.arange(len(hit))
+    else:
+        number = dict(zip(distinct, range(len(distinct))))
+        remap[hit] = np.fromiter(map(number.__getitem__, named), dtype=np.int64,
+                                 count=len(hit))
     return distinct, remap[codes], s
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_NIBBLES = np.arange(60, -4, -4, dtype=np.uint64)
+
+
+def _hex_names(values: np.ndarray) -> list[str]:
+    """"0x%016x" of each value, made by numpy (a report can name 100k addresses: the JIT
+    code of qemu's TCG, a JVM's)."""
+    v = np.asarray(values, dtype=np.uint64)
+    text = np.empty((len(v), 18), dtype=np.uint8)
+    text[:, 0], text[:, 1] = ord("0"), ord("x")
+    text[:, 2:] = _HEX[(v[:, None] >> _NIBBLES) & np.uint64(0xF)]
+    return text.view("S18").reshape(-1).astype("U18").tolist()
 
 
 def _kernel_codes(syms: _Symbols, table: RegionTable, kernel: KernelSymbols | None,
@@ -321,8 +340,8 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
     if len(unmapped):
         addrs, which = np.unique(ips[unmapped], return_inverse=True)
         first = syms.block(len(addrs), lambda i, a=addrs: (
-            f"0x{int(a[i]):016x}", UNKNOWN, "unknown"), lambda ix, a=addrs: [
-            ("0x%016x" % x, UNKNOWN, "unknown") for x in a[ix].tolist()])
+            f"0x{int(a[i]):016x}", UNKNOWN, "unknown"), lambda ix, a=addrs: list(zip(
+                _hex_names(a[ix]), repeat(UNKNOWN), repeat("unknown"))))
         out[unmapped] = first + which.reshape(-1)
     mapped = np.flatnonzero(mapping >= 0)
     if not len(mapped):
@@ -366,8 +385,8 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
         if len(miss):
             addrs, which = np.unique(offs[sel[miss]], return_inverse=True)
             first = syms.block(len(addrs), lambda i, a=addrs, d=dso: (
-                f"0x{int(a[i]):016x}", d, "user"), lambda ix, a=addrs, d=dso: [
-                ("0x%016x" % x, d, "user") for x in a[ix].tolist()])
+                f"0x{int(a[i]):016x}", d, "user"), lambda ix, a=addrs, d=dso: list(zip(
+                    _hex_names(a[ix]), repeat(d), repeat("user"))))
             out[mapped[sel[miss]]] = first + which.reshape(-1)
     return out, since
 
@@ -414,10 +433,10 @@ class ReportTable:
 
 
 def _group(keys: list[tuple], sort: str) -> tuple[list[tuple], np.ndarray | None]:
-    """The rows' (symbol, dso, kind) under `sort`, and the row of each key (None: a row
-    per key, as keys are distinct)."""
+    """The rows' (symbol, dso, kind[, ...]) under `sort`, and the row of each key (None: a
+    row per key, as keys are distinct)."""
     if sort == "symbol":
-        return [k[:3] for k in keys], None
+        return keys, None
     gkeys: dict = {}
     if sort == "dso":
         gid = [gkeys.setdefault((k[1], k[1], k[2]), len(gkeys)) for k in keys]
@@ -455,9 +474,10 @@ def report_table(data: PerfData, *, sort: str = "symbol",
     hit = np.flatnonzero(counts)
     order = hit[np.lexsort((hit, -periods[hit]))]
     percent = np.round(100.0 * periods[order] / total, 2)
-    got = [gkeys[i] for i in order.tolist()]
-    return ReportTable([k[0] for k in got], [k[1] for k in got], [k[2] for k in got],
-                       counts[order], periods[order], percent)
+    # the first three of each key, as columns (zip stops at the shortest key)
+    rows = list(map(gkeys.__getitem__, order.tolist()))
+    symbol, dso, kind = (list(col) for col in islice(zip(*rows), 3)) if rows else ([], [], [])
+    return ReportTable(symbol, dso, kind, counts[order], periods[order], percent)
 
 
 def report_rows(data: PerfData, *, sort: str = "symbol",
