@@ -181,18 +181,28 @@ def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
 
 class _Symbols:
     """Symbol codes: each source of symbols (kernel regions, kallsyms, one ELF file) gets a
-    block of consecutive codes, a sample one code; names are made only for codes hit."""
+    block of consecutive codes, a sample one code; names are made only for codes hit.
 
-    def __init__(self):
-        self.blocks: list[tuple[int, int, object, object]] = []  # (first, count, namer, many)
+    names=False: a report by dso or program needs no symbol names where every code of a
+    block has one dso and kind (an ELF file's, its per-address rows): those codes all get
+    the key (None, dso, kind), without demangling or formatting (a block's codes merge
+    into one key, at the place of its first; the rows grouped by dso or program, and
+    their order, are the same)."""
+
+    def __init__(self, names: bool = True):
+        # (first, count, namer, many, (dso, kind) of every code or None)
+        self.blocks: list[tuple[int, int, object, object, tuple | None]] = []
         self.size = 0
         self.named: dict[int, tuple] = {}
+        self.names = names
 
-    def block(self, count: int, namer, many=None) -> int:
+    def block(self, count: int, namer, many=None, dso_kind: tuple | None = None) -> int:
         """Reserve `count` codes; namer(i) gives (symbol, dso, kind[, address]) of the i-th,
-        many(indexes), if given, those of many at once (a list)."""
+        many(indexes), if given, those of many at once (a list); dso_kind, if given, the
+        (dso, kind) all of them have."""
         first = self.size
-        self.blocks.append((first, count, namer, many))
+        self.blocks.append((first, count, namer, many,
+                            None if self.names or dso_kind is None else (None, *dso_kind)))
         self.size += count
         return first
 
@@ -210,9 +220,11 @@ class _Symbols:
             starts = [0, *cuts.tolist()]
             ends = [*cuts.tolist(), len(t)]
             for lo, hi in zip(starts, ends):
-                first, _count, namer, many = self.blocks[int(which[lo])]
+                first, _count, namer, many, unnamed = self.blocks[int(which[lo])]
                 these = t[lo:hi]
-                if many is not None:
+                if unnamed is not None:
+                    named.update(zip(these.tolist(), repeat(unnamed)))
+                elif many is not None:
                     named.update(zip(these.tolist(), many(these - first)))
                 else:
                     for code in these.tolist():
@@ -220,15 +232,17 @@ class _Symbols:
         return list(map(named.__getitem__, codes))
 
 
-def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None):
+def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None,
+              names: bool = True):
     """Per-sample symbol keys: (keys, ids, samples), keys[ids[i]] = (symbol name, dso,
     kind[, address]) of sample i; `samples` holds the columns SAMPLE_FIELDS only.
     `kernel_later()`, if given, returns the kernel symbols once they are needed (after the
-    user-space samples are done)."""
+    user-space samples are done).  names=False: user-space symbols are left unnamed
+    (None), one key per ELF file or per file's unsymbolized addresses (_Symbols)."""
     maps, table = _sideband(data)
     s = sample_arrays(data, callchains=False, fields=SAMPLE_FIELDS)
     release_pages(data)
-    syms = _Symbols()
+    syms = _Symbols(names)
     mode = s.misc & MISC_CPUMODE_MASK
     is_kernel = (mode == MISC_KERNEL) | (mode == MISC_GUEST_KERNEL)
     times = s.time.view(np.int64)
@@ -328,7 +342,8 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
     the recording), the file's ELF symbol at the file offset.  Also the time from which
     each answer holds: the mapping's (the last made that covers the address, so it holds
     from then on), _NEVER where none ever covered it."""
-    unknown = syms.block(1, lambda _i: (UNKNOWN, UNKNOWN, "unknown"))
+    unknown = syms.block(1, lambda _i: (UNKNOWN, UNKNOWN, "unknown"),
+                         dso_kind=(UNKNOWN, "unknown"))
     out = np.full(len(ips), unknown, dtype=np.int64)
     since = np.full(len(ips), _NEVER, dtype=np.int64)
     if times is None:
@@ -341,7 +356,8 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
         addrs, which = np.unique(ips[unmapped], return_inverse=True)
         first = syms.block(len(addrs), lambda i, a=addrs: (
             f"0x{int(a[i]):016x}", UNKNOWN, "unknown"), lambda ix, a=addrs: list(zip(
-                _hex_names(a[ix]), repeat(UNKNOWN), repeat("unknown"))))
+                _hex_names(a[ix]), repeat(UNKNOWN), repeat("unknown"))),
+            dso_kind=(UNKNOWN, "unknown"))
         out[unmapped] = first + which.reshape(-1)
     mapped = np.flatnonzero(mapping >= 0)
     if not len(mapped):
@@ -377,7 +393,7 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
         else:
             si = elf.lookup(elf.offset_to_vaddr(offs[sel]))
             first = syms.block(len(elf.addrs), lambda i, e=elf, d=dso: (
-                demangle(e.name(i)), d, "user", int(e.addrs[i])))
+                demangle(e.name(i)), d, "user", int(e.addrs[i])), dso_kind=(dso, "user"))
         out[mapped[sel]] = first + si
         # as perf: an address no symbol covers is a row of its own, named by its offset
         # in the mapped file (perf's map-relative address, ip - start + pgoff)
@@ -386,7 +402,7 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
             addrs, which = np.unique(offs[sel[miss]], return_inverse=True)
             first = syms.block(len(addrs), lambda i, a=addrs, d=dso: (
                 f"0x{int(a[i]):016x}", d, "user"), lambda ix, a=addrs, d=dso: list(zip(
-                    _hex_names(a[ix]), repeat(d), repeat("user"))))
+                    _hex_names(a[ix]), repeat(d), repeat("user"))), dso_kind=(dso, "user"))
             out[mapped[sel[miss]]] = first + which.reshape(-1)
     return out, since
 
@@ -459,12 +475,12 @@ def report_table(data: PerfData, *, sort: str = "symbol",
     if kernel is None:
         live = live or KernelSymbols.from_proc_later()
         try:
-            keys, ids, s = attribute(data,
-                                     kernel_later=lambda: kernel_symbols_for(data, live))
+            keys, ids, s = attribute(data, kernel_later=lambda: kernel_symbols_for(data, live),
+                                     names=sort == "symbol")
         finally:
             live.close()
     else:
-        keys, ids, s = attribute(data, kernel)
+        keys, ids, s = attribute(data, kernel, names=sort == "symbol")
     gkeys, gid = _group(keys, sort)
     per = ids if gid is None else gid[ids]
     counts = np.bincount(per, minlength=len(gkeys))
