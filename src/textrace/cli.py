@@ -74,9 +74,13 @@ def _kallsyms_child():
 
 
 def cmd_report(args) -> int:
+    # numpy imported before the kallsyms child forks, which then has it for nothing: on a
+    # machine whose other CPU is busy, the child's own import (~80 ms of CPU) would be
+    # taken from this process; the child is still done long before its symbols are needed
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from .views.report import report_table
     live = _kallsyms_child()
     try:
-        from .views.report import report_table
         data = _open(args)
         table = report_table(data, sort=args.sort, live=live)
     finally:
