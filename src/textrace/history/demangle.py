@@ -7,6 +7,7 @@ demangle are returned as they are."""
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from functools import lru_cache
 
 _lib = None
@@ -65,33 +66,46 @@ _OPERATORS = sorted(["()", "[]", "<=>", "<<=", ">>=", "->*", "<<", ">>", "<=", "
 _TOKEN = re.compile(r"[()<>\[\]{}]|\boperator")
 
 
-def _depth_map(s: str) -> list[int]:
-    """Nesting depth of each character of `s` (the brackets of operator names such as
-    operator<< or operator() not counted); the text between brackets is taken a run at
-    a time (names run to thousands of characters)."""
-    out: list[int] = []
+def _brackets(s: str) -> tuple[list[int], list[int], list[int], list[int]]:
+    """The nesting of `s`, taken at its brackets only (names run to thousands of
+    characters, their brackets to a few dozen): (at, depth, cuts, after): each bracket
+    character's position and depth (an opening one outside what it opens, a closing one
+    outside what it closes; those of operator names such as operator<< or operator() not
+    counted, at the depth around them), and from position cuts[j] on, up to the next cut,
+    every other character is at depth after[j]."""
+    at: list[int] = []
+    depth_of: list[int] = []
+    cuts, after = [0], [0]
     depth = pos = 0
     while (m := _TOKEN.search(s, pos)) is not None:
         i = m.start()
-        out.extend([depth] * (i - pos))
         if s[i] == "o":                          # operator<<, operator(), ...
             k = i + 8
             for tok in _OPERATORS:
                 if s.startswith(tok, k):
                     k += len(tok)
                     break
-            out.extend([depth] * (k - i))
+            for j in range(i + 8, k):
+                if s[j] in _BRACKET_CHARS:
+                    at.append(j)
+                    depth_of.append(depth)
             pos = k
             continue
         if s[i] in _OPEN:
-            out.append(depth)
+            at.append(i)
+            depth_of.append(depth)
             depth += 1
         else:
             depth = max(depth - 1, 0)
-            out.append(depth)
+            at.append(i)
+            depth_of.append(depth)
+        cuts.append(i + 1)
+        after.append(depth)
         pos = i + 1
-    out.extend([depth] * (len(s) - pos))
-    return out
+    return at, depth_of, cuts, after
+
+
+_BRACKET_CHARS = frozenset("()<>[]{}")
 
 
 def perf_name(full: str) -> str:
@@ -102,37 +116,37 @@ def perf_name(full: str) -> str:
         if at < 0:
             break
         s = s[:at]
-    d = _depth_map(s)
-    # the top-level parameter list: the last ")" at depth 0 and its "("
-    end = len(s)
+    at, depth_of, cuts, after = _brackets(s)
+    # the top-level parameter list: the last ")" at depth 0 (no other bracket at depth 0
+    # after it) and the "(" before it at depth 0
     close = -1
-    for i in range(end - 1, -1, -1):
-        if s[i] == ")" and d[i] == 0:
-            close = i
-            break
-        if d[i] == 0 and s[i] in "(<>[]{}":
+    for k in range(len(at) - 1, -1, -1):
+        if depth_of[k] == 0:
+            if s[at[k]] == ")":
+                close = k
             break
     if close >= 0:
-        depth = 0
-        for i in range(close, -1, -1):
-            if d[i] == 0 and s[i] == "(":
-                s = s[:i]
+        for k in range(close, -1, -1):
+            if depth_of[k] == 0 and s[at[k]] == "(":
+                # the nesting of a prefix is the prefix of the nesting
+                s = s[:at[k]]
                 break
-    d = _depth_map(s)
+
+    def depth_at(i: int) -> int:
+        """Depth of the character at i, not a bracket."""
+        return after[bisect_right(cuts, i) - 1]
     # a return type (template functions): everything up to the last space at depth 0
     # that does not belong to an operator name
     op = -1
     i = s.find("operator")
     while i >= 0:
-        if d[i] == 0 and (i == 0 or s[i - 1] in ": "):
+        if (i == 0 or s[i - 1] in ": ") and depth_at(i) == 0:
             op = i
         i = s.find("operator", i + 1)
     limit = op if op >= 0 else len(s)
-    cut = -1
-    for i in range(limit - 1, -1, -1):
-        if s[i] == " " and d[i] == 0:
-            cut = i
-            break
+    cut = s.rfind(" ", 0, limit)
+    while cut >= 0 and depth_at(cut) != 0:
+        cut = s.rfind(" ", 0, cut)
     return s[cut + 1:] if cut >= 0 else s
 
 

@@ -318,8 +318,8 @@ def sample_arrays(data, *, callchains: bool = True,
             return got
     attr_idx = _attr_of_samples(data, g, o, aligned)
     cols: dict[str, np.ndarray] = {}
-    nr_all = np.zeros(n, dtype=np.int64)
-    chain_pos = np.zeros(n, dtype=np.int64)
+    nr_all = np.zeros(n, dtype=np.int64) if callchains else None
+    chain_pos = np.zeros(n, dtype=np.int64) if callchains else None
     groups = [(0, None)] if len(data.attrs) == 1 else [
         (ai, np.flatnonzero(attr_idx == ai)) for ai in range(len(data.attrs))]
     for ai, sel in groups:
@@ -366,14 +366,19 @@ def sample_arrays(data, *, callchains: bool = True,
 
 
 def _arrays(g: _Gather, aligned: bool, attr_idx: np.ndarray, misc: np.ndarray,
-            cols: dict[str, np.ndarray], nr_all: np.ndarray,
-            chain_pos: np.ndarray, fields: frozenset[str]) -> SampleArrays:
+            cols: dict[str, np.ndarray], nr_all: np.ndarray | None,
+            chain_pos: np.ndarray | None, fields: frozenset[str]) -> SampleArrays:
     """SampleArrays from the gathered fixed fields (zeros for those not in `fields`); the
-    callchains gathered here."""
+    callchains gathered here (nr_all None: none asked for)."""
     n = len(misc)
-    chain_start = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(nr_all, out=chain_start[1:])
-    total = int(chain_start[-1])
+    if nr_all is None:
+        # no chains gathered: every one empty (read-only zeros, no memory, no pass over n)
+        chain_start = np.broadcast_to(np.zeros(1, dtype=np.int64), (n + 1,))
+        total = 0
+    else:
+        chain_start = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(nr_all, out=chain_start[1:])
+        total = int(chain_start[-1])
     if total:
         # entry j of sample i sits at chain_pos[i] + 8 * (j - chain_start[i])
         idx = np.repeat(chain_pos - 8 * chain_start[:-1], nr_all)
@@ -515,8 +520,8 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
         pos = sample_id_position(attr)
         if pos is not None:
             attr_idx = _attr_from_ids(data, words[base + 1 + pos // 8])
-    nr_all = np.zeros(n, dtype=np.int64)
-    chain_pos = np.zeros(n, dtype=np.int64)
+    nr_all = np.zeros(n, dtype=np.int64) if callchains else None
+    chain_pos = np.zeros(n, dtype=np.int64) if callchains else None
     if chain:
         nr = got[-1]
         # at most 8192 entries (64 KiB records), and no more than the record holds
@@ -621,7 +626,7 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
         if id_back is not None:   # attrs differ: the record's id says which it is
             rid = _U64.unpack_from(buf, end - id_back)[0] if id_back + 8 <= size else None
             trailer, back = per_attr[data._id_to_attr.get(rid, 0)]
-        _need(data, off, size >= _BODY_AT + trailer, RecordType(rtype).name)
+        _need(data, off, size >= _BODY_AT + trailer, rtype)
         time = _U64.unpack_from(buf, end - back)[0] if back else 0
         body, body_end = off + _BODY_AT, end - trailer
         if rtype == RecordType.FORK:
@@ -630,7 +635,7 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
             ev = MapEvent("fork", time, pid, ppid=ppid)
         else:
             layout = _MMAP2 if rtype == RecordType.MMAP2 else _MMAP
-            _need(data, off, body + layout.size <= body_end, RecordType(rtype).name)
+            _need(data, off, body + layout.size <= body_end, rtype)
             fields = layout.unpack_from(buf, body)
             raw = bytes(buf[body + layout.size:body_end])
             nul = raw.find(b"\0")
@@ -730,7 +735,7 @@ def code_events(data, offsets: np.ndarray) -> list[CodeEvent]:
                 trailer, layout, (ti, ci, di) = readers[
                     id_to_attr.get(_U64.unpack_from(buf, end - back)[0], 0)]
             if trailer:
-                _need(data, off, size >= _BODY_AT + trailer, RecordType(rtype).name)
+                _need(data, off, size >= _BODY_AT + trailer, rtype)
                 sid = layout.unpack_from(buf, end - trailer)
                 time = sid[ti] if ti is not None else None
                 cpu = sid[ci] if ci is not None else None
@@ -753,8 +758,12 @@ def code_events(data, offsets: np.ndarray) -> list[CodeEvent]:
     return sorted(events, key=lambda e: e.time or 0)
 
 
-def _need(data, offset: int, ok: bool, kind: str) -> None:
+def _need(data, offset: int, ok: bool, kind: str | int) -> None:
+    """Raise unless `ok`; `kind` the record's name or its type (named only then: a
+    report checks thousands of records)."""
     if not ok:
         from ..errors import FormatError
+        if not isinstance(kind, str):
+            kind = RecordType(kind).name
         raise FormatError(f"{kind} record too short for its layout", file=data.path,
                           offset=offset, field=kind)

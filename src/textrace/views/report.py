@@ -16,6 +16,7 @@ parsed by a child process meanwhile (KallsymsReader).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import filterfalse, islice, repeat
 from json.encoder import encode_basestring_ascii as _json_str
 
 import numpy as np
@@ -119,25 +120,35 @@ def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
 
 class _Symbols:
     """Symbol codes: each source of symbols (kernel regions, kallsyms, one ELF file) gets a
-    block of consecutive codes, a sample one code; names are made only for codes hit."""
+    block of consecutive codes, a sample one code; names are made only for codes hit.
 
-    def __init__(self):
-        self.blocks: list[tuple[int, int, object, object]] = []  # (first, count, namer, many)
+    names=False: a report by dso or program needs no symbol names where every code of a
+    block has one dso and kind (an ELF file's, its per-address rows): those codes all get
+    the key (None, dso, kind), without demangling or formatting (a block's codes merge
+    into one key, at the place of its first; the rows grouped by dso or program, and
+    their order, are the same)."""
+
+    def __init__(self, names: bool = True):
+        # (first, count, namer, many, (dso, kind) of every code or None)
+        self.blocks: list[tuple[int, int, object, object, tuple | None]] = []
         self.size = 0
         self.named: dict[int, tuple] = {}
+        self.names = names
 
-    def block(self, count: int, namer, many=None) -> int:
+    def block(self, count: int, namer, many=None, dso_kind: tuple | None = None) -> int:
         """Reserve `count` codes; namer(i) gives (symbol, dso, kind[, address]) of the i-th,
-        many(indexes), if given, those of many at once (a list)."""
+        many(indexes), if given, those of many at once (a list); dso_kind, if given, the
+        (dso, kind) all of them have."""
         first = self.size
-        self.blocks.append((first, count, namer, many))
+        self.blocks.append((first, count, namer, many,
+                            None if self.names or dso_kind is None else (None, *dso_kind)))
         self.size += count
         return first
 
     def keys(self, codes: list[int]) -> list[tuple]:
         """The (symbol, dso, kind[, address]) of each code, each named once."""
         named = self.named
-        todo = [code for code in codes if code not in named]
+        todo = list(filterfalse(named.__contains__, codes))
         if todo:
             t = np.array(todo, dtype=np.int64)
             firsts = np.array([b[0] for b in self.blocks], dtype=np.int64)
@@ -148,25 +159,29 @@ class _Symbols:
             starts = [0, *cuts.tolist()]
             ends = [*cuts.tolist(), len(t)]
             for lo, hi in zip(starts, ends):
-                first, _count, namer, many = self.blocks[int(which[lo])]
+                first, _count, namer, many, unnamed = self.blocks[int(which[lo])]
                 these = t[lo:hi]
-                if many is not None:
+                if unnamed is not None:
+                    named.update(zip(these.tolist(), repeat(unnamed)))
+                elif many is not None:
                     named.update(zip(these.tolist(), many(these - first)))
                 else:
                     for code in these.tolist():
                         named[code] = namer(code - first)
-        return [named[code] for code in codes]
+        return list(map(named.__getitem__, codes))
 
 
-def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None):
+def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None,
+              names: bool = True):
     """Per-sample symbol keys: (keys, ids, samples), keys[ids[i]] = (symbol name, dso,
     kind[, address]) of sample i; `samples` holds the columns SAMPLE_FIELDS only.
     `kernel_later()`, if given, returns the kernel symbols once they are needed (after the
-    user-space samples are done)."""
+    user-space samples are done).  names=False: user-space symbols are left unnamed
+    (None), one key per ELF file or per file's unsymbolized addresses (_Symbols)."""
     maps, table = _sideband(data)
     s = sample_arrays(data, callchains=False, fields=SAMPLE_FIELDS)
     release_pages(data)
-    syms = _Symbols()
+    syms = _Symbols(names)
     mode = s.misc & MISC_CPUMODE_MASK
     is_kernel = (mode == MISC_KERNEL) | (mode == MISC_GUEST_KERNEL)
     times = s.time.view(np.int64)
@@ -205,10 +220,28 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     # (dict.fromkeys and map: no Python-level loop over the 100k+ keys of a big report)
     named = syms.keys(hit)
     distinct = list(dict.fromkeys(named))
-    number = dict(zip(distinct, range(len(distinct))))
     remap = np.zeros(syms.size, dtype=np.int64)
-    remap[hit] = np.fromiter(map(number.__getitem__, named), dtype=np.int64, count=len(hit))
+    if len(distinct) == len(named):
+        remap[hit] = np.arange(len(hit))
+    else:
+        number = dict(zip(distinct, range(len(distinct))))
+        remap[hit] = np.fromiter(map(number.__getitem__, named), dtype=np.int64,
+                                 count=len(hit))
     return distinct, remap[codes], s
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_NIBBLES = np.arange(60, -4, -4, dtype=np.uint64)
+
+
+def _hex_names(values: np.ndarray) -> list[str]:
+    """"0x%016x" of each value, made by numpy (a report can name 100k addresses: the JIT
+    code of qemu's TCG, a JVM's)."""
+    v = np.asarray(values, dtype=np.uint64)
+    text = np.empty((len(v), 18), dtype=np.uint8)
+    text[:, 0], text[:, 1] = ord("0"), ord("x")
+    text[:, 2:] = _HEX[(v[:, None] >> _NIBBLES) & np.uint64(0xF)]
+    return text.view("S18").reshape(-1).astype("U18").tolist()
 
 
 def _kernel_codes(syms: _Symbols, table: RegionTable, kernel: KernelSymbols | None,
@@ -248,7 +281,8 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
     the recording), the file's ELF symbol at the file offset.  Also the time from which
     each answer holds: the mapping's (the last made that covers the address, so it holds
     from then on), _NEVER where none ever covered it."""
-    unknown = syms.block(1, lambda _i: (UNKNOWN, UNKNOWN, "unknown"))
+    unknown = syms.block(1, lambda _i: (UNKNOWN, UNKNOWN, "unknown"),
+                         dso_kind=(UNKNOWN, "unknown"))
     out = np.full(len(ips), unknown, dtype=np.int64)
     since = np.full(len(ips), _NEVER, dtype=np.int64)
     if times is None:
@@ -260,8 +294,9 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
     if len(unmapped):
         addrs, which = np.unique(ips[unmapped], return_inverse=True)
         first = syms.block(len(addrs), lambda i, a=addrs: (
-            f"0x{int(a[i]):016x}", UNKNOWN, "unknown"), lambda ix, a=addrs: [
-            ("0x%016x" % x, UNKNOWN, "unknown") for x in a[ix].tolist()])
+            f"0x{int(a[i]):016x}", UNKNOWN, "unknown"), lambda ix, a=addrs: list(zip(
+                _hex_names(a[ix]), repeat(UNKNOWN), repeat("unknown"))),
+            dso_kind=(UNKNOWN, "unknown"))
         out[unmapped] = first + which.reshape(-1)
     mapped = np.flatnonzero(mapping >= 0)
     if not len(mapped):
@@ -297,7 +332,7 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
         else:
             si = elf.lookup(elf.offset_to_vaddr(offs[sel]))
             first = syms.block(len(elf.addrs), lambda i, e=elf, d=dso: (
-                demangle(e.name(i)), d, "user", int(e.addrs[i])))
+                demangle(e.name(i)), d, "user", int(e.addrs[i])), dso_kind=(dso, "user"))
         out[mapped[sel]] = first + si
         # as perf: an address no symbol covers is a row of its own, named by its offset
         # in the mapped file (perf's map-relative address, ip - start + pgoff)
@@ -305,8 +340,8 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
         if len(miss):
             addrs, which = np.unique(offs[sel[miss]], return_inverse=True)
             first = syms.block(len(addrs), lambda i, a=addrs, d=dso: (
-                f"0x{int(a[i]):016x}", d, "user"), lambda ix, a=addrs, d=dso: [
-                ("0x%016x" % x, d, "user") for x in a[ix].tolist()])
+                f"0x{int(a[i]):016x}", d, "user"), lambda ix, a=addrs, d=dso: list(zip(
+                    _hex_names(a[ix]), repeat(d), repeat("user"))), dso_kind=(dso, "user"))
             out[mapped[sel[miss]]] = first + which.reshape(-1)
     return out, since
 
@@ -353,10 +388,10 @@ class ReportTable:
 
 
 def _group(keys: list[tuple], sort: str) -> tuple[list[tuple], np.ndarray | None]:
-    """The rows' (symbol, dso, kind) under `sort`, and the row of each key (None: a row
-    per key, as keys are distinct)."""
+    """The rows' (symbol, dso, kind[, ...]) under `sort`, and the row of each key (None: a
+    row per key, as keys are distinct)."""
     if sort == "symbol":
-        return [k[:3] for k in keys], None
+        return keys, None
     gkeys: dict = {}
     if sort == "dso":
         gid = [gkeys.setdefault((k[1], k[1], k[2]), len(gkeys)) for k in keys]
@@ -379,12 +414,12 @@ def report_table(data: PerfData, *, sort: str = "symbol",
     if kernel is None:
         live = live or KallsymsReader()
         try:
-            keys, ids, s = attribute(data,
-                                     kernel_later=lambda: kernel_symbols_for(data, live))
+            keys, ids, s = attribute(data, kernel_later=lambda: kernel_symbols_for(data, live),
+                                     names=sort == "symbol")
         finally:
             live.close()
     else:
-        keys, ids, s = attribute(data, kernel)
+        keys, ids, s = attribute(data, kernel, names=sort == "symbol")
     gkeys, gid = _group(keys, sort)
     per = ids if gid is None else gid[ids]
     counts = np.bincount(per, minlength=len(gkeys))
@@ -394,9 +429,10 @@ def report_table(data: PerfData, *, sort: str = "symbol",
     hit = np.flatnonzero(counts)
     order = hit[np.lexsort((hit, -periods[hit]))]
     percent = np.round(100.0 * periods[order] / total, 2)
-    got = [gkeys[i] for i in order.tolist()]
-    return ReportTable([k[0] for k in got], [k[1] for k in got], [k[2] for k in got],
-                       counts[order], periods[order], percent)
+    # the first three of each key, as columns (zip stops at the shortest key)
+    rows = list(map(gkeys.__getitem__, order.tolist()))
+    symbol, dso, kind = (list(col) for col in islice(zip(*rows), 3)) if rows else ([], [], [])
+    return ReportTable(symbol, dso, kind, counts[order], periods[order], percent)
 
 
 def report_rows(data: PerfData, *, sort: str = "symbol",
