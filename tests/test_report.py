@@ -179,6 +179,7 @@ def check_pairs_resolve_as_one_by_one(path) -> list[tuple]:
     """attribute() resolves each distinct (pid, ip) once, as of the recording's end, and
     the samples taken before that answer held one by one: every sample's key must be the
     one it gets when resolved on its own at its own time.  Returns the keys."""
+    from textrace.history.code_history import CodeHistory
     from textrace.history.kallsyms import KernelSymbols
     from textrace.perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL
     from textrace.perf.bulk import sample_arrays
@@ -196,7 +197,7 @@ def check_pairs_resolve_as_one_by_one(path) -> list[tuple]:
     codes = np.empty(len(s), dtype=np.int64)
     times = s.time.astype(np.int64)
     codes[u] = report._user_codes(syms, maps, s.pid[u], s.ip[u], times[u])[0]
-    codes[k] = report._kernel_codes(syms, table, kernel, s.ip[k], times[k])
+    codes[k] = report._kernel_codes(syms, CodeHistory(table, kernel), s.ip[k], times[k])
     alone = syms.keys(codes.tolist())
     assert len(alone) == len(ids) > 100
     assert [keys[i] for i in ids.tolist()] == alone

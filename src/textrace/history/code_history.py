@@ -174,18 +174,36 @@ class CodeHistory:
                               "module" if module else "kernel", None, module)
         return None
 
+    def symbol_ids(self, addrs: np.ndarray, times: np.ndarray | None) -> np.ndarray:
+        """Bulk, the one symbolizer of kernel addresses: per address (at its time, ns) the
+        dynamic region alive there, as its index in `table.regions`, else the kallsyms
+        symbol, as len(table.regions) + its index in `kernel`; -1 where nothing is known.
+        Dynamic regions take precedence over kallsyms.  times None: kallsyms alone (for
+        addresses no region ever held)."""
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        n_regions = len(self.table.regions)
+        miss = None
+        if times is None or not n_regions:
+            ids = np.full(len(addrs), -1, dtype=np.int64)
+        else:
+            ids = self.table.lookup(addrs, times).astype(np.int64, copy=True)
+            miss = np.flatnonzero(ids < 0)
+        if self.kernel is not None and len(self.kernel):
+            k = self.kernel.lookup(addrs if miss is None else addrs[miss])
+            k = np.where(k >= 0, k + n_regions, -1)
+            if miss is None:
+                ids = k
+            else:
+                ids[miss] = k
+        return ids
+
     def symbolize(self, addrs: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Bulk: a symbol id per (addr, time) and the list of names the ids index; -1 where
-        nothing is known.  Dynamic regions take precedence over kallsyms."""
-        dyn = self.table.lookup(addrs, times)
+        """Bulk: a symbol id per (addr, time) (`symbol_ids`) and the list of names the ids
+        index."""
         names = [r.name for r in self.table.regions]
-        ids = dyn.copy()
         if self.kernel is not None:
-            miss = dyn < 0
-            k = self.kernel.lookup(np.asarray(addrs, dtype=np.uint64)[miss])
-            ids[miss] = np.where(k >= 0, k + len(names), -1)
             names = names + self.kernel.names
-        return ids, names
+        return self.symbol_ids(addrs, times), names
 
     def programs_alive(self, t: int) -> list[Region]:
         """The BPF programs loaded at time t (ns)."""

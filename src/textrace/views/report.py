@@ -21,6 +21,7 @@ from json.encoder import encode_basestring_ascii as _json_str
 
 import numpy as np
 
+from ..history.code_history import CodeHistory
 from ..history.demangle import demangle
 from ..history.distinct import distinct_pairs
 from ..history.kallsyms import KernelSymbols
@@ -198,9 +199,10 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     if kernel_later is not None:
         syms.keys(sorted_unique(pair_codes[user]).tolist())   # while kallsyms is parsed
         kernel = kernel_later()
+    history = CodeHistory(table, kernel)   # what show and annotate resolve with too
     kern = np.flatnonzero(kernel_pair)
     if len(kern):
-        pair_codes[kern] = _kernel_codes(syms, table, kernel, ips[kern], None)
+        pair_codes[kern] = _kernel_codes(syms, history, ips[kern], None)
         # addresses that some BPF program or trampoline ever held: by each sample's time
         since[kern] = np.where(table.ever_holds(ips[kern]), _FOREVER, _NEVER)
     codes = pair_codes[pair]
@@ -211,7 +213,7 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
         if len(eu):
             codes[eu] = _user_codes(syms, maps, s.pid[eu], s.ip[eu], times[eu])[0]
         if len(ek):
-            codes[ek] = _kernel_codes(syms, table, kernel, s.ip[ek], times[ek])
+            codes[ek] = _kernel_codes(syms, history, s.ip[ek], times[ek])
     # one id per distinct key (two codes can name the same symbol: the same file mapped
     # under two paths with one basename).  A key is (symbol, dso, kind) and, where symbols
     # of one name can differ (C++ overloads, local functions of one name), the symbol's
@@ -244,35 +246,30 @@ def _hex_names(values: np.ndarray) -> list[str]:
     return text.view("S18").reshape(-1).astype("U18").tolist()
 
 
-def _kernel_codes(syms: _Symbols, table: RegionTable, kernel: KernelSymbols | None,
-                  ips: np.ndarray, times: np.ndarray | None) -> np.ndarray:
-    """Kernel samples: the dynamic region alive there at the sample's time, else kallsyms;
-    times None: kallsyms only (for addresses no region ever held)."""
-    regions = table.regions if times is not None else []
+def _kernel_codes(syms: _Symbols, history: CodeHistory, ips: np.ndarray,
+                  times: np.ndarray | None) -> np.ndarray:
+    """Kernel samples, resolved by the history (CodeHistory.symbol_ids: the dynamic region
+    alive there at the sample's time, else kallsyms); times None: kallsyms only (for
+    addresses no region ever held).  Each symbol a code of `syms`."""
+    ids = history.symbol_ids(ips, times)
+    regions = history.table.regions if times is not None else []
+    kernel = history.kernel
     unknown = syms.block(1, lambda _i: (UNKNOWN, KERNEL_DSO, "unknown"))
-    out = np.full(len(ips), unknown, dtype=np.int64)
+    # a code per id: regions' block, kallsyms' block, `unknown` for -1 (the last slot)
+    codes = np.full(len(history.table.regions) + (len(kernel) if kernel is not None else 0)
+                    + 1, unknown, dtype=np.int64)
     if regions:
-        dyn = table.lookup(ips, times)
-        first = syms.block(len(regions), lambda i: (regions[i].name, regions[i].name,
-                                                    regions[i].kind))
-        hit = dyn >= 0
-        out[hit] = first + dyn[hit]
-        miss = np.flatnonzero(~hit)
-    else:
-        miss = None
+        codes[:len(regions)] = syms.block(len(regions), lambda i: (
+            regions[i].name, regions[i].name, regions[i].kind)) + np.arange(len(regions))
     if kernel is not None and len(kernel):
         def name(i):
             mod = kernel.module(i)
             return (kernel.name(i), f"[{mod}]" if mod else KERNEL_DSO,
                     "module" if mod else "kernel", int(kernel.addrs[i]))
-        first = syms.block(len(kernel), name)
-        k = kernel.lookup(ips if miss is None else ips[miss])
-        k = np.where(k >= 0, first + k, unknown)
-        if miss is None:
-            out = k
-        else:
-            out[miss] = k
-    return out
+        n_regions = len(history.table.regions)
+        codes[n_regions:n_regions + len(kernel)] = syms.block(len(kernel), name) + \
+            np.arange(len(kernel))
+    return codes[ids]
 
 
 def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.ndarray,
