@@ -417,6 +417,9 @@ class CaptureProgram:
                               field="capture.code")
         self.lib.ring_buffer__consume(self.rb)
         blob = self.code.pop(seq, None)
+        # reads are one at a time: chunks of another seq belong to a read that gave up
+        # (its chunks were refused, then came late), and would otherwise stay forever
+        self.code.clear()
         if blob is None or not blob.done() or any(not c for c in blob.chunks.values()):
             why = ("unreadable" if self.counter("code_failed") > failed
                    else "its chunks did not arrive (ring full)")
