@@ -70,7 +70,7 @@ def _kallsyms_child():
     # competing with the kallsyms reader).  Set before the reader forks: the child imports
     # numpy too.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from .history.kallsyms_reader import KallsymsReader
+    from .sources.kallsyms import KallsymsReader
     return KallsymsReader()
 
 

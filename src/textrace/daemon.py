@@ -33,7 +33,7 @@ from .bpf.prog_info import ALL_ARRAYS, read_prog_info
 from .bpf.btf import read_btf
 from .bpf.syscall import NoSuchObject, next_ids, prog_fd_by_id
 from .errors import TextraceError
-from .kernel_code import open_kernel_memory
+from .sources.kernel_memory import open_kernel_memory
 from .perf import live, rawrecord
 from .perf.abi import (KSYMBOL_FLAG_UNREGISTER, BpfEventType, KsymbolType, RecordType,
                        SampleType as S)
@@ -408,7 +408,7 @@ class Daemon:
         self.store.kallsyms(kallsyms_without_programs(), self.clock.now())
         self.store.commit()
         if self.kernel is None:
-            from .id_scanner import IdScanner
+            from .sources.id_scanner import IdScanner
             self.scanner = IdScanner(max(next_ids(), default=0))
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         poller = select.epoll()

@@ -134,7 +134,7 @@ class _Collector:
     """What one walk over the stream gives the end of the file."""
 
     def __init__(self, fd, outcomes, btf_kept, btf_held, report: FinishReport):
-        from .record_stream import IdSet
+        from .bpf.ids import IdSet
         self.fd, self.outcomes, self.btf_kept, self.btf_held = fd, outcomes, btf_kept, btf_held
         self.report = report
         self.captured, self.seen, self.btf_ids = IdSet(), IdSet(), IdSet()

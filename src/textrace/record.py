@@ -42,8 +42,7 @@ from .bpf.syscall import NoSuchObject, next_ids, prog_fd_by_id
 from .capture import ProgCapture
 from .errors import TextraceError
 from .freed import PackWatch
-from .id_scanner import IdScanner
-from .kernel_code import MAX_READ, CodeReads, function_extent, open_kernel_memory
+from .kernel_code import CodeReads, function_extent
 from .perf import live
 from .perf.abi import (KSYMBOL_FLAG_UNREGISTER, BpfEventType, KsymbolType, MISC_KERNEL,
                        RecordType, SampleType as S)
@@ -61,6 +60,8 @@ from .perf.writer import PerfDataWriter, pack_record
 from .entries import encode_kallsyms, encode_record_info
 from .perf.private import pack_kernel_code
 from .record_stream import CaptureLedger, EntryQueue
+from .sources.id_scanner import IdScanner
+from .sources.kernel_memory import MAX_READ, open_kernel_memory
 from .unreported import ImageWatch
 
 CLOCKS = {"realtime": 0, "monotonic": 1, "monotonic_raw": 4, "boottime": 7, "tai": 11}
