@@ -40,13 +40,14 @@ LAYERS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
                                    "sources"})),
     # one module per view; never one view from another (checked apart)
     "views": (("views",), frozenset({"base", "perf", "bpf", "history", "load"})),
-    # live sources and writers: record, its daemon, recover/finish, inject
-    "recorder": (("record", "record_stream", "finish", "freed", "kernel_code",
-                  "unreported", "daemon", "inject"),
+    # the recorder: live sources -> perf.data (record, recover/finish) or the store (daemon);
+    # one job a module, orchestration alone in recorder.recorder
+    "recorder": (("recorder",),
                  frozenset({"base", "perf", "bpf", "history", "recording", "store",
                             "sources"})),
-    # tables over several views, for export and sql
-    "outputs": (("tables", "export", "sql", "texttable"),
+    # tables over several views, for export and sql; inject (a perf.data's features
+    # completed from a store or another recording: no live source)
+    "outputs": (("tables", "export", "sql", "texttable", "inject"),
                 frozenset({"base", "perf", "bpf", "history", "recording", "store", "load",
                            "views"})),
     # the scripting entry: textrace.open() -> api.Recording (its programs are progs' rows)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import TextraceError
-from .perf.private import Kind, PrivateSection, pack_kernel_code
-from .sources.kernel_memory import KernelMemory
+from ..errors import TextraceError
+from ..perf.private import Kind, PrivateSection, pack_kernel_code
+from ..sources.kernel_memory import MAX_READ, KernelMemory
 
 MAX_FUNCTION = 64 << 10       # a kernel function longer than this is read in part
 DEFAULT_BUDGET = 64 << 20     # bytes of kernel code one recording keeps at most
@@ -84,3 +84,25 @@ def function_extent(kernel, addr: int) -> tuple[int, int] | None:
     if addr >= end:
         return None
     return start, end
+
+
+def read_kernel_text(code: CodeReads, text_bounds: tuple[int, int] | None) -> None:
+    """All of _text.._etext now, in MAX_READ pieces: the base for every address."""
+    if text_bounds is None:
+        code.fail("kallsyms has no _text/_etext")
+        return
+    text, etext = text_bounds
+    for addr in range(text, etext, MAX_READ):
+        code.read(addr, min(MAX_READ, etext - addr))
+
+
+def read_kernel_functions(code: CodeReads, kallsyms: str, addrs: set[int]) -> None:
+    """The kernel functions holding `addrs` (poked or sampled), as they are now: the base
+    the code history replays TEXT_POKE records back from."""
+    if not addrs or code.memory is None:
+        return
+    from ..history.kallsyms import KernelSymbols
+    kernel = KernelSymbols.parse(kallsyms)
+    extents = {function_extent(kernel, a) for a in sorted(addrs)}
+    for start, end in sorted(e for e in extents if e):
+        code.read(start, end - start)

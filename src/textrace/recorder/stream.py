@@ -9,10 +9,10 @@ kernel/bpf/syscall.c idr_alloc_cyclic), the programs still in flight, and counts
 
 from __future__ import annotations
 
-from .bpf.ids import IdSet
-from .capture import ProgCapture
-from .perf.private import COMPRESSED, ZSTD, Kind
-from .perf.stream import pack_entry
+from ..bpf.ids import IdSet
+from ..capture import ProgCapture
+from ..perf.private import COMPRESSED, ZSTD, Kind
+from ..perf.stream import pack_entry
 
 PENDING_SECONDS = 5.0   # a kernel capture not complete by then is written as failed
 
