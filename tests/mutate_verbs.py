@@ -69,7 +69,7 @@ def mutate(data: bytes, rng: random.Random, regs) -> tuple[bytes, str]:
 
 
 def verbs(path: str, prog: int, addr: int, salvage: bool, tmp: str, kernel):
-    from textrace.finish import recover
+    from textrace.recorder.finish import recover
     from textrace.perf.reader import PerfData
     from textrace.views.annotate import annotate
     from textrace.views.callsites import callsites

@@ -24,8 +24,11 @@ LAYERS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     # the ABIs: perf's binary formats and the bpf syscall.  Neither imports the other.
     "perf": (("perf",), frozenset({"base"})),
     "bpf": (("bpf",), frozenset({"base"})),
-    # the centre: records in, versions out
+    # the centre: records in, versions out; pure (no fork, no file search)
     "history": (("history",), frozenset({"base", "perf", "bpf"})),
+    # the live kernel as a source: kernel memory, /proc/kallsyms read by a child, the
+    # user-space id scanner.  The ABIs below it, and the history's pure parsers (kallsyms)
+    "sources": (("sources",), frozenset({"base", "perf", "bpf", "history"})),
     # textrace's own section and stream in a recording: the codecs of its entries
     "recording": (("recorded", "entries", "capture", "json_entry"),
                   frozenset({"base", "perf", "bpf"})),
@@ -33,22 +36,25 @@ LAYERS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "store": (("store",), frozenset({"base", "perf", "bpf", "history"})),
     # the one loader: a recording -> history, programs, captures, kernel symbols.  It does
     # not read a store yet (tables.StoreSource does, by itself).
-    "load": (("load",), frozenset({"base", "perf", "bpf", "history", "recording"})),
+    "load": (("load",), frozenset({"base", "perf", "bpf", "history", "recording",
+                                   "sources"})),
     # one module per view; never one view from another (checked apart)
     "views": (("views",), frozenset({"base", "perf", "bpf", "history", "load"})),
-    # live sources and writers: record, its daemon, recover/finish, inject
-    "recorder": (("record", "record_stream", "id_scanner", "finish", "freed", "kernel_code",
-                  "unreported", "daemon", "inject"),
-                 frozenset({"base", "perf", "bpf", "history", "recording", "store"})),
-    # tables over several views, for export and sql
-    "outputs": (("tables", "export", "sql", "texttable"),
+    # the recorder: live sources -> perf.data (record, recover/finish) or the store (daemon);
+    # one job a module, orchestration alone in recorder.recorder
+    "recorder": (("recorder",),
+                 frozenset({"base", "perf", "bpf", "history", "recording", "store",
+                            "sources"})),
+    # tables over several views, for export and sql; inject (a perf.data's features
+    # completed from a store or another recording: no live source)
+    "outputs": (("tables", "export", "sql", "texttable", "inject"),
                 frozenset({"base", "perf", "bpf", "history", "recording", "store", "load",
                            "views"})),
     # the scripting entry: textrace.open() -> api.Recording (its programs are progs' rows)
     "api": (("", "api"), frozenset({"base", "perf", "bpf", "history", "load", "views"})),
     # the CLI on top of everything; only __main__ imports it (checked apart)
     "cli": (("cli",), frozenset({"base", "perf", "bpf", "history", "recording", "store",
-                                 "load", "views", "recorder", "outputs", "api"})),
+                                 "sources", "load", "views", "recorder", "outputs", "api"})),
     "main": (("__main__",), frozenset({"cli"})),
 }
 

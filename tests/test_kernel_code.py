@@ -24,10 +24,10 @@ from textrace.bpf.prog_info import read_prog_info
 from textrace.errors import KernelError
 from textrace.history.build import kernel_code_images
 from textrace.history.kallsyms import KernelSymbols
-from textrace.kernel_code import function_extent
+from textrace.recorder.code_reads import function_extent
 from textrace.perf.private import Kind, private_section
 from textrace.recorded import recorded
-from textrace.unreported import UnreportedChange, changed_ranges
+from textrace.recorder.image_watch import UnreportedChange, changed_ranges
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -81,7 +81,7 @@ def test_changed_ranges_cover_whole_instructions():
 def test_reported_pokes_are_kept_only_where_and_while_an_image_may_need_them():
     """The TEXT_POKEs kept for images learned later: none in the kernel's own text, and
     only the last REPORTED_HORIZON_NS of the others, however many pokes arrive."""
-    from textrace.unreported import REPORTED_HORIZON_NS, ImageWatch
+    from textrace.recorder.image_watch import REPORTED_HORIZON_NS, ImageWatch
     watch = ImageWatch()
     watch.kernel_text = (0xffffffff81000000, 0xffffffff82000000)
     for k in range(50_000):      # the function tracer turned on: pokes all over the text

@@ -347,7 +347,7 @@ def test_kallsyms_parse_takes_the_lines_the_format_allows():
 
 def test_kallsyms_read_in_the_background_is_the_file():
     from textrace.history.kallsyms import KernelSymbols
-    from textrace.history.kallsyms_reader import KallsymsReader
+    from textrace.sources.kallsyms import KallsymsReader
     ahead = KallsymsReader().result()
     now = KernelSymbols.from_proc()
     text = now.addrs[now.lookup([now.address_of("_text")])[0]]
@@ -361,7 +361,7 @@ def test_kallsyms_reader_reports_errors_and_survives_its_child():
     so that the two results can be compared exactly)."""
     import signal
     from textrace.history.kallsyms import KernelSymbols
-    from textrace.history.kallsyms_reader import KallsymsReader
+    from textrace.sources.kallsyms import KallsymsReader
     with pytest.raises(FileNotFoundError):
         KallsymsReader("/nonexistent/kallsyms").result()
     text = open("/proc/kallsyms", "rb").read()

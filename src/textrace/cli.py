@@ -70,7 +70,7 @@ def _kallsyms_child():
     # competing with the kallsyms reader).  Set before the reader forks: the child imports
     # numpy too.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from .history.kallsyms_reader import KallsymsReader
+    from .sources.kallsyms import KallsymsReader
     return KallsymsReader()
 
 
@@ -447,7 +447,8 @@ def cmd_packs(args) -> int:
 def cmd_record(args) -> int:
     """`textrace record`: record a command (or -a) with BPF programs captured; returns
     the command's exit status."""
-    from .record import CLOCKS, Recorder, RecordOptions
+    from .recorder.options import CLOCKS, RecordOptions
+    from .recorder.recorder import Recorder
     clockid = CLOCKS.get(args.clockid) if not args.clockid.isdigit() else int(args.clockid)
     if clockid is None:
         raise TextraceError(f"unknown clock {args.clockid!r}; known: {', '.join(CLOCKS)}",
@@ -506,7 +507,7 @@ def cmd_record(args) -> int:
 
 def cmd_daemon(args) -> int:
     """`textrace daemon --store DIR`: capture into a store until SIGTERM or SIGINT."""
-    from .daemon import Daemon, DaemonOptions
+    from .recorder.daemon import Daemon, DaemonOptions
     stats = Daemon(DaemonOptions(store=args.store, max_mb=args.max_mb, min_mb=args.min_mb,
                                  capture=args.capture, nice=args.nice)).run()
     print(f"textrace daemon: stopped: {stats.loads} loads, {stats.captured} captured, "
@@ -607,7 +608,7 @@ def _progress_line(rec) -> None:
 
 def cmd_recover(args) -> int:
     """`textrace recover FILE`: finish a killed recording from its stream."""
-    from .finish import recover
+    from .recorder.finish import recover
     report = recover(args.file, args.output)
     for line in report.damage:
         print(f"textrace: damage: {line}", file=sys.stderr)

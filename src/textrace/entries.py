@@ -9,9 +9,9 @@ FormatError naming the file, the entry's offset and the entry's kind, never anyt
     KALLSYMS     /proc/kallsyms text at record start, zstd
     KERNEL_CODE  {u64 addr; u64 time; u32 len; u32 0} bytes[len]   (perf/private.py)
     RECORD_INFO  one JSON object: how the recording was made and what it lost
-    UNREPORTED   JSON lines: changes no TEXT_POKE reported (unreported.UnreportedChange)
+    UNREPORTED   JSON lines: changes no TEXT_POKE reported (recorder.image_watch.UnreportedChange)
     CAPTURE      one program's capture (capture.ProgCapture.encode)
-    BTF          {u32 id; u32 0} raw BTF, kept out of HEADER_BPF_BTF (finish.py says why)
+    BTF          {u32 id; u32 0} raw BTF, kept out of HEADER_BPF_BTF (recorder/finish.py says why)
 """
 
 from __future__ import annotations
@@ -149,12 +149,12 @@ def decode_capture(data: bytes, *, file=None, offset: int = 0):
 
 def encode_packs(entries: list[dict]) -> bytes:
     """Kind.PACKS: one JSON object a line, each with "t" saying what it is (vmalloc, pack,
-    snapshot, header, freed, info; see freed.py)."""
+    snapshot, header, freed, info; see recorder/pack_watch.py)."""
     return b"\n".join(json.dumps(e, separators=(",", ":")).encode() for e in entries)
 
 
 def decode_packs(data: bytes, *, file=None, offset: int = 0) -> list[dict]:
-    """Kind.PACKS (freed.py): JSON lines, each an object whose "t" says what it is."""
+    """Kind.PACKS (recorder/pack_watch.py): JSON lines, each an object whose "t" says what it is."""
     out = []
     for pos, line in _lines(data):
         d = parse_json(line, {"t": str}, file=file, offset=offset + pos, entry="PACKS")

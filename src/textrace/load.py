@@ -51,12 +51,19 @@ def _types_present(data: PerfData, types: frozenset) -> np.ndarray | None:
     return offsets[of_types(kinds, types)]
 
 
+def start_kallsyms():
+    """/proc/kallsyms read and parsed by a child process from now on
+    (sources/kallsyms.KallsymsReader): `result()` gives the KernelSymbols, `close()` reaps
+    the child."""
+    from .sources.kallsyms import KallsymsReader
+    return KallsymsReader()
+
+
 def kernel_symbols_for(data: PerfData, live=KernelSymbols.from_proc) -> KernelSymbols | None:
     """kallsyms for the recording: the live one when the recording's kernel map starts
     where the running kernel's _text is (same boot, same KASLR slide), as perf uses it;
     else the snapshot `textrace record` keeps in the file, if that one matches; else None.
-    `live()` reads /proc/kallsyms (history.kallsyms_reader.KallsymsReader() gives one that
-    started already)."""
+    `live()` reads /proc/kallsyms (start_kallsyms() gives one that started already)."""
     pgoff = _kernel_map_pgoff(data)
     try:
         kernel = live()

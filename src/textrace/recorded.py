@@ -144,7 +144,7 @@ class Recorded:
 
     @cached_property
     def unreported(self) -> list[dict]:
-        """Code changes no TEXT_POKE reported (unreported.UnreportedChange's JSON)."""
+        """Code changes no TEXT_POKE reported (recorder.image_watch.UnreportedChange's JSON)."""
         return [d for blob in self.decoded(Kind.UNREPORTED) for d in blob]
 
     @cached_property

@@ -22,7 +22,7 @@ import time
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TESTS)
 
-from textrace.kernel_code import Kcore  # noqa: E402
+from textrace.sources.kernel_memory import Kcore  # noqa: E402
 
 TRACING = "/sys/kernel/tracing"
 SNAPSHOTS = "/tmp/snapshots"

@@ -1,5 +1,5 @@
 """bpf_prog_pack's geometry (kernel/bpf/core.c, x86 JIT; the same on 6.1 and 6.18), declared
-once for the recorder (freed.py) and the history (history/packs.py)."""
+once for the recorder (recorder/pack_watch.py) and the history (history/packs.py)."""
 
 from __future__ import annotations
 

@@ -251,7 +251,7 @@ class ProgInfo:
 
 def unpack_info(raw: bytes) -> dict:
     """struct bpf_prog_info's fields by name from its raw bytes (short ones zero-filled, as
-    an older kernel's shorter struct reads); finish.py reads a capture's counts with it."""
+    an older kernel's shorter struct reads); recorder/finish.py reads a capture's counts with it."""
     return PROG_INFO.unpack(bytes(raw[:INFO_SIZE]).ljust(INFO_SIZE, b"\0"))
 
 

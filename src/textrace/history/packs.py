@@ -15,7 +15,7 @@ The kernel's rules (kernel/bpf/core.c, checked on 6.1 and 6.18):
 - a freed allocation is overwritten with INT3 before its chunks are cleared, an RCU grace
   period after the unload record.
 
-The packs' extents come from the recorder's probes (freed.py); without them a pack is
+The packs' extents come from the recorder's probes (recorder/pack_watch.py); without them a pack is
 taken to be aligned to its size.  Chunks held at both of the recorder's reads of a pack by
 code no KSYMBOL names are counted as foreign (loaded before the recording and never
 announced, or the kernel's own).  Times are ns on the recording's clock.

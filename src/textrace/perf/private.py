@@ -32,10 +32,12 @@ class Kind(enum.IntEnum):
     KALLSYMS = 2      # /proc/kallsyms text at record start (zstd-compressed)
     KERNEL_CODE = 3   # code read from the kernel: {u64 addr; u64 time; u32 len; u32 0; bytes}
     RECORD_INFO = 4   # JSON: how the recording was made (capture mode, clock, losses)
-    UNREPORTED = 5    # JSON lines: code changes no TEXT_POKE reported (unreported.py)
+    UNREPORTED = 5    # JSON lines: code changes no TEXT_POKE reported (recorder/image_watch.py)
     CAPTURE = 6       # one program's capture (capture.py); in the data stream (stream.py)
-    BTF = 7           # {u32 btf id; u32 0; raw BTF}: BTF kept out of HEADER_BPF_BTF (finish.py)
-    PACKS = 8         # JSON lines: bpf_prog_pack extents, snapshots, freed-range reads (freed.py)
+    BTF = 7           # {u32 btf id; u32 0; raw BTF}: BTF kept out of HEADER_BPF_BTF
+    #                   (recorder/finish.py)
+    PACKS = 8         # JSON lines: bpf_prog_pack extents, snapshots, freed-range reads
+    #                   (recorder/pack_watch.py)
 
 
 COMPRESSED = frozenset({Kind.KERNEL_CODE, Kind.PACKS})

@@ -25,12 +25,11 @@ from ..history.code_history import CodeHistory
 from ..history.demangle import demangle
 from ..history.distinct import distinct_pairs
 from ..history.kallsyms import KernelSymbols
-from ..history.kallsyms_reader import KallsymsReader
 from ..history.programs import programs_from_records, regions_of
 from ..history.regions import RegionTable, sorted_unique
 from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name, elf_symbols
 from ..perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL, RecordType
-from ..load import KERNEL_DSO, kernel_symbols_for
+from ..load import KERNEL_DSO, kernel_symbols_for, start_kallsyms
 from ..perf.bulk import code_events, located, map_events, of_types, release_pages, sample_arrays
 from ..perf.reader import PerfData
 
@@ -409,7 +408,7 @@ def report_table(data: PerfData, *, sort: str = "symbol",
     if sort not in ("symbol", "dso", "program"):
         raise ValueError(f"unknown sort {sort!r}")
     if kernel is None:
-        live = live or KallsymsReader()
+        live = live or start_kallsyms()
         try:
             keys, ids, s = attribute(data, kernel_later=lambda: kernel_symbols_for(data, live),
                                      names=sort == "symbol")

@@ -18,12 +18,12 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from .errors import FormatError, TextraceError
-from .perf.abi import Feature, RecordType
-from .perf.header import RECORD_HEADER, SECTION, FileHeader, parse_file_header
-from .perf.private import FEATURE_BIT, Kind
-from .perf.reader import PerfData
-from .perf.stream import StreamDamage, read_entries
+from ..errors import FormatError, TextraceError
+from ..perf.abi import Feature, RecordType
+from ..perf.header import RECORD_HEADER, SECTION, FileHeader, parse_file_header
+from ..perf.private import FEATURE_BIT, Kind
+from ..perf.reader import PerfData
+from ..perf.stream import StreamDamage, read_entries
 
 
 @dataclass
@@ -117,7 +117,7 @@ def _close(buf) -> None:
 
 
 def _name(fid: int) -> str:
-    from .perf.features import feature_name
+    from ..perf.features import feature_name
     return "textrace" if fid == FEATURE_BIT else feature_name(fid)
 
 
@@ -134,7 +134,7 @@ class _Collector:
     """What one walk over the stream gives the end of the file."""
 
     def __init__(self, fd, outcomes, btf_kept, btf_held, report: FinishReport):
-        from .record_stream import IdSet
+        from ..bpf.ids import IdSet
         self.fd, self.outcomes, self.btf_kept, self.btf_held = fd, outcomes, btf_kept, btf_held
         self.report = report
         self.captured, self.seen, self.btf_ids = IdSet(), IdSet(), IdSet()
@@ -147,7 +147,7 @@ class _Collector:
         self.damage: list[str] = []
 
     def take(self, entry, path: str) -> None:
-        from .entries import decode
+        from ..entries import decode
         try:
             if entry.kind == Kind.CAPTURE:
                 self._capture(entry.data, path, entry.offset)
@@ -169,8 +169,8 @@ class _Collector:
 
     def _capture(self, blob: bytes, path: str, offset: int) -> None:
         """Copies the parts of one CAPTURE entry (capture.py) without decoding the info."""
-        from .bpf.prog_info import unpack_info
-        from .capture import CAPTURE_HEAD, CAPTURE_MAGIC, parse_outcome
+        from ..bpf.prog_info import unpack_info
+        from ..capture import CAPTURE_HEAD, CAPTURE_MAGIC, parse_outcome
         bad = FormatError(f"capture entry of {len(blob)} bytes does not add up", file=path,
                           offset=offset, field="textrace.CAPTURE")
         if len(blob) < CAPTURE_HEAD.size:
@@ -211,12 +211,12 @@ class _Collector:
             self.btf_ids.add(btf_id)
             self.report.btfs += 1
             fields = unpack_info(info[20:20 + info_len])
-            from .perf.features import btf_safe_for_perf
+            from ..perf.features import btf_safe_for_perf
             if btf_safe_for_perf(fields["nr_func_info"], fields["nr_jited_ksyms"]):
                 self.btf_kept.write(btf[4:])
                 self.n_btf_kept += 1
             else:
-                from .entries import BTF_ENTRY
+                from ..entries import BTF_ENTRY
                 raw = btf[12:]
                 self.btf_held.write(struct.pack("<Q", BTF_ENTRY.size + len(raw)))
                 self.btf_held.write(BTF_ENTRY.pack(btf_id, 0) + raw)
@@ -224,8 +224,8 @@ class _Collector:
 
     def write_private(self, outcomes, btf_held) -> None:
         """textrace's section, entry by entry (perf/private.py's layout)."""
-        from .entries import encode_record_info
-        from .perf.private import COMPRESSED, ENTRY, MAGIC, ZSTD
+        from ..entries import encode_record_info
+        from ..perf.private import COMPRESSED, ENTRY, MAGIC, ZSTD
         fd = self.fd
         _write_all(fd, MAGIC)
 
@@ -289,7 +289,7 @@ class tempfile_list:
 def _small_features(data: PerfData, info: dict) -> list[tuple[int, bytes]]:
     """The features RECORD_INFO and the attrs give: host, cpus, memory, cmdline, events,
     clock."""
-    from .perf.features import (Arch, ClockData, Clockid, Cmdline, EventDesc,
+    from ..perf.features import (Arch, ClockData, Clockid, Cmdline, EventDesc,
                                 EventDescEntry, Hostname, NrCpus, OsRelease, TotalMem,
                                 Version)
     out: list[tuple[int, bytes]] = []
@@ -376,7 +376,7 @@ def recover(path: str, output: str | None = None) -> FinishReport:
         if finished and not damage and end == h.data.end:
             return _intact(data, path, out)
         tmp = f"{out}.recover.{os.getpid()}"
-        from .perf.writer import PerfDataWriter
+        from ..perf.writer import PerfDataWriter
         try:
             w = PerfDataWriter(tmp, data.attrs)
             w.write_bytes(bytes(buf[start:end]))
@@ -397,7 +397,7 @@ def recover(path: str, output: str | None = None) -> FinishReport:
 
 def _intact(data: PerfData, path: str, out: str) -> FinishReport:
     """A finished, undamaged file: left as it is (copied to `out`)."""
-    from .recorded import Recorded
+    from ..recorded import Recorded
     rec = Recorded(data)
     report = FinishReport(out, programs=len(rec.outcomes or {}), captured=len(rec.infos),
                           btfs=len(rec.btfs), kernel_code=len(rec.entries.get(
@@ -406,7 +406,7 @@ def _intact(data: PerfData, path: str, out: str) -> FinishReport:
     report.features = [_name(f) for f in data.features]
     if os.path.abspath(out) != os.path.abspath(path):
         import shutil
-        from .perf.writer import create_private
+        from ..perf.writer import create_private
         with open(path, "rb") as src, create_private(out) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
     return report
@@ -414,8 +414,8 @@ def _intact(data: PerfData, path: str, out: str) -> FinishReport:
 
 def _section_damage(data: PerfData) -> list[str]:
     """Every damaged entry of a finished file's section (the stream's copies are used)."""
-    from .entries import decode
-    from .recorded import Recorded
+    from ..entries import decode
+    from ..recorded import Recorded
     rec = Recorded(data)
     out = list(rec.damage)
     for kind, blobs in rec.entries.items():

@@ -35,10 +35,10 @@ import time as _time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .bpf.pack import CHUNK, HEADER, INT3, PAGE, allocation_of
-from .errors import TextraceError
-from .entries import encode_packs
-from .perf.private import Kind
+from ..bpf.pack import CHUNK, HEADER, INT3, PAGE, allocation_of
+from ..errors import TextraceError
+from ..entries import encode_packs
+from ..perf.private import Kind
 
 MAX_PROBE_PAGES = 2048     # an allocation is looked for this far (8 MiB) on either side
 GIVE_UP_NS = 5 * 10**9     # a freed range still holding old code this long after: stale
@@ -390,7 +390,7 @@ class PackWatch:
     # --- the file -----------------------------------------------------------------------
     def add_to(self, entries) -> None:
         """What was decided since the last call, as one Kind.PACKS entry (JSON objects
-        whose "t" says which kind each is), into the recording's stream (record_stream.py)
+        whose "t" says which kind each is), into the recording's stream (stream.py)
         or a PrivateSection."""
         if self.out:
             entries.add(Kind.PACKS, encode_packs(self.out))

@@ -32,11 +32,11 @@ import struct
 import threading
 import time
 
-from .bpf.syscall import IdPoller
-from .errors import TextraceError
-from .perf import live
-from .perf.attr import EventAttr, flag_mask
-from .record_stream import IdSet
+from ..bpf.ids import IdSet
+from ..bpf.syscall import IdPoller
+from ..errors import TextraceError
+from ..perf import live
+from ..perf.attr import EventAttr, flag_mask
 
 PR_SET_PDEATHSIG = 1
 IDLE_POLL_SECONDS = 0.001  # how often a scanner walks where no BPF_EVENT can wake it

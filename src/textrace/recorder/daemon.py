@@ -29,19 +29,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .bpf.prog_info import ALL_ARRAYS, read_prog_info
-from .bpf.btf import read_btf
-from .bpf.syscall import NoSuchObject, next_ids, prog_fd_by_id
-from .errors import TextraceError
-from .kernel_code import open_kernel_memory
-from .perf import live, rawrecord
-from .perf.abi import (KSYMBOL_FLAG_UNREGISTER, BpfEventType, KsymbolType, RecordType,
+from ..bpf.prog_info import ALL_ARRAYS, read_prog_info
+from ..bpf.btf import read_btf
+from ..bpf.syscall import NoSuchObject, next_ids, prog_fd_by_id
+from ..errors import TextraceError
+from ..sources.kernel_memory import open_kernel_memory
+from ..perf import live, rawrecord
+from ..perf.abi import (KSYMBOL_FLAG_UNREGISTER, BpfEventType, KsymbolType, RecordType,
                        SampleType as S)
-from .perf.rawrecord import record_type
-from .perf.attr import EventAttr, flag_mask
-from .store.db import StoreLock
-from .store.writer import StoreWriter
-from .unreported import ImageWatch
+from ..perf.rawrecord import record_type
+from ..perf.attr import EventAttr, flag_mask
+from ..store.db import StoreLock
+from ..store.writer import StoreWriter
+from .image_watch import ImageWatch
 
 ROUND_SECONDS = 0.5     # longest wait between two reads of the rings (and commits)
 BUSY_PAUSE = 0.05       # after a round with work: let the next batch gather
@@ -170,7 +170,7 @@ class Daemon:
     def _start_capture(self) -> str:
         if self.opts.capture == "user":
             return "user space (--capture user)"
-        from .bpf.capture.loader import CaptureProgram
+        from ..bpf.capture.loader import CaptureProgram
         try:
             self.kernel = CaptureProgram()
             return "the kernel (capture program at each BPF_PROG_LOAD)"
@@ -188,7 +188,7 @@ class Daemon:
             sample_type=SIDEBAND_TYPE, wakeup_events=self.opts.ring_pages * 1024,
             flags=flag_mask("disabled", "ksymbol", "bpf_event", "text_poke",
                             "sample_id_all", "watermark", "exclude_guest"))
-        from .perf.sampleid import id_trailer_size
+        from ..perf.sampleid import id_trailer_size
         self.id_size = id_trailer_size(attr)
         self.time_of = rawrecord.trailer_time_reader(attr)
         for cpu in live.online_cpus():
@@ -197,7 +197,7 @@ class Daemon:
             self.rings.append(live.Ring(fd, cpu, self.opts.ring_pages))
 
     def _ksyms(self, info, btf) -> list[str]:
-        from .record import kernel_ksym_names
+        from .synthesis import kernel_ksym_names
         return kernel_ksym_names(info, btf)
 
     def _synthesize(self, restarted: bool) -> None:
@@ -251,7 +251,7 @@ class Daemon:
         """A program the capture program copied.  One like an earlier one (same blobs but
         for its JIT bytes and addresses, and no line info, whose addresses would differ)
         takes the store's fast path without being decoded."""
-        from .bpf.capture.loader import BTF, JIT, XLATED
+        from ..bpf.capture.loader import BTF, JIT, XLATED
         t = self.clock.from_monotonic(kc.time)
         tag, ptype, func_cnt, jited_len, insn_cnt, nr_linfo, btf_id, name, _f = kc.meta
         jits = [kc.blobs.get((JIT, i)) for i in range(max(func_cnt, 1))]
@@ -408,7 +408,7 @@ class Daemon:
         self.store.kallsyms(kallsyms_without_programs(), self.clock.now())
         self.store.commit()
         if self.kernel is None:
-            from .id_scanner import IdScanner
+            from ..sources.id_scanner import IdScanner
             self.scanner = IdScanner(max(next_ids(), default=0))
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         poller = select.epoll()

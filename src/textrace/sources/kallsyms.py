@@ -1,4 +1,5 @@
-"""/proc/kallsyms read and parsed by a child process while the caller works.
+"""/proc/kallsyms as a source: read and parsed by a child process while the caller works
+(the history parses, history/kallsyms.py; the fork is here, outside it).
 
 The kernel formats /proc/kallsyms a page per read(2): 1300+ reads, ~30 ms of system time
 for 122k lines, then ~20 ms of parsing.  A thread would hold the GIL after each read and
@@ -58,7 +59,7 @@ class KallsymsReader:
             self.fd = -1
 
     def _collect(self):
-        from .kallsyms import KernelSymbols
+        from ..history.kallsyms import KernelSymbols
         import numpy as np
         _pid, status = os.waitpid(self.pid, 0)
         self.pid = 0
@@ -95,7 +96,7 @@ def _child(path: str, fd: int) -> None:
         message = (e.strerror or str(e)).encode()
         _write_all(fd, _HEADER.pack(_MAGIC, e.errno or 5, 0, len(message)) + message)
         return
-    from .kallsyms import KernelSymbols
+    from ..history.kallsyms import KernelSymbols
     symbols = KernelSymbols.parse(b"".join(chunks))
     text, n = symbols._blob, len(symbols)
     _write_all(fd, _HEADER.pack(_MAGIC, 0, n, len(text)))

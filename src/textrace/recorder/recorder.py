@@ -9,17 +9,21 @@ Records are drained in rounds, sorted by time within the round, written with a
 FINISHED_ROUND after each (perf's ordering contract), and the header is patched after every
 round so a killed recorder leaves a readable file.
 
+Orchestration only: each job is a module of this package (events.py, synthesis.py,
+captures.py, code_reads.py, image_watch.py, pack_watch.py, stream.py, record_info.py,
+finish.py); the Recorder wires the live sources to the writer, round by round.
+
 Programs are captured in the kernel when the capture program loads (bpf/capture: a copy of
 each program taken synchronously at BPF_PROG_LOAD), else in user space: the id scanner
 takes an fd on each new program id at once, and each BPF_EVENT(PROG_LOAD) is acted on as
 soon as it is read (BPF_PROG_GET_FD_BY_ID first: an fd keeps the program alive; the info
 after).  Programs that were gone before that are listed with the reason.
 
-Kernel code that no record carries is read while recording (kernel_code.py): the image of
+Kernel code that no record carries is read while recording (code_reads.py): the image of
 every out-of-line code symbol (BPF trampolines and dispatchers, ftrace and kprobe code) when
 its KSYMBOL arrives, and at the end the functions that were poked or sampled.  JIT images
 patched without a TEXT_POKE (tail-call sites) are re-read and the changes recorded
-(unreported.py).
+(image_watch.py).
 """
 
 from __future__ import annotations
@@ -27,122 +31,35 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import select
 import signal
-import socket
-import sys
 import time
-from dataclasses import dataclass, field
 
-from .version import __version__
-from .bpf.prog_info import ALL_ARRAYS, ProgInfo, read_prog_info
-from .bpf.btf import Btf, read_btf
-from .bpf.syscall import NoSuchObject, next_ids, prog_fd_by_id
-from .capture import ProgCapture
-from .errors import TextraceError
-from .freed import PackWatch
-from .id_scanner import IdScanner
-from .kernel_code import MAX_READ, CodeReads, function_extent, open_kernel_memory
-from .perf import live
-from .perf.abi import (KSYMBOL_FLAG_UNREGISTER, BpfEventType, KsymbolType, MISC_KERNEL,
-                       RecordType, SampleType as S)
-from .perf.attr import EventAttr, flag_mask
-from .perf import features  # noqa: F401  the first capture is encoded with it: imported
+from ..bpf.syscall import NoSuchObject, next_ids, prog_fd_by_id
+from ..entries import encode_kallsyms, encode_record_info
+from ..errors import TextraceError
+from ..perf import features  # noqa: F401  the first capture is encoded with it: imported
 #                              now, not in the round after a load (0.6 s under qemu TCG)
-from .perf.private import Kind
-from .perf.reader import Attr
-from .perf import rawrecord
-from .perf.rawrecord import record_type
-from .perf.records import (BpfEventRecord, FinishedInitRecord, FinishedRoundRecord,
-                           KsymbolRecord, MmapRecord, TextPokeRecord)
-from .perf.sampleid import SampleId, id_trailer_size
-from .perf.writer import PerfDataWriter, pack_record
-from .entries import encode_kallsyms, encode_record_info
-from .perf.private import pack_kernel_code
-from .record_stream import CaptureLedger, EntryQueue
-from .unreported import ImageWatch
-
-CLOCKS = {"realtime": 0, "monotonic": 1, "monotonic_raw": 4, "boottime": 7, "tai": 11}
-SIDEBAND_TYPE = S.TID | S.TIME | S.CPU | S.IDENTIFIER
-_TRIMMED = (RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE)
-SAMPLE_TYPE = S.IDENTIFIER | S.IP | S.TID | S.TIME | S.CPU | S.PERIOD
-# a sample's ip and time at their fixed places in SAMPLE_TYPE's layout (a callchain, when
-# asked for, comes after them)
-_sample_ip = rawrecord.sample_u64_reader(SAMPLE_TYPE, S.IP)
-_sample_time = rawrecord.sample_u64_reader(SAMPLE_TYPE, S.TIME)
-KERNEL_SPACE = 0xffff800000000000
-EVENTS = {"cpu-clock": (live.PERF_TYPE_SOFTWARE, live.SW_CPU_CLOCK),
-          "task-clock": (live.PERF_TYPE_SOFTWARE, live.SW_TASK_CLOCK),
-          "cycles": (live.PERF_TYPE_HARDWARE, 0), "instructions": (live.PERF_TYPE_HARDWARE, 1)}
-
-
-@dataclass
-class RecordOptions:
-    output: str = "perf.data"
-    system_wide: bool = False
-    duration: float | None = None
-    event: str | None = None
-    freq: int = 999
-    callgraph: bool = False
-    clockid: int = CLOCKS["monotonic"]
-    command: list[str] = field(default_factory=list)
-    ring_pages: int = 1024   # 4 MiB per CPU: a storm of thousands of loads in 0.1 s fits
-    round_ms: float = 100.0
-    capture: str = "auto"   # "kernel", "user", or "auto": kernel when it loads, else user
-    kernel_text: bool = False  # snapshot _text.._etext at the start
-
-
-@dataclass
-class RecordSummary:
-    output: str
-    records: int = 0
-    lost: int = 0
-    programs_seen: int = 0
-    programs_captured: int = 0
-    programs_failed: int = 0
-    exit_code: int | None = None
-    capture: str = "user"            # how programs were captured in this recording
-    capture_note: str | None = None  # why auto fell back to user space
-    code: dict = field(default_factory=dict)  # CodeReads.summary()
-    unreported: int = 0              # code changes no TEXT_POKE reported
-    kernel_lost: int = 0             # capture chunks the kernel's ring could not take
-    packs: dict = field(default_factory=dict)  # PackWatch.summary()
-
-
-def clock_ns(clockid: int) -> int:
-    return time.clock_gettime_ns(clockid)
-
-
-def kernel_ksym_names(info: ProgInfo, btf: bytes | None) -> list[str]:
-    """The names the kernel gives a program's JIT'd functions in kallsyms and KSYMBOL records
-    (bpf_get_prog_name, kernel/bpf/core.c): bpf_prog_<tag>_<name>.  The main function has the
-    program's tag, each subprogram its own (prog_tags); the name is the BTF FUNC named by
-    func_info when there is one, else the program's name for the main function and "F" for
-    subprograms (checked against /proc/kallsyms on 6.18)."""
-    funcs = info.funcs()
-    tags = [info.tag] + [t for t in info.prog_tags[1:len(funcs)]]
-    tags += [info.tag] * (len(funcs) - len(tags))
-    btf_names: list[str] = []
-    if btf and len(info.func_info) >= len(funcs):
-        try:
-            parsed = Btf.parse(btf)
-            btf_names = [parsed.type_name(type_id) for _off, type_id in info.func_info]
-        except TextraceError:
-            btf_names = []
-    out = []
-    for i, tag in enumerate(tags):
-        short = btf_names[i] if btf_names else (info.name if i == 0 else "F")
-        out.append(f"bpf_prog_{tag.hex()}" + (f"_{short}" if short else ""))
-    return out
-
-
-def _loaded_prog_id(raw: bytes) -> int:
-    """The program id of a BPF_EVENT(PROG_LOAD) record as the ring holds it, else 0."""
-    if record_type(raw) != RecordType.BPF_EVENT or len(raw) < rawrecord.BPF_EVENT_END:
-        return 0
-    event_type, _flags, prog_id, _tag = rawrecord.bpf_event(raw)
-    return prog_id if event_type == BpfEventType.PROG_LOAD else 0
+from ..perf import live, rawrecord
+from ..perf.abi import KSYMBOL_FLAG_UNREGISTER, BpfEventType, RecordType
+from ..perf.private import Kind, pack_kernel_code
+from ..perf.rawrecord import record_type
+from ..perf.reader import Attr
+from ..perf.records import FinishedInitRecord, FinishedRoundRecord, TextPokeRecord
+from ..perf.sampleid import SampleId
+from ..perf.writer import PerfDataWriter, pack_record
+from ..sources.id_scanner import IdScanner
+from ..sources.kernel_memory import open_kernel_memory
+from .captures import read_held, start_kernel_capture, take_kernel_capture
+from .code_reads import CodeReads, read_kernel_functions, read_kernel_text
+from .command import start_command
+from .events import KERNEL_SPACE, TRIMMED, open_events, sample_ip, time_reader
+from .image_watch import ImageWatch
+from .options import CLOCKS, RecordOptions, RecordSummary, clock_ns
+from .pack_watch import PackWatch
+from .record_info import end_info, start_info
+from .stream import CaptureLedger, EntryQueue
+from .synthesis import kernel_map, kernel_mmap, loaded_prog_id, program_records
 
 
 class Recorder:
@@ -158,8 +75,8 @@ class Recorder:
         self.rings: list[live.Ring] = []
         self.fds: list[int] = []
         self.attrs: list[Attr] = []
-        # a side-band record's time, from its sample_id trailer
-        self._sideband_time = rawrecord.trailer_time_reader(self._sideband_attr())
+        # a record's time: a sample's own, else its sample_id trailer's
+        self._time_of = time_reader(opts)
         self.stop = False
         self.child: int | None = None
         self.scanner: IdScanner | None = None
@@ -171,62 +88,14 @@ class Recorder:
         self.lost_written = (0, 0)            # (lost records, refused chunks) streamed
         self.recheck_due: int | None = None   # a prog-array update's time, not yet checked
         self.text_bounds: tuple[int, int] | None = None  # _text, _etext (from kallsyms)
-        self.packs: PackWatch | None = None   # bpf_prog_pack extents, freed code (freed.py)
+        self.packs: PackWatch | None = None   # bpf_prog_pack extents, freed code (pack_watch.py)
 
     def now(self) -> int:
         return clock_ns(self.opts.clockid)
 
     # --- events -------------------------------------------------------------------------
-    def _sideband_attr(self) -> EventAttr:
-        return EventAttr(
-            type=live.PERF_TYPE_SOFTWARE, size=128, config=live.SW_DUMMY, sample_period=1,
-            # wake the reader when a quarter of the ring is used; captures do not wait on
-            # it (the id scanner races the loader), and a wakeup per record costs a CPU
-            sample_type=SIDEBAND_TYPE, wakeup_events=self.opts.ring_pages * 1024,
-            clockid=self.opts.clockid,
-            flags=flag_mask("disabled", "mmap", "comm", "task", "mmap2", "comm_exec",
-                            "ksymbol", "bpf_event", "text_poke", "sample_id_all",
-                            "use_clockid", "watermark", "exclude_guest"))
-
-    def _sample_attr(self) -> EventAttr | None:
-        if not self.opts.event:
-            return None
-        if self.opts.event not in EVENTS:
-            raise TextraceError(f"unknown event {self.opts.event!r}; known: "
-                                f"{', '.join(EVENTS)}", field="-e")
-        etype, config = EVENTS[self.opts.event]
-        st = SAMPLE_TYPE | (S.CALLCHAIN if self.opts.callgraph else 0)
-        return EventAttr(type=etype, size=128, config=config, sample_period=self.opts.freq,
-                         sample_type=st, clockid=self.opts.clockid, sample_max_stack=127,
-                         flags=flag_mask("disabled", "freq", "sample_id_all", "use_clockid",
-                                         "exclude_guest"))
-
     def open_events(self) -> None:
-        sb = self._sideband_attr()
-        sa = self._sample_attr()
-        sb_ids, sa_ids = [], []
-        for cpu in live.online_cpus():
-            fd = live.perf_event_open(sb, -1, cpu)
-            self.fds.append(fd)
-            ring = live.Ring(fd, cpu, self.opts.ring_pages)
-            self.rings.append(ring)
-            sb_ids.append(live.event_id(fd))
-            if sa is not None:
-                sfd = live.perf_event_open(sa, -1, cpu)
-                self.fds.append(sfd)
-                live.set_output(sfd, fd)
-                sa_ids.append(live.event_id(sfd))
-        self.attrs = [Attr(sb, tuple(sb_ids), "dummy")]
-        self.sideband_id_size = id_trailer_size(sb)
-        if sa is not None:
-            self.attrs.append(Attr(sa, tuple(sa_ids), self.opts.event))
-
-    def _time_of(self, raw: bytes) -> int:
-        """A record's time: a sample's own (only the sample attr samples), else its
-        sample_id trailer's (the side-band attr's)."""
-        if record_type(raw) == RecordType.SAMPLE:
-            return _sample_time(raw)
-        return self._sideband_time(raw)
+        self.attrs, self.sideband_id_size = open_events(self.opts, self.fds, self.rings)
 
     # --- capture ------------------------------------------------------------------------
     def on_bpf_event(self, raw: bytes) -> None:
@@ -252,26 +121,7 @@ class Recorder:
             ledger.failed(cap, str(e))
 
     def _read_held(self) -> None:
-        """Read the programs whose fds we hold, then let them go."""
-        for prog_id, fd in list(self.held_fds.items()):
-            cap = self.ledger.open(prog_id, b"", time.monotonic())
-            try:
-                cap.info = read_prog_info(fd, ALL_ARRAYS)
-                cap.tag = cap.info.tag
-                cap.method, cap.reason = "user", None
-                cap.time = clock_ns(self.opts.clockid)
-                self.watch.watch(cap.info, cap.time)
-                if cap.info.info["btf_id"]:
-                    try:
-                        cap.btf = read_btf(cap.info.info["btf_id"])
-                    except TextraceError:
-                        pass
-                self.ledger.captured(cap)
-            except TextraceError as e:
-                self.ledger.failed(cap, str(e))
-            finally:
-                os.close(fd)
-                del self.held_fds[prog_id]
+        read_held(self.held_fds, self.ledger, self.watch, self.opts.clockid)
 
     # --- synthesis ----------------------------------------------------------------------
     def synthesize(self, writer: PerfDataWriter, kallsyms: str) -> None:
@@ -282,24 +132,12 @@ class Recorder:
         both enumerated and announced in the rings; the rings are read before anything is
         written, and such a program keeps its live records only.  The records read are the
         first round after FINISHED_INIT."""
-        syms = {}
-        text = etext = None
-        for line in kallsyms.splitlines():
-            parts = line.split()
-            if len(parts) >= 3:
-                if parts[2] == "_text":
-                    text = int(parts[0], 16)
-                elif parts[2] == "_etext":
-                    etext = int(parts[0], 16)
-                elif parts[2].startswith("bpf_prog_"):
-                    syms[int(parts[0], 16)] = parts[2]
+        text, etext, syms = kernel_map(kallsyms)
         sid = SampleId(pid=0, tid=0, time=0, cpu=0, id=self.attrs[0].ids[0])
         synthesized: list[tuple[int, list]] = []  # (prog id, its KSYMBOLs and BPF_EVENT)
         if text and etext:
             self.text_bounds = self.watch.kernel_text = (text, etext)
-            writer.write(MmapRecord(misc=MISC_KERNEL, pid=-1, tid=0, addr=text,
-                                    len=etext - text, pgoff=text,
-                                    filename="[kernel.kallsyms]_text", sample_id=sid))
+            writer.write(kernel_mmap(text, etext, sid))
         own = self.kernel.own_prog_ids if self.kernel is not None else set()
         for prog_id in next_ids():
             if prog_id in own:
@@ -315,17 +153,12 @@ class Recorder:
             if cap.info is None:
                 continue
             cap.tag = cap.info.tag
-            names = kernel_ksym_names(cap.info, cap.btf)
-            recs: list = [KsymbolRecord(addr=addr, len=n, ksym_type=KsymbolType.BPF, flags=0,
-                                        name=syms.get(addr, name), sample_id=sid)
-                          for (addr, n, _code), name in zip(cap.info.funcs(), names)]
-            recs.append(BpfEventRecord(event_type=BpfEventType.PROG_LOAD, flags=0,
-                                       prog_id=prog_id, tag=cap.info.tag, sample_id=sid))
+            recs = program_records(prog_id, cap.info, cap.btf, syms, sid)
             synthesized.append((prog_id, recs))
             for r in recs[:-1]:
                 self.packs.on_ksymbol(0, r.addr, r.len, r.name, False)
         first_round = self._read_rings()
-        announced = {_loaded_prog_id(raw) for raw in first_round} - {0}
+        announced = {loaded_prog_id(raw) for raw in first_round} - {0}
         for prog_id, recs in synthesized:
             if prog_id not in announced:
                 writer.write_all(recs)
@@ -334,22 +167,10 @@ class Recorder:
 
     # --- the loop -----------------------------------------------------------------------
     def _start_command(self) -> tuple[int, int] | None:
-        if not self.opts.command:
-            return None
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: wait until the events are enabled, then exec
-            os.close(w)
-            os.read(r, 1)
-            try:
-                os.execvp(self.opts.command[0], self.opts.command)
-            except OSError as e:
-                print(f"textrace: cannot run {self.opts.command[0]}: {e.strerror}",
-                      file=sys.stderr)
-                os._exit(127)
-        os.close(r)
-        self.child = pid
-        return pid, w
+        started = start_command(self.opts.command)
+        if started:
+            self.child = started[0]
+        return started
 
     def _hold(self, fds: dict[int, int]) -> None:
         for prog_id, fd in fds.items():
@@ -371,7 +192,7 @@ class Recorder:
         for ring in self.rings:
             for raw in ring.read():
                 rtype = record_type(raw)
-                if rtype in _TRIMMED:  # the kernel may have made them too long
+                if rtype in TRIMMED:  # the kernel may have made them too long
                     raw = live.trim_inflated(raw, self.sideband_id_size)
                 if rtype == RecordType.BPF_EVENT:
                     self.on_bpf_event(raw)
@@ -380,7 +201,7 @@ class Recorder:
                 elif rtype == RecordType.TEXT_POKE:
                     self.on_text_poke(raw)
                 elif rtype == RecordType.SAMPLE:
-                    ip = _sample_ip(raw)
+                    ip = sample_ip(raw)
                     if ip >= KERNEL_SPACE:
                         self.sampled.add(ip)
                 elif rtype == RecordType.LOST:
@@ -393,7 +214,7 @@ class Recorder:
         self._read_held()
         if self.kernel is not None:
             for kc in self.kernel.poll():
-                self._take_kernel_capture(kc)
+                take_kernel_capture(kc, self.ledger, self.watch)
             # a prog-array update: the JIT patched its callers inside the update syscall,
             # whose exit time (CLOCK_MONOTONIC, the capture program's clock) bounds the
             # change.  They are re-read in the first round without a newer update: any
@@ -445,33 +266,6 @@ class Recorder:
                                            sample_id=sid._replace(time=c.seen)), self.attrs)
                 for c in changes]
 
-    def _take_kernel_capture(self, kc) -> None:
-        info = kc.prog_info()
-        cap = ProgCapture(kc.prog_id, info.tag, info, "kernel", None, kc.time, kc.btf)
-        self.watch.watch(info, kc.time)
-        self.ledger.captured(cap)
-
-    def _start_kernel_capture(self) -> None:
-        """Load the capture program (kernel or auto mode); auto falls back to user space
-        and says why."""
-        self.kernel = None
-        if self.opts.capture == "user":
-            return
-        from .bpf.capture.loader import CaptureProgram
-        try:
-            self.kernel = CaptureProgram()
-            self.summary.capture = "kernel"
-            self.summary.capture_note = f"kernel capture: {self.kernel.variant_note}"
-        except (TextraceError, OSError) as e:
-            why = e.message + (f" ({e.file})" if e.file else "") \
-                if isinstance(e, TextraceError) else str(e)
-            if self.opts.capture == "kernel":
-                raise TextraceError(f"kernel capture unavailable: {why}",
-                                    field="--capture kernel") from None
-            self.summary.capture_note = (
-                f"kernel capture unavailable: {why}; capturing from user space instead, "
-                f"which misses programs that live microseconds (--capture user: no warning)")
-
     def _write_round(self, writer: PerfDataWriter, batch: list[bytes]) -> int:
         """One round: the records sorted by time, FINISHED_ROUND, the stream entries that
         arrived with them (captures, kernel code, changes, losses), the header patched."""
@@ -501,7 +295,9 @@ class Recorder:
         opts = self.opts
         with open("/proc/kallsyms") as f:
             kallsyms = f.read()
-        self._start_kernel_capture()  # before the events: its calibration load is not ours
+        # the capture program, in kernel or auto mode (auto falls back to user space and
+        # says why): before the events, its calibration load is not ours
+        self.kernel = start_kernel_capture(opts.capture, self.summary)
         self.code = CodeReads(*open_kernel_memory(self.kernel), clock=self.now,
                               sink=self._code_read)
         self.packs = PackWatch(self.code.memory, self.now, self.code.unavailable)
@@ -517,12 +313,12 @@ class Recorder:
         # how the recording is made, and kallsyms: streamed first, so a file whose end is
         # never written can still be finished (finish.py)
         self.entries.add(Kind.RECORD_INFO, encode_record_info(
-            self._start_info(t_start_wall, t_start)))
+            start_info(opts, self.summary, self.attrs, t_start_wall, t_start)))
         self.entries.add(Kind.KALLSYMS, encode_kallsyms(kallsyms))
         self.synthesize(writer, kallsyms)
         writer.flush()
         if opts.kernel_text:
-            self._read_kernel_text()
+            read_kernel_text(self.code, self.text_bounds)
         if self.kernel is None:  # user space races the loaders; the kernel needs no race
             self.scanner = IdScanner(self.ledger.max_id)
         started = self._start_command()  # after enabling: the command is recorded whole
@@ -568,7 +364,7 @@ class Recorder:
             self.drain(writer)
             poller.close()
             self.packs.finish()
-            self._read_kernel_functions(kallsyms)
+            read_kernel_functions(self.code, kallsyms, self.poked | self.sampled)
             if self.kernel is not None:
                 self.summary.kernel_lost = self.kernel.lost
                 self.kernel.close()
@@ -579,46 +375,11 @@ class Recorder:
                 os.close(fd)
         return self.summary
 
-    def _read_kernel_text(self) -> None:
-        """All of _text.._etext now, in MAX_READ pieces: the base for every address."""
-        if self.text_bounds is None:
-            self.code.fail("kallsyms has no _text/_etext")
-            return
-        text, etext = self.text_bounds
-        for addr in range(text, etext, MAX_READ):
-            self.code.read(addr, min(MAX_READ, etext - addr))
-
-    def _read_kernel_functions(self, kallsyms: str) -> None:
-        """The kernel functions that were poked or sampled, as they are now: the base the
-        code history replays TEXT_POKE records back from."""
-        if not (self.poked or self.sampled) or self.code.memory is None:
-            return
-        from .history.kallsyms import KernelSymbols
-        kernel = KernelSymbols.parse(kallsyms)
-        extents = {function_extent(kernel, a) for a in sorted(self.poked | self.sampled)}
-        for start, end in sorted(e for e in extents if e):
-            self.code.read(start, end - start)
-
     def _on_signal(self, signum, frame) -> None:
         self.stop = True
 
     def _code_read(self, addr: int, t: int, data: bytes) -> None:
         self.entries.add(Kind.KERNEL_CODE, pack_kernel_code(addr, t, data))
-
-    def _start_info(self, wall: int, t0: int) -> dict:
-        """RECORD_INFO at the start: what the file's header features are made from."""
-        with open("/proc/meminfo") as f:
-            kib = int(f.readline().split()[1])
-        return {
-            "capture": self.summary.capture, "clockid": self.opts.clockid,
-            "hostname": socket.gethostname(), "os_release": platform.release(),
-            "version": f"textrace {__version__}", "arch": platform.machine(),
-            # perf's "avail" is the highest present cpu + 1
-            "nr_cpus_available": os.cpu_count() or 1,
-            "nr_cpus_online": len(live.online_cpus()), "total_mem_kb": kib,
-            "cmdline": list(sys.argv), "event_names": [a.name or "" for a in self.attrs],
-            "clockid_res_ns": max(1, round(time.clock_getres(self.opts.clockid) * 1e9)),
-            "tod_ns": wall, "clockid_ns": t0}
 
     def _finish(self, writer: PerfDataWriter, kallsyms: str, wall: int, t0: int) -> None:
         """The last entries into the stream, then the end of the file made from the stream
@@ -631,13 +392,7 @@ class Recorder:
         s.code = self.code.summary()
         self.packs.add_to(self.entries)
         s.packs = self.packs.summary()
-        self.entries.add(Kind.RECORD_INFO, encode_record_info({
-            "packs": s.packs,
-            "capture_note": s.capture_note,
-            "lost_records": s.lost, "capture_lost_chunks": s.kernel_lost,
-            "kernel_code": s.code, "unreported_changes": s.unreported,
-            "programs_seen": s.programs_seen, "programs_captured": s.programs_captured,
-            "programs_failed": s.programs_failed}))
+        self.entries.add(Kind.RECORD_INFO, encode_record_info(end_info(s)))
         self.entries.write(writer)
         writer.close()  # the data and a header for it; no features yet
         from .finish import finish_file

@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .bpf.insn import decode
-from .bpf.prog_info import JIT_ARRAYS, ProgInfo, read_prog_by_id
-from .bpf.syscall import NoSuchObject
-from .errors import TextraceError
+from ..bpf.insn import decode
+from ..bpf.prog_info import JIT_ARRAYS, ProgInfo, read_prog_by_id
+from ..bpf.syscall import NoSuchObject
+from ..errors import TextraceError
 
 @dataclass(frozen=True)
 class UnreportedChange:
@@ -52,7 +52,7 @@ def instruction_starts(code: bytes):
     instructions, so a linear sweep is exact), and its length last."""
     import numpy as np
 
-    from .history.x86 import x86_64
+    from ..history.x86 import x86_64
     starts = [off for off, _size, _m, _o in x86_64().disasm_lite(code, 0)]
     return np.array(starts + [len(code)], dtype=np.int64)
 
