@@ -164,6 +164,9 @@ class Daemon:
         self.fds: list[int] = []
         self.watch = ImageWatch()
         self.captured: set[int] = set()   # live programs already captured (user mode)
+        # programs taken from user space as the daemon started: one loaded just after the
+        # capture program attached is in its ring too, maybe read after its unload
+        self.synthesized: set[int] = set()
         self.watch_quick: dict[tuple, bool] = {}  # fast-path key -> makes tail calls
 
     # --- setup --------------------------------------------------------------------------
@@ -220,6 +223,7 @@ class Daemon:
             except TextraceError:
                 continue
             self._user_capture(prog_id, fd, load_ns=None)
+            self.synthesized.add(prog_id)
         for prog_id, load_id in open_loads.items():
             if prog_id not in alive:
                 self.store.adopt(prog_id, load_id)
@@ -298,6 +302,9 @@ class Daemon:
             self._record(raw)
         if self.kernel is not None:
             for kc in captures:
+                if kc.prog_id in self.synthesized:   # stored once already, as it started
+                    self.synthesized.discard(kc.prog_id)
+                    continue
                 self._kernel_capture(kc)
                 self.stats.captured += 1
                 work += 1
