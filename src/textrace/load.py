@@ -24,6 +24,8 @@ from .perf.bulk import code_events, located, map_events, of_types
 from .perf.private import FEATURE_BIT, Kind
 from .perf.reader import PerfData
 from .recorded import recorded
+# the views' way to the symbols of the ELF files samples name (read and cached there)
+from .sources.elf_files import elf_symbols  # noqa: F401
 
 KERNEL_DSO = "[kernel.kallsyms]"
 CODE_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE})

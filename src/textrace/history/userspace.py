@@ -3,15 +3,17 @@
 A process's maps come from its MMAP2 (and MMAP) records; a forked child starts with its
 parent's maps, as the kernel copies them and sends no MMAP2 for the child.  An address
 resolves to the newest mapping covering it that was made at or before the sample's time.
+
+ELF symbols are parsed from images a source hands in (bytes, or a file's mmap): the files,
+the vdso and the separate debug files are opened by sources/elf_files.py, not here.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from itertools import repeat
 from operator import attrgetter
 
@@ -285,15 +287,12 @@ class _Elf:
         return np.frombuffer(self.raw, dtype, count=size // dtype.itemsize, offset=off)
 
 
-def _open_elf(path: str) -> _Elf | None:
+def parse_elf(raw) -> _Elf | None:
+    """The headers of the ELF image `raw` (bytes, or the mmap of a file a source opened);
+    None if it is not a little-endian ELF64 or its header tables fall outside it."""
     try:
-        if path == "[vdso]":
-            raw = _own_vdso()
-        else:
-            with open(path, "rb") as f:
-                raw = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return _Elf(raw)
-    except (OSError, ValueError, _BadElf, struct.error):
+    except (ValueError, _BadElf, struct.error):
         return None
 
 
@@ -315,39 +314,32 @@ def build_id(elf: _Elf) -> str | None:
     return None
 
 
-DEBUG_DIRS = ("/usr/lib/debug",)
-
-
-def debug_candidates(bid: str) -> list[str]:
-    """Where perf looks for a separate debug file by build-id, in its order: its own
-    build-id cache (~/.debug/.build-id/xx/rest/debug), then /usr/lib/debug/.build-id/
-    xx/rest.debug (where Debian's -dbg and -dbgsym packages put them)."""
-    home = os.path.expanduser("~")
-    return [os.path.join(home, ".debug", ".build-id", bid[:2], bid[2:], "debug")] + \
-        [os.path.join(d, ".build-id", bid[:2], bid[2:] + ".debug") for d in DEBUG_DIRS]
-
-
-def _symbol_source(elf: _Elf) -> _Elf:
-    """The ELF whose .symtab perf reads for the file: a separate debug file found by the
-    file's build-id if there is one with a .symtab; else the file itself."""
+def _symbol_source(elf: _Elf, debug_files: Callable[[str], Iterable]) -> _Elf:
+    """The ELF whose .symtab perf reads for the file: the first separate debug file
+    `debug_files(build_id)` gives that has a .symtab, if the file has a build-id; else the
+    file itself."""
     bid = build_id(elf)
     if bid:
-        for cand in debug_candidates(bid):
-            if os.path.exists(cand):
-                dbg = _open_elf(cand)
-                if dbg is not None and dbg.section(".symtab") is not None:
-                    return dbg
+        for raw in debug_files(bid):
+            dbg = parse_elf(raw)
+            if dbg is not None and dbg.section(".symtab") is not None:
+                return dbg
     return elf
 
 
-@lru_cache(maxsize=256)
-def elf_symbols(path: str) -> ElfSymbols | None:
-    """FUNC symbols of the file at `path` as it is now (a rebuilt binary gives other names;
-    build ids would tell, which perf records in HEADER_BUILD_ID), as perf loads them: the
-    .symtab of the separate debug file (by build-id) or of the file, else its .dynsym;
-    plus name@plt entries.  The symbol tables are read whole as numpy records, names only
-    when asked."""
-    elf = _open_elf(path)
+def _no_debug_files(_build_id: str) -> tuple:
+    return ()
+
+
+def elf_symbols_of(raw, debug_files: Callable[[str], Iterable] = _no_debug_files
+                   ) -> ElfSymbols | None:
+    """FUNC symbols of the ELF image `raw` (bytes or a file's mmap), as perf loads them:
+    the .symtab of the separate debug file (by build-id) or of the file, else its .dynsym;
+    plus name@plt entries; None if `raw` is no ELF64 file.  `debug_files(build_id)` gives
+    the images of the debug files for a build-id, in the order perf looks for them (the
+    history opens no file: sources/elf_files.py does).  The symbol tables are read whole
+    as numpy records, names only when asked."""
+    elf = parse_elf(raw)
     if elf is None:
         return None
     try:
@@ -355,7 +347,7 @@ def elf_symbols(path: str) -> ElfSymbols | None:
         segments = list(zip(load["p_offset"].tolist(), load["p_vaddr"].tolist(),
                             load["p_filesz"].tolist()))
         tables = []
-        src = _symbol_source(elf)
+        src = _symbol_source(elf, debug_files)
         for secname in (".symtab", ".dynsym"):
             sec = src.section(secname)
             if sec is None or int(src.shdrs["sh_entsize"][sec]) != ELF64_SYM.itemsize:
@@ -463,19 +455,6 @@ def _plt_symbols(elf: _Elf):
     values = (first + PLT_ENTRY * entry).astype(np.uint64)
     sizes = np.full(len(entry), PLT_ENTRY, dtype=np.uint64)
     return values, sizes, syms["st_name"][idx[entry]], elf.data(_link(elf, dynsym))
-
-
-def _own_vdso() -> bytes:
-    """This process's vdso image: the kernel maps the same one into every process, so the
-    recording's [vdso] samples resolve against it (as perf does)."""
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            if line.rstrip().endswith("[vdso]"):
-                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-                with open("/proc/self/mem", "rb") as mem:
-                    mem.seek(lo)
-                    return mem.read(hi - lo)
-    raise OSError("no [vdso] in /proc/self/maps")
 
 
 def dso_name(filename: str) -> str:

@@ -27,9 +27,9 @@ from ..history.distinct import distinct_pairs
 from ..history.kallsyms import KernelSymbols
 from ..history.programs import programs_from_records, regions_of
 from ..history.regions import RegionTable, sorted_unique
-from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name, elf_symbols
+from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name
 from ..perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL, RecordType
-from ..load import KERNEL_DSO, kernel_symbols_for, start_kallsyms
+from ..load import KERNEL_DSO, elf_symbols, kernel_symbols_for, start_kallsyms
 from ..perf.bulk import code_events, located, map_events, of_types, release_pages, sample_arrays
 from ..perf.reader import PerfData
 
