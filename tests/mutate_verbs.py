@@ -107,8 +107,8 @@ def main() -> int:
         raise Hang(f"more than {seconds} s")
     signal.signal(signal.SIGALRM, alarm)
     from textrace.errors import TextraceError
-    from textrace.history.kallsyms import KernelSymbols
-    kernel = KernelSymbols.from_proc()
+    from textrace.sources.kallsyms import read_proc_kallsyms
+    kernel = read_proc_kallsyms()
     rng = random.Random(spec.get("seed", 0))
     failures, runs, clean_errors = [], 0, 0
     spent: dict[str, float] = {}

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from bpfobj import build, record_workload
-from textrace.history.kallsyms import KernelSymbols
+from textrace.sources.kallsyms import read_proc_kallsyms
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -103,7 +103,7 @@ def test_every_sample_falls_on_an_instruction_and_the_loop_is_hottest(recorded):
 def test_calls_are_named(recorded):
     _, _, rows = recorded
     targets = [r["target"] for r in rows if r["asm"].startswith("call") and r["target"]]
-    kallsyms = KernelSymbols.from_proc()
+    kallsyms = read_proc_kallsyms()
     helper = next(t for t in targets if not t.startswith("bpf_prog_"))
     assert kallsyms.address_of(helper) is not None
     assert any(t.startswith("bpf_prog_") and t.endswith("_fold") for t in targets)

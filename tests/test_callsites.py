@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from bpfobj import build, record_workload
-from textrace.history.kallsyms import KernelSymbols
+from textrace.sources.kallsyms import read_proc_kallsyms
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -62,7 +62,7 @@ def test_calls_match_bpftool_and_kallsyms(recorded):
     rows = [json.loads(l) for l in r.stdout.splitlines()]
     expected = bpftool_calls(facts["dump"])
     assert len(rows) == len(expected) == 3  # two helpers and the subprogram
-    kallsyms = KernelSymbols.from_proc()
+    kallsyms = read_proc_kallsyms()
     for row, (insn, callee, source) in zip(rows, expected):
         assert row["insn"] == insn
         assert row["symbol"] == callee            # helper or bpf_prog_<tag>_mix

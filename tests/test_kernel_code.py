@@ -23,11 +23,11 @@ from textrace.bpf.capture.loader import MAX_CODE, CaptureProgram
 from textrace.bpf.prog_info import read_prog_info
 from textrace.errors import KernelError
 from textrace.history.build import kernel_code_images
-from textrace.history.kallsyms import KernelSymbols
 from textrace.recorder.code_reads import function_extent
 from textrace.perf.private import Kind, private_section
 from textrace.recorded import recorded
 from textrace.recorder.image_watch import UnreportedChange, changed_ranges
+from textrace.sources.kallsyms import read_proc_kallsyms
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,7 +61,7 @@ def test_code_reads_are_bounded_and_failures_counted(capture):
         capture.read_code(0xffffffff81000000, MAX_CODE + 1)
     assert capture.counter("code_failed") == before + 1
     # a whole MiB of kernel text arrives in one request, complete
-    kernel = KernelSymbols.from_proc()
+    kernel = read_proc_kallsyms()
     _t, text = capture.read_code(kernel.address_of("_text"), MAX_CODE)
     assert len(text) == MAX_CODE and text.count(0) < MAX_CODE // 2
 
@@ -189,7 +189,7 @@ def test_record_reads_sampled_kernel_functions(tmp_path):
     assert info["kernel_code"]["source"] == "capture program"
     images = kernel_code_images(recorded(rec.data).kernel_code)
     assert images and info["kernel_code"]["images"] == len(images)
-    kernel = KernelSymbols.from_proc()
+    kernel = read_proc_kallsyms()
     samples = rec.samples()
     kips = {int(ip) for ip in samples.ip if ip >= 0xffff800000000000}
     covered = [ip for ip in kips if any(im.addr <= ip < im.end for im in images)]

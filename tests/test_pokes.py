@@ -20,7 +20,6 @@ import pytest
 from oracle import perf_report_dump, perf_script_sideband
 from textrace.history.code_history import (INT3_WINDOW_NS, CodeHistory, Image, Poke,
                                            UnknownCode)
-from textrace.history.kallsyms import KernelSymbols
 from textrace.history.pokes import KINDS, NOP2, NOP5, classify
 from textrace.history.regions import Region, RegionTable
 from textrace.load import load_history
@@ -29,13 +28,14 @@ from textrace.perf.reader import PerfData
 from textrace.perf.records import BpfEventRecord, KsymbolRecord, TextPokeRecord
 from textrace.perf.sampleid import SampleId
 from textrace.perf.writer import PerfDataWriter
+from textrace.sources.kallsyms import read_proc_kallsyms
 from textrace.views.pokes import kind_counts, poke_rows
 from textrace.views.show import show
 
 W = INT3_WINDOW_NS
 MS = 1_000_000
 T0 = 1_000_000_000
-KSYMS = KernelSymbols.from_proc()
+KSYMS = read_proc_kallsyms()
 
 
 def kaddr(name: str) -> int:

@@ -180,12 +180,12 @@ def check_pairs_resolve_as_one_by_one(path) -> list[tuple]:
     the samples taken before that answer held one by one: every sample's key must be the
     one it gets when resolved on its own at its own time.  Returns the keys."""
     from textrace.history.code_history import CodeHistory
-    from textrace.history.kallsyms import KernelSymbols
     from textrace.perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL
     from textrace.perf.bulk import sample_arrays
     from textrace.perf.reader import PerfData
+    from textrace.sources.kallsyms import read_proc_kallsyms
     from textrace.views import report
-    kernel = KernelSymbols.from_proc()
+    kernel = read_proc_kallsyms()
     keys, ids, _s = report.attribute(PerfData.open(path), kernel)
     data = PerfData.open(path)
     maps, table = report._sideband(data)
@@ -346,10 +346,9 @@ def test_kallsyms_parse_takes_the_lines_the_format_allows():
 
 
 def test_kallsyms_read_in_the_background_is_the_file():
-    from textrace.history.kallsyms import KernelSymbols
-    from textrace.sources.kallsyms import KallsymsReader
+    from textrace.sources.kallsyms import KallsymsReader, read_proc_kallsyms
     ahead = KallsymsReader().result()
-    now = KernelSymbols.from_proc()
+    now = read_proc_kallsyms()
     text = now.addrs[now.lookup([now.address_of("_text")])[0]]
     assert ahead.address_of("_text") == int(text)
     assert abs(len(ahead) - len(now)) < 100   # BPF programs come and go in between

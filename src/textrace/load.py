@@ -26,6 +26,7 @@ from .perf.reader import PerfData
 from .recorded import recorded
 # the views' way to the symbols of the ELF files samples name (read and cached there)
 from .sources.elf_files import elf_symbols  # noqa: F401
+from .sources.kallsyms import KallsymsReader, read_proc_kallsyms
 
 KERNEL_DSO = "[kernel.kallsyms]"
 CODE_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE})
@@ -57,11 +58,10 @@ def start_kallsyms():
     """/proc/kallsyms read and parsed by a child process from now on
     (sources/kallsyms.KallsymsReader): `result()` gives the KernelSymbols, `close()` reaps
     the child."""
-    from .sources.kallsyms import KallsymsReader
     return KallsymsReader()
 
 
-def kernel_symbols_for(data: PerfData, live=KernelSymbols.from_proc) -> KernelSymbols | None:
+def kernel_symbols_for(data: PerfData, live=read_proc_kallsyms) -> KernelSymbols | None:
     """kallsyms for the recording: the live one when the recording's kernel map starts
     where the running kernel's _text is (same boot, same KASLR slide), as perf uses it;
     else the snapshot `textrace record` keeps in the file, if that one matches; else None.

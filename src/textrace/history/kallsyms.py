@@ -1,4 +1,5 @@
-"""The kernel's static symbols (/proc/kallsyms text), sorted for bulk lookup.
+"""The kernel's static symbols (/proc/kallsyms text, read by sources/kallsyms.py or kept
+in a recording), sorted for bulk lookup.
 
 A symbol's extent is taken to the next symbol's address, as perf does for kallsyms (which
 carries no sizes).  Only text symbols (t/T/w/W) count: code, not data.
@@ -126,11 +127,6 @@ class KernelSymbols:
         spans = np.stack([at[order] + 19, name_end[order], mod_start[order], mod_end[order]],
                          axis=1)
         return cls(addrs[order], _blob=raw, _spans=spans)
-
-    @classmethod
-    def from_proc(cls) -> "KernelSymbols":
-        with open("/proc/kallsyms", "rb") as f:
-            return cls.parse(f.read())
 
     # --- names, decoded when asked for ---------------------------------------------------
     def name(self, i: int) -> str:

@@ -1,5 +1,6 @@
 """/proc/kallsyms as a source: read and parsed by a child process while the caller works
-(the history parses, history/kallsyms.py; the fork is here, outside it).
+(the history parses, history/kallsyms.py; the fork is here, outside it), or by the caller
+itself (read_proc_kallsyms).
 
 The kernel formats /proc/kallsyms a page per read(2): 1300+ reads, ~30 ms of system time
 for 122k lines, then ~20 ms of parsing.  A thread would hold the GIL after each read and
@@ -19,6 +20,14 @@ import struct
 _HEADER = struct.Struct("<8sqqq")   # magic, errno (0: parsed), symbols, text or message bytes
 _MAGIC = b"TRKSYM01"
 _PATH = "/proc/kallsyms"
+
+
+def read_proc_kallsyms(path: str = _PATH):
+    """/proc/kallsyms read here and now, parsed (history's KernelSymbols.parse); OSError
+    as reading it raises."""
+    from ..history.kallsyms import KernelSymbols
+    with open(path, "rb") as f:
+        return KernelSymbols.parse(f.read())
 
 
 class KallsymsReader:
@@ -71,8 +80,7 @@ class KallsymsReader:
             self.close()
         if view is None or _HEADER.unpack_from(view, 0)[0] != _MAGIC:
             # the child died before it was done (killed, out of memory): read it here
-            with open(self.path, "rb") as f:
-                return KernelSymbols.parse(f.read())
+            return read_proc_kallsyms(self.path)
         _magic, errno, n, text_len = _HEADER.unpack_from(view, 0)
         if errno:
             message = bytes(view[_HEADER.size:_HEADER.size + text_len]).decode()
