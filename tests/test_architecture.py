@@ -3,6 +3,7 @@
 Every module of src/textrace is parsed with `ast`; every import counts, at module level or
 inside a function, absolute or relative.  The layers and what each may import are declared
 once, in LAYERS; a module in no layer fails the test, so a new module has to be placed.
+The history's calls are read too: it opens, maps or looks for no file and forks nothing.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ LAYERS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     # the ABIs: perf's binary formats and the bpf syscall.  Neither imports the other.
     "perf": (("perf",), frozenset({"base"})),
     "bpf": (("bpf",), frozenset({"base"})),
-    # the centre: records in, versions out; pure (no fork, no file search)
+    # the centre: records in, versions out; pure (no fork, no file opened or searched:
+    # checked apart, test_history_opens_no_file)
     "history": (("history",), frozenset({"base", "perf", "bpf"})),
-    # the live kernel as a source: kernel memory, /proc/kallsyms read by a child, the
-    # user-space id scanner.  The ABIs below it, and the history's pure parsers (kallsyms)
+    # the live kernel and the files as sources: kernel memory, /proc/kallsyms (read by a
+    # child or in place), the user-space id scanner, the ELF files samples name with their
+    # debug files.  The ABIs below it, and the history's pure parsers (kallsyms, ELF)
     "sources": (("sources",), frozenset({"base", "perf", "bpf", "history"})),
     # textrace's own section and stream in a recording: the codecs of its entries
     "recording": (("recorded", "entries", "capture", "json_entry"),
@@ -164,6 +167,69 @@ def test_no_private_name_imported_from_another_module(graph):
            for t, name in sorted(to, key=str)
            if name and name.startswith("_") and not name.startswith("__")]
     assert not bad, "private names imported across modules:\n" + "\n".join(bad)
+
+
+# calls the history must not make: opening, mapping or looking for a file, forking.  By
+# the dotted name called, after the module's imports (`from os.path import exists` too).
+FILE_CALLS = frozenset({
+    "open", "io.open", "os.open", "os.fdopen", "mmap.mmap",
+    "os.path.exists", "os.path.isfile", "os.path.isdir", "os.path.lexists", "os.stat",
+    "os.lstat", "os.access", "os.listdir", "os.scandir", "os.walk", "glob.glob",
+    "glob.iglob", "pathlib.Path", "os.fork", "os.forkpty", "os.system", "os.popen",
+    "subprocess.run", "subprocess.Popen", "subprocess.check_output", "subprocess.call",
+    "subprocess.check_call"})
+
+
+def _called_names(tree: ast.AST):
+    """(line, dotted name) of every call in `tree`, its first part taken back to what the
+    module imported under that name."""
+    origin: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    origin[alias.asname] = alias.name
+                else:
+                    top = alias.name.split(".")[0]
+                    origin[top] = top
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            for alias in node.names:
+                origin[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        parts, f = [], node.func
+        while isinstance(f, ast.Attribute):
+            parts.append(f.attr)
+            f = f.value
+        if not isinstance(f, ast.Name):
+            continue
+        parts.append(origin.get(f.id, f.id))
+        yield node, ".".join(reversed(parts))
+
+
+def test_history_opens_no_file(graph):
+    """The history is pure: it parses what the sources read (sources/) and never opens,
+    maps or looks for a file itself, nor forks; an anonymous mapping (mmap.mmap(-1, ...))
+    is memory, not a file."""
+    mods, _ = graph
+    bad = []
+    for name, (path, _init) in sorted(mods.items()):
+        if layer_of(name) != "history":
+            continue
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        for call, called in _called_names(tree):
+            if called == "mmap.mmap" and call.args and isinstance(call.args[0], ast.UnaryOp) \
+                    and isinstance(call.args[0].operand, ast.Constant) \
+                    and call.args[0].operand.value == 1:
+                continue
+            if called in FILE_CALLS:
+                bad.append((os.path.relpath(path, SRC), call.lineno, called))
+    assert not bad, ("the history opens, maps or looks for files, or forks (move that to "
+                     "sources/ and pass the history bytes or a callable):\n"
+                     + "\n".join(f"  {p}:{line}: {called}(...)" for p, line, called in
+                                 sorted(bad)))
 
 
 def _strongly_connected(arrows: dict[str, set[str]]) -> list[set[str]]:
