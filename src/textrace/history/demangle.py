@@ -19,10 +19,11 @@ def _demangler():
     global _lib
     if _lib is None:
         import ctypes
-        import ctypes.util
         try:
             cxx = ctypes.CDLL("libstdc++.so.6")
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            # the process's own symbols hold libc's free: no find_library (which runs
+            # ldconfig -p in a child)
+            libc = ctypes.CDLL(None)
             fn = cxx.__cxa_demangle
             fn.restype = ctypes.c_void_p
             fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
