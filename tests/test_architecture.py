@@ -232,6 +232,26 @@ def test_history_opens_no_file(graph):
                                  sorted(bad)))
 
 
+def test_every_public_definition_has_a_docstring(graph):
+    """Public classes, functions and methods (of public classes) say why they exist."""
+    mods, _ = graph
+    bare = []
+
+    def walk(body, path, prefix=""):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                    and not node.name.startswith("_"):
+                if ast.get_docstring(node) is None:
+                    bare.append(f"  {path}:{node.lineno}: {prefix}{node.name}")
+                if isinstance(node, ast.ClassDef):
+                    walk(node.body, path, f"{node.name}.")
+
+    for _name, (path, _init) in sorted(mods.items()):
+        with open(path) as f:
+            walk(ast.parse(f.read(), path).body, os.path.relpath(path, SRC))
+    assert not bare, "public definitions without a docstring:\n" + "\n".join(bare)
+
+
 def _strongly_connected(arrows: dict[str, set[str]]) -> list[set[str]]:
     """Tarjan's strongly connected components, iteratively (no recursion limit)."""
     index: dict[str, int] = {}

@@ -36,6 +36,7 @@ class Decimal:
         return len(self.values)
 
     def cells(self) -> list[str]:
+        """Each value as text, with its decimals and suffix."""
         d, s = self.decimals, self.suffix
         if not d:
             return [f"{v}{s}" for v in self.values.tolist()]
@@ -55,6 +56,7 @@ class Tagged:
         return len(self.text)
 
     def cells(self) -> list[str]:
+        """Each value as text, its tag in front."""
         return list(map(str.__add__, self.tags, self.text))
 
 

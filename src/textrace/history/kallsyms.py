@@ -130,12 +130,14 @@ class KernelSymbols:
 
     # --- names, decoded when asked for ---------------------------------------------------
     def name(self, i: int) -> str:
+        """Symbol i's name, decoded alone (a report names a few hundred of 100k+)."""
         if self._names is not None:
             return self._names[i]
         s, e = int(self._spans[i, 0]), int(self._spans[i, 1])
         return self._blob[s:e].decode("utf-8", "surrogateescape")
 
     def module(self, i: int) -> str | None:
+        """Symbol i's module, None for the kernel image's own symbols."""
         if self._modules is not None:
             return self._modules[i]
         s, e = int(self._spans[i, 2]), int(self._spans[i, 3])
@@ -143,6 +145,7 @@ class KernelSymbols:
 
     @property
     def names(self) -> list[str]:
+        """Every symbol's name, decoded once on first use."""
         if self._names is None:
             blob = self._blob
             self._names = [blob[s:e].decode("utf-8", "surrogateescape")
@@ -151,6 +154,7 @@ class KernelSymbols:
 
     @property
     def modules(self) -> list[str | None]:
+        """Every symbol's module (None for the kernel's own), decoded once on first use."""
         if self._modules is None:
             blob, cache = self._blob, {}
             self._modules = [None if s < 0 else cache.setdefault(blob[s:e], blob[s:e].decode(

@@ -26,6 +26,9 @@ PROT_EXEC = 4
 
 @dataclass(frozen=True)
 class Mapping:
+    """An executable mapping of a process from `time` on (ns): [start, end) of `filename` from file
+    offset pgoff."""
+
     time: int
     start: int
     end: int
@@ -35,12 +38,16 @@ class Mapping:
 
 @dataclass
 class ProcessMaps:
+    """Every process's executable mappings over time, from MMAP/MMAP2 and FORK records."""
+
     maps: dict[int, list[Mapping]] = field(default_factory=dict)  # pid -> in time order
 
     def mmap(self, pid: int, m: Mapping) -> None:
+        """A mapping of `pid` (records come in time order)."""
         self.maps.setdefault(pid, []).append(m)
 
     def fork(self, parent: int, child: int) -> None:
+        """A child starts with its parent's mappings (fork copies the address space)."""
         if parent != child and parent in self.maps:
             self.maps.setdefault(child, [])[:0] = self.maps[parent]
 
@@ -178,6 +185,7 @@ class ElfSymbols:
     plt: np.ndarray | None = None         # True for the synthesized name@plt entries
 
     def name(self, i: int) -> str:
+        """Symbol i's name, @plt appended for a PLT entry."""
         off = int(self.name_offs[i])
         end = self.strtab.find(b"\0", off)
         name = self.strtab[off:end if end >= 0 else len(self.strtab)].decode("utf-8",
@@ -185,6 +193,7 @@ class ElfSymbols:
         return name + "@plt" if self.plt is not None and self.plt[i] else name
 
     def offset_to_vaddr(self, offs: np.ndarray) -> np.ndarray:
+        """File offsets to the virtual addresses the program headers map them at."""
         out = offs.copy()
         for p_offset, p_vaddr, p_filesz in self.segments:
             inside = (offs >= p_offset) & (offs < p_offset + p_filesz)
@@ -192,6 +201,7 @@ class ElfSymbols:
         return out
 
     def lookup(self, vaddrs: np.ndarray) -> np.ndarray:
+        """The symbol holding each virtual address, -1 where none does."""
         if not len(self.addrs):
             return np.full(len(vaddrs), -1, dtype=np.int64)
         i = np.searchsorted(self.addrs, vaddrs, side="right") - 1
@@ -458,4 +468,6 @@ def _plt_symbols(elf: _Elf):
 
 
 def dso_name(filename: str) -> str:
+    """The name perf's report shows for a mapping: a file's basename, [vdso] and the like as they
+    are."""
     return os.path.basename(filename) if filename.startswith("/") else filename

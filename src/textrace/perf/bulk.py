@@ -62,6 +62,7 @@ class SampleArrays:
         return len(self.ip)
 
     def chain(self, i: int) -> np.ndarray:
+        """Sample i's callchain (the kernel's ips, context markers included)."""
         return self.callchain[self.chain_start[i]:self.chain_start[i + 1]]
 
 
@@ -699,6 +700,7 @@ class CodeEvent(NamedTuple):
 
     @property
     def unregister(self) -> bool:
+        """True for a KSYMBOL that removes its symbol."""
         return bool(self.flags & KSYMBOL_FLAG_UNREGISTER)
 
 

@@ -26,6 +26,7 @@ from .header import RECORD_HEADER as HEADER
 
 
 def align8(n: int) -> int:
+    """n rounded up to 8: perf pads every record and string to 8 bytes."""
     return (n + 7) & ~7
 
 
@@ -63,38 +64,47 @@ class Record:
 
     @property
     def time(self) -> int | None:
+        """The sample_id trailer's time (ns, on the event's clock); None without sample_id_all."""
         return self.sample_id.time if self.sample_id else None
 
     @property
     def cpu(self) -> int | None:
+        """The CPU the record was written on (sample_id's CPU); None without it."""
         return self.sample_id.cpu if self.sample_id else None
 
     @property
     def pid(self) -> int | None:
+        """The process it came from (sample_id's TID field); None without it."""
         return self.sample_id.pid if self.sample_id else None
 
     @property
     def tid(self) -> int | None:
+        """The thread it came from (sample_id's TID field); None without it."""
         return self.sample_id.tid if self.sample_id else None
 
     @property
     def id(self) -> int | None:
+        """The event id (sample_id's ID or IDENTIFIER), which names its attr; None without it."""
         return self.sample_id.id if self.sample_id else None
 
     @property
     def stream_id(self) -> int | None:
+        """The sample_id's STREAM_ID; None without it."""
         return self.sample_id.stream_id if self.sample_id else None
 
     @property
     def type(self) -> int:
+        """The PERF_RECORD_* number."""
         return self.TYPE
 
     @property
     def type_name(self) -> str:
+        """The record type's name without PERF_RECORD_ (KSYMBOL, TEXT_POKE, ...)."""
         return record_type_name(self.type)
 
     @property
     def cpumode(self) -> int:
+        """The misc field's cpumode bits (kernel, user, hypervisor, guest)."""
         return self.misc & MISC_CPUMODE_MASK
 
     # --- body layout --------------------------------------------------------------------
@@ -128,6 +138,7 @@ class Record:
         return out
 
     def replace(self, **changes) -> "Record":
+        """A copy with `changes` (frozen records are edited by copying)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,10 +184,13 @@ class ParseContext:
         self.misc = misc
 
     def error(self, message: str, rel: int = 0, field: str | None = None) -> FormatError:
+        """A FormatError `rel` bytes into this record, naming the file and field."""
         return FormatError(message, file=self.file, offset=self.offset + rel, field=field)
 
 
 class PackContext:
+    """What packing a record needs beyond itself: the attr its trailer follows."""
+
     def __init__(self, attr: EventAttr | None):
         self.attr = attr
 
@@ -185,11 +199,13 @@ _KINDS: dict[int, type[Record]] = {}
 
 
 def kind(cls):
+    """Class decorator: this record class parses and packs its TYPE."""
     _KINDS[cls.TYPE] = cls
     return cls
 
 
 def record_class(rtype: int) -> type[Record] | None:
+    """The record class of a type; None for kinds read as RawRecord."""
     return _KINDS.get(rtype)
 
 
@@ -201,6 +217,9 @@ _layout = layouts.layout
 @kind
 @dataclass(frozen=True, kw_only=True)
 class MmapRecord(Record):
+    """PERF_RECORD_MMAP: a mapping of a file (pid, address, length, page offset, name),
+    the form before MMAP2."""
+
     TYPE = RecordType.MMAP
     BODY, FIELDS = layouts.MMAP
     TAIL = "filename"
@@ -216,6 +235,8 @@ class MmapRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class LostRecord(Record):
+    """PERF_RECORD_LOST: the ring was full and the kernel dropped `lost` records."""
+
     TYPE = RecordType.LOST
     BODY, FIELDS = layouts.LOST
     id: int = 0
@@ -225,6 +246,8 @@ class LostRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class CommRecord(Record):
+    """PERF_RECORD_COMM: a task's command name, set at exec (misc COMM_EXEC) or by prctl."""
+
     TYPE = RecordType.COMM
     BODY, FIELDS = layouts.COMM
     TAIL = "comm"
@@ -237,6 +260,8 @@ class CommRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class ExitRecord(Record):
+    """PERF_RECORD_EXIT: a task ended."""
+
     TYPE = RecordType.EXIT
     # The body's own timestamp; perf orders by the sample_id trailer's time (`.time`).
     BODY, FIELDS = layouts.TASK
@@ -250,12 +275,16 @@ class ExitRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class ForkRecord(ExitRecord):
+    """PERF_RECORD_FORK: a task was created (pid and parent, tid and parent thread)."""
+
     TYPE = RecordType.FORK
 
 
 @kind
 @dataclass(frozen=True, kw_only=True)
 class ThrottleRecord(Record):
+    """PERF_RECORD_THROTTLE: the kernel throttled the event (too many samples a tick)."""
+
     TYPE = RecordType.THROTTLE
     BODY, FIELDS = _layout("QQQ", "event_time id stream_id")
     event_time: int = 0
@@ -266,12 +295,16 @@ class ThrottleRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class UnthrottleRecord(ThrottleRecord):
+    """PERF_RECORD_UNTHROTTLE: sampling resumed after a throttle."""
+
     TYPE = RecordType.UNTHROTTLE
 
 
 @kind
 @dataclass(frozen=True, kw_only=True)
 class ReadRecord(Record):
+    """PERF_RECORD_READ: an inherited counter's values at a task's exit (read_format)."""
+
     TYPE = RecordType.READ
     BODY, FIELDS = _layout("ii", "pid tid")
     pid: int = 0
@@ -342,6 +375,8 @@ class Mmap2Record(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class AuxRecord(Record):
+    """PERF_RECORD_AUX: new data in the AUX area (offset, size, truncated/overwrite flags)."""
+
     TYPE = RecordType.AUX
     BODY, FIELDS = _layout("QQQ", "aux_offset aux_size flags")
     aux_offset: int = 0
@@ -352,6 +387,8 @@ class AuxRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class ItraceStartRecord(Record):
+    """PERF_RECORD_ITRACE_START: instruction tracing began in a task."""
+
     TYPE = RecordType.ITRACE_START
     BODY, FIELDS = _layout("ii", "pid tid")
     pid: int = 0
@@ -361,6 +398,8 @@ class ItraceStartRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class LostSamplesRecord(Record):
+    """PERF_RECORD_LOST_SAMPLES: samples the PMU or the kernel dropped."""
+
     TYPE = RecordType.LOST_SAMPLES
     BODY, FIELDS = _layout("Q", "lost")
     lost: int = 0
@@ -369,12 +408,16 @@ class LostSamplesRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class SwitchRecord(Record):
+    """PERF_RECORD_SWITCH: the task was switched in or out (misc SWITCH_OUT)."""
+
     TYPE = RecordType.SWITCH
 
 
 @kind
 @dataclass(frozen=True, kw_only=True)
 class SwitchCpuWideRecord(Record):
+    """PERF_RECORD_SWITCH_CPU_WIDE: a switch seen by a CPU-wide event, with the other task."""
+
     TYPE = RecordType.SWITCH_CPU_WIDE
     BODY, FIELDS = _layout("ii", "next_prev_pid next_prev_tid")
     next_prev_pid: int = 0
@@ -384,6 +427,8 @@ class SwitchCpuWideRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class NamespacesRecord(Record):
+    """PERF_RECORD_NAMESPACES: a task's namespaces as (device, inode) pairs."""
+
     TYPE = RecordType.NAMESPACES
     BODY, FIELDS = _layout("iiQ", "pid tid nr_namespaces")
     pid: int = 0
@@ -425,6 +470,7 @@ class KsymbolRecord(Record):
 
     @property
     def unregister(self) -> bool:
+        """True for the KSYMBOL that removes the symbol (PERF_RECORD_KSYMBOL_FLAGS_UNREGISTER)."""
         return bool(self.flags & KSYMBOL_FLAG_UNREGISTER)
 
 
@@ -444,6 +490,8 @@ class BpfEventRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class CgroupRecord(Record):
+    """PERF_RECORD_CGROUP: a cgroup's id and path (5.7+)."""
+
     TYPE = RecordType.CGROUP
     BODY, FIELDS = _layout("Q", "cgroup_id")
     TAIL = "path"
@@ -492,6 +540,8 @@ class TextPokeRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class AuxOutputHwIdRecord(Record):
+    """PERF_RECORD_AUX_OUTPUT_HW_ID: the hardware id of an AUX output event (5.16+)."""
+
     TYPE = RecordType.AUX_OUTPUT_HW_ID
     BODY, FIELDS = _layout("Q", "hw_id")
     hw_id: int = 0
@@ -519,12 +569,15 @@ class HeaderAttrRecord(Record):
         return self.attr.pack() + struct.pack(f"<{len(self.ids)}Q", *self.ids)
 
     def to_dict(self):
+        """JSON-ready: the attr and its ids."""
         return {"type": self.type_name, "attr": self.attr.to_dict(), "ids": list(self.ids)}
 
 
 @kind
 @dataclass(frozen=True, kw_only=True)
 class EventTypeRecord(Record):
+    """PERF_RECORD_HEADER_EVENT_TYPE: an event id's name (old pipe-mode files)."""
+
     TYPE = RecordType.HEADER_EVENT_TYPE
     BODY, FIELDS = _layout("Q64s", "event_id _name")
     event_id: int = 0
@@ -532,6 +585,7 @@ class EventTypeRecord(Record):
 
     @property
     def name(self) -> str:
+        """The event's name."""
         return cstring(self._name)
 
 
@@ -553,6 +607,8 @@ class TracingDataRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class BuildIdRecord(Record):
+    """PERF_RECORD_HEADER_BUILD_ID: a DSO's build-id, as perf wrote it."""
+
     TYPE = RecordType.HEADER_BUILD_ID
     BODY, FIELDS = _layout("i24s", "pid _build_id")
     TAIL = "filename"
@@ -571,12 +627,17 @@ class BuildIdRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class FinishedRoundRecord(Record):
+    """PERF_RECORD_FINISHED_ROUND: every record before it is older than every one after
+    (perf sorts within a round)."""
+
     TYPE = RecordType.FINISHED_ROUND
 
 
 @kind
 @dataclass(frozen=True, kw_only=True)
 class IdIndexRecord(Record):
+    """PERF_RECORD_ID_INDEX: the CPU and thread of each event id."""
+
     TYPE = RecordType.ID_INDEX
     entries: tuple[tuple[int, int, int, int], ...] = ()  # (id, idx, cpu, tid)
 
@@ -608,6 +669,8 @@ def _pack_counted(entries, fmt: str, head: str = "<Q") -> bytes:
 @kind
 @dataclass(frozen=True, kw_only=True)
 class AuxtraceInfoRecord(Record):
+    """PERF_RECORD_AUXTRACE_INFO: the PMU-specific setup of an AUX trace."""
+
     TYPE = RecordType.AUXTRACE_INFO
     BODY, FIELDS = _layout("II", "auxtrace_type reserved")
     TAIL, TAIL_KIND = "priv", "bytes"
@@ -636,6 +699,8 @@ class AuxtraceRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class AuxtraceErrorRecord(Record):
+    """PERF_RECORD_AUXTRACE_ERROR: an error decoding an AUX trace."""
+
     TYPE = RecordType.AUXTRACE_ERROR
     BODY, FIELDS = _layout("IIiiiIQ64s", "error_type code cpu pid tid fmt ip _msg")
     TAIL, TAIL_KIND = "extra", "bytes"  # time, machine_pid, vcpu in newer perf
@@ -651,12 +716,15 @@ class AuxtraceErrorRecord(Record):
 
     @property
     def msg(self) -> str:
+        """The error's text."""
         return cstring(self._msg)
 
 
 @kind
 @dataclass(frozen=True, kw_only=True)
 class ThreadMapRecord(Record):
+    """PERF_RECORD_THREAD_MAP: the threads a session opened its events on."""
+
     TYPE = RecordType.THREAD_MAP
     entries: tuple[tuple[int, bytes], ...] = ()  # (pid, comm[16])
 
@@ -680,16 +748,20 @@ class CpuMapRecord(Record):
 
     @property
     def cpus(self) -> list[int] | None:
+        """The CPUs listed, decoded from any of the map's encodings."""
         from .cpumap import decode_cpu_map
         return decode_cpu_map(self.data)
 
     def to_dict(self):
+        """JSON-ready, with the CPUs decoded."""
         return {"type": self.type_name, "cpus": self.cpus, "data": self.data.hex()}
 
 
 @kind
 @dataclass(frozen=True, kw_only=True)
 class StatConfigRecord(Record):
+    """PERF_RECORD_STAT_CONFIG: perf stat record's settings."""
+
     TYPE = RecordType.STAT_CONFIG
     entries: tuple[tuple[int, int], ...] = ()  # (tag, val)
 
@@ -704,6 +776,8 @@ class StatConfigRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class StatRecord(Record):
+    """PERF_RECORD_STAT: one counter value of perf stat record."""
+
     TYPE = RecordType.STAT
     BODY, FIELDS = _layout("QIIQQQ", "id cpu thread val ena run")
     id: int = 0
@@ -717,6 +791,8 @@ class StatRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class StatRoundRecord(Record):
+    """PERF_RECORD_STAT_ROUND: the end of one interval of perf stat record."""
+
     TYPE = RecordType.STAT_ROUND
     BODY, FIELDS = _layout("QQ", "round_type time")
     time: int = 0
@@ -726,6 +802,8 @@ class StatRoundRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class EventUpdateRecord(Record):
+    """PERF_RECORD_EVENT_UPDATE: an event's unit, scale, name or CPUs."""
+
     TYPE = RecordType.EVENT_UPDATE
     BODY, FIELDS = _layout("QQ", "update_type id")
     TAIL, TAIL_KIND = "data", "bytes"
@@ -749,16 +827,20 @@ class TimeConvRecord(Record):
 
     @property
     def time_cycles(self) -> int | None:
+        """The TSC value at time_zero; None where an older perf wrote the short record."""
         return struct.unpack_from("<Q", self.extra, 0)[0] if len(self.extra) >= 8 else None
 
     @property
     def time_mask(self) -> int | None:
+        """The TSC mask; None where an older perf wrote the short record."""
         return struct.unpack_from("<Q", self.extra, 8)[0] if len(self.extra) >= 16 else None
 
 
 @kind
 @dataclass(frozen=True, kw_only=True)
 class HeaderFeatureRecord(Record):
+    """PERF_RECORD_HEADER_FEATURE: one header feature section, in pipe mode."""
+
     TYPE = RecordType.HEADER_FEATURE
     BODY, FIELDS = _layout("Q", "feat_id")
     TAIL, TAIL_KIND = "data", "bytes"
@@ -776,6 +858,7 @@ class CompressedRecord(Record):
     data: bytes = b""
 
     def to_dict(self):
+        """JSON-ready, the compressed bytes by their size only."""
         return {"type": self.type_name, "compressed_size": len(self.data)}
 
 
@@ -789,6 +872,7 @@ class FinishedInitRecord(Record):
     data: bytes = b""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with textrace's stream chunk header when it is one."""
         from .stream import CHUNK, MAGIC
         if len(self.data) < CHUNK.size or self.data[:8] != MAGIC:
             return super().to_dict()
@@ -814,6 +898,7 @@ class Compressed2Record(Record):
     data: bytes = b""   # the compressed bytes, then the padding
 
     def to_dict(self):
+        """JSON-ready, the compressed bytes by their size only."""
         return {"type": self.type_name, "compressed_size": self.data_size}
 
 
@@ -841,10 +926,12 @@ class BpfMetadataRecord(Record):
 
     @property
     def prog_name(self) -> str:
+        """The program's name."""
         return cstring(self._prog_name)
 
     @property
     def metadata(self) -> dict[str, str]:
+        """The program's bpf_metadata_* variables, name to value."""
         return dict(self.entries)
 
     @classmethod
@@ -866,6 +953,7 @@ class BpfMetadataRecord(Record):
                            for k, v in self.entries) + self.padding)
 
     def to_dict(self):
+        """JSON-ready, with the metadata as an object."""
         d = super().to_dict()
         d["prog_name"] = self.prog_name
         d["entries"] = self.metadata
@@ -892,16 +980,21 @@ class _SchedstatRecord(Record):
 @kind
 @dataclass(frozen=True, kw_only=True)
 class SchedstatCpuRecord(_SchedstatRecord):
+    """PERF_RECORD_SCHEDSTAT_CPU: a CPU's /proc/schedstat counters (perf sched stats)."""
+
     TYPE = RecordType.SCHEDSTAT_CPU
 
 
 @kind
 @dataclass(frozen=True, kw_only=True)
 class SchedstatDomainRecord(_SchedstatRecord):
+    """PERF_RECORD_SCHEDSTAT_DOMAIN: a scheduling domain's counters (perf sched stats)."""
+
     TYPE = RecordType.SCHEDSTAT_DOMAIN
 
     @property
     def domain(self) -> int:
+        """The domain's number."""
         return self._u16
 
 
@@ -914,6 +1007,7 @@ class RawRecord(Record):
 
     @property
     def type(self) -> int:
+        """The record type as found in the file."""
         return self.raw_type
 
     def _pack_body(self, ctx):
@@ -921,4 +1015,5 @@ class RawRecord(Record):
 
 
 def pack_header(rtype: int, misc: int, size: int) -> bytes:
+    """The 8-byte perf_event_header."""
     return HEADER.pack(rtype, misc, size)

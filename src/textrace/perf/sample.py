@@ -23,12 +23,16 @@ BRANCH_ENTRY = struct.Struct("<QQQ")     # struct perf_branch_entry {from, to, f
 
 
 class BranchEntry(NamedTuple):
+    """struct perf_branch_entry: a taken branch's from and to ips and its flags."""
+
     from_ip: int
     to_ip: int
     flags: int
 
 
 class Regs(NamedTuple):
+    """Sampled registers: the ABI, and the values of the registers the mask names."""
+
     abi: int
     regs: tuple[int, ...]
 
@@ -74,6 +78,7 @@ class SampleRecord(Record):
         return pack_sample(self, ctx.attr)
 
     def to_dict(self):
+        """JSON-ready, only the fields the sample has."""
         d = {"type": "SAMPLE"}
         for name in _DICT_ORDER:
             v = getattr(self, name)
@@ -209,6 +214,7 @@ _PACK_PART = {
 
 
 def pack_sample(s: SampleRecord, attr: EventAttr) -> bytes:
+    """A SAMPLE body laid out as `attr` says (perf_output_sample's order)."""
     q: list[bytes] = []
     for _bit, label, names, layout in sample_layout(int(attr.sample_type)):
         if layout is None:

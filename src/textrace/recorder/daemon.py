@@ -56,6 +56,9 @@ _TRIMMED = (RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE)
 
 @dataclass
 class DaemonOptions:
+    """What `textrace daemon` was asked: the store, its budget (MiB), the capture mode,
+    ring pages."""
+
     store: str
     max_mb: float | None = None
     min_mb: float = 0.0
@@ -66,6 +69,8 @@ class DaemonOptions:
 
 @dataclass
 class DaemonStats:
+    """What the daemon saw and did, for its last line and `textrace store`."""
+
     loads: int = 0
     unloads: int = 0
     captured: int = 0
@@ -94,6 +99,8 @@ class PerfClock:
         self.measure()
 
     def measure(self) -> int:
+        """The offset, measured now: the tightest of three COMM records (its perf_clock time
+        against the CLOCK_MONOTONIC reads around it)."""
         name = ctypes.create_string_buffer(16)
         self.libc.prctl(16, name)  # PR_GET_NAME
         best = None
@@ -112,12 +119,15 @@ class PerfClock:
         return self.offset
 
     def from_monotonic(self, t: int) -> int:
+        """A CLOCK_MONOTONIC time (the capture program's) on perf's clock."""
         return t + self.offset
 
     def now(self) -> int:
+        """Now, on perf's clock."""
         return time.clock_gettime_ns(time.CLOCK_MONOTONIC) + self.offset
 
     def close(self) -> None:
+        """Close the COMM event."""
         self.ring.close()
         os.close(self.fd)
 
@@ -138,6 +148,8 @@ def sd_notify(message: bytes) -> None:
 
 
 def boot_id() -> str:
+    """This boot's id (/proc/sys/kernel/random/boot_id): a store's times and addresses hold within
+    one boot."""
     with open(BOOT_ID) as f:
         return f.read().strip()
 
@@ -152,6 +164,9 @@ def kallsyms_without_programs() -> bytes:
 
 
 class Daemon:
+    """The capture service: every BPF program at load, out-of-line code, text pokes and unreported
+    changes into a store, until SIGTERM or SIGINT."""
+
     def __init__(self, opts: DaemonOptions, say=None):
         self.opts = opts
         self.say = say or (lambda msg: print(f"textrace daemon: {msg}", file=sys.stderr,
@@ -378,6 +393,7 @@ class Daemon:
 
     # --- the loop -----------------------------------------------------------------------
     def run(self) -> DaemonStats:
+        """Run until asked to stop; exits having committed every round."""
         lock = StoreLock(self.opts.store)  # first: a second daemon stops here
         try:
             return self._run(lock)

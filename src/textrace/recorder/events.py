@@ -26,6 +26,8 @@ KERNEL_SPACE = 0xffff800000000000
 
 
 def sideband_attr(opts: RecordOptions) -> EventAttr:
+    """The per-CPU dummy event for code changes: KSYMBOL, BPF_EVENT, TEXT_POKE, MMAP2, COMM, task,
+    with sample_id_all."""
     return EventAttr(
         type=live.PERF_TYPE_SOFTWARE, size=128, config=live.SW_DUMMY, sample_period=1,
         # wake the reader when a quarter of the ring is used; captures do not wait on
@@ -38,6 +40,7 @@ def sideband_attr(opts: RecordOptions) -> EventAttr:
 
 
 def sample_attr(opts: RecordOptions) -> EventAttr | None:
+    """The sampling event the user asked for (-e, -F, -g), or None."""
     if not opts.event:
         return None
     if opts.event not in EVENTS:

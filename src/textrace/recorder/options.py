@@ -16,6 +16,8 @@ EVENTS = {"cpu-clock": (live.PERF_TYPE_SOFTWARE, live.SW_CPU_CLOCK),
 
 @dataclass
 class RecordOptions:
+    """What `textrace record` was asked (the CLI's flags)."""
+
     output: str = "perf.data"
     system_wide: bool = False
     duration: float | None = None
@@ -32,6 +34,9 @@ class RecordOptions:
 
 @dataclass
 class RecordSummary:
+    """What a recording saw and kept: records, losses, programs seen and captured, code reads; the
+    summary line and RECORD_INFO."""
+
     output: str
     records: int = 0
     lost: int = 0
@@ -48,4 +53,5 @@ class RecordSummary:
 
 
 def clock_ns(clockid: int) -> int:
+    """Now on `clockid` (ns), the clock the recording's events use."""
     return time.clock_gettime_ns(clockid)

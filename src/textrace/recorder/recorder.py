@@ -63,6 +63,9 @@ from .synthesis import kernel_map, kernel_mmap, loaded_prog_id, program_records
 
 
 class Recorder:
+    """`textrace record`: wires the live sources (perf rings, the capture program or the id
+    scanner, kernel memory) to a perf.data writer, a round at a time."""
+
     notice = None  # called at the start with why kernel capture fell back (the CLI prints it)
 
     def __init__(self, opts: RecordOptions, progress=None):
@@ -91,10 +94,12 @@ class Recorder:
         self.packs: PackWatch | None = None   # bpf_prog_pack extents, freed code (pack_watch.py)
 
     def now(self) -> int:
+        """Now on the recording's clock (ns)."""
         return clock_ns(self.opts.clockid)
 
     # --- events -------------------------------------------------------------------------
     def open_events(self) -> None:
+        """The per-CPU sideband events (and sampling ones, if asked), their rings mapped."""
         self.attrs, self.sideband_id_size = open_events(self.opts, self.fds, self.rings)
 
     # --- capture ------------------------------------------------------------------------
@@ -181,6 +186,7 @@ class Recorder:
             self.held_fds[prog_id] = fd
 
     def drain(self, writer: PerfDataWriter) -> int:
+        """One round: what the rings hold, written; the number of records."""
         return self._write_round(writer, self._read_rings())
 
     def _read_rings(self) -> list[bytes]:
@@ -292,6 +298,7 @@ class Recorder:
                 {"lost_records": now[0], "capture_lost_chunks": now[1]}).encode())
 
     def run(self) -> RecordSummary:
+        """Record until the command exits, the duration ends or a signal; then finish the file."""
         opts = self.opts
         with open("/proc/kallsyms") as f:
             kallsyms = f.read()

@@ -120,6 +120,7 @@ class IdScanner:
         wait.close()
 
     def take(self) -> dict[int, int]:
+        """The fds handed over since the last call, by program id."""
         with self.lock:
             got, self.fds = self.fds, {}
         return got

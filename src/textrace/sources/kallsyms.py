@@ -49,6 +49,8 @@ class KallsymsReader:
         self._symbols = None
 
     def result(self):
+        """The child's KernelSymbols (waiting for it), or the parent's own read if the child
+        failed."""
         if self._symbols is None:
             self._symbols = self._collect()
         return self._symbols

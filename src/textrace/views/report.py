@@ -45,6 +45,9 @@ _FOREVER = np.iinfo(np.int64).max
 
 @dataclass
 class ReportRow:
+    """One row of the report: a symbol as of its samples' time, its DSO and kind, samples, period
+    and percent."""
+
     symbol: str
     dso: str
     kind: str          # kernel, module, bpf, ool, user, unknown
@@ -53,6 +56,7 @@ class ReportRow:
     percent: float
 
     def to_dict(self) -> dict:
+        """JSON-ready."""
         return {"symbol": self.symbol, "dso": self.dso, "kind": self.kind,
                 "samples": self.samples, "period": self.period, "percent": self.percent}
 
@@ -360,10 +364,12 @@ class ReportTable:
         return len(self.symbol)
 
     def head(self, n: int) -> "ReportTable":
+        """The first n rows."""
         return ReportTable(self.symbol[:n], self.dso[:n], self.kind[:n], self.samples[:n],
                            self.period[:n], self.percent[:n])
 
     def rows(self) -> list[ReportRow]:
+        """The rows as ReportRow objects."""
         return [ReportRow(*r) for r in zip(self.symbol, self.dso, self.kind,
                                            self.samples.tolist(), self.period.tolist(),
                                            self.percent.tolist())]
