@@ -84,6 +84,17 @@ class _RawRec:
         self.payload = payload
 
 
+def map_file(path: str) -> mmap.mmap | bytes:
+    """The file mapped read-only (b"" when empty: an empty file cannot be mapped), never
+    read into memory; FormatError naming the file when it cannot be opened."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    except OSError as e:
+        raise FormatError(e.strerror or str(e), file=path) from None
+
+
 class PerfData:
     """A perf.data file.  `PerfData.open(path)`; iterate `records()` or `records_by_time()`."""
 
@@ -113,13 +124,7 @@ class PerfData:
         path = os.fspath(path)
         if path == "-":
             return cls(sys.stdin.buffer.read(), path="<stdin>", salvage=salvage)
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        except OSError as e:
-            raise FormatError(e.strerror or str(e), file=path) from None
-        return cls(data, path=path, salvage=salvage)
+        return cls(map_file(path), path=path, salvage=salvage)
 
     @classmethod
     def from_stream(cls, stream: BinaryIO, *, path: str = "<stream>",

@@ -22,7 +22,7 @@ from ..errors import FormatError, TextraceError
 from ..perf.abi import Feature, RecordType
 from ..perf.header import RECORD_HEADER, SECTION, FileHeader, parse_file_header
 from ..perf.private import FEATURE_BIT, Kind
-from ..perf.reader import PerfData
+from ..perf.reader import PerfData, map_file
 from ..perf.stream import StreamDamage, read_entries
 
 
@@ -337,12 +337,7 @@ def recover(path: str, output: str | None = None) -> FinishReport:
     the first damage (also those after the header's data size: the rounds a killed recorder
     wrote after its last header update), and writes the end from the stream."""
     out = output or path
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-    except OSError as e:
-        raise FormatError(e.strerror or str(e), file=path) from None
+    buf = map_file(path)
     try:
         data = PerfData(buf, path=path, salvage=True)
         if data.mode != "file":
