@@ -4,6 +4,9 @@ and an installed textrace needs no clang.  Building from the sdist needs clang a
 headers of libbpf-dev and linux-libc-dev; without them the build stops and says so.
 An editable install (scripts/setup.sh) builds nothing here: the loader builds the object
 into ~/.cache/textrace on first use (scripts/setup.sh does it ahead of time).
+It also compiles textrace.compiled (src/textrace/compiled.c), the few loops numpy cannot
+vectorize; an editable install builds it in place (scripts/setup.sh runs build_ext
+--inplace when the source is newer).
 Everything else is declared in pyproject.toml.
 """
 
@@ -12,7 +15,7 @@ import importlib.util
 import os
 import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 CAPTURE = os.path.join("src", "textrace", "bpf", "capture")
@@ -50,4 +53,6 @@ class BuildPyWithCapture(build_py):
         return super().get_outputs(include_bytecode) + getattr(self, "_capture_objects", [])
 
 
-setup(cmdclass={"build_py": BuildPyWithCapture})
+setup(cmdclass={"build_py": BuildPyWithCapture},
+      ext_modules=[Extension("textrace.compiled", [os.path.join("src", "textrace", "compiled.c")],
+                             extra_compile_args=["-O2", "-std=c11"])])

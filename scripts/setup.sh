@@ -63,6 +63,12 @@ else
         -e '.[test]' 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
     env -u PYTHONPATH python3 -c 'import textrace'  # fail here, not later
 fi
+# textrace.compiled (src/textrace/compiled.c) built in place, again when its source is newer
+so=$(python3 -c 'import sysconfig; print("src/textrace/compiled" + sysconfig.get_config_var("EXT_SUFFIX"))')
+if [ ! -e "$so" ] || [ src/textrace/compiled.c -nt "$so" ]; then
+    echo "setup: building $so"
+    python3 -W ignore setup.py -q build_ext --inplace >/dev/null
+fi
 # pyenv puts console scripts (textrace) on PATH through shims, made by a rehash
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 # the in-kernel capture program: a CO-RE object built once with clang (cached)

@@ -67,7 +67,7 @@ def tree(tmp_path_factory):
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(os.path.join(ROOT, name), dst / name)
     shutil.copytree(os.path.join(ROOT, "src"), dst / "src", ignore=shutil.ignore_patterns(
-        "__pycache__", "*.egg-info", "*.bpf.o", "*.pyc"))
+        "__pycache__", "*.egg-info", "*.bpf.o", "*.pyc", "*.so"))
     return dst
 
 
@@ -118,6 +118,9 @@ def test_the_wheel_ships_the_capture_objects_their_sources_the_unit_and_py_typed
     assert not any(n.endswith(".bpf.o") and n.rsplit("/", 1)[-1] not in
                    {capture_build.object_name(s) for s in sources} for n in names)
     assert "textrace/py.typed" in names
+    # the compiled loops (textrace/compiled.c), built by the package build, and their types
+    assert [n for n in names if n.startswith("textrace/compiled.") and n.endswith(".so")]
+    assert "textrace/compiled.pyi" in names
     src = os.path.join(ROOT, "src")
     for unit in glob.glob(os.path.join(src, "textrace", "**", "*.service"), recursive=True):
         assert os.path.relpath(unit, src) in names  # the daemon's systemd unit

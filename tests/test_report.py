@@ -70,9 +70,9 @@ def test_sort_by_dso_sums_symbols(corpus):
 # --- the bulk paths the report takes, against the general ones ------------------------
 
 def test_records_located_in_bulk_are_the_records_walked(corpus):
-    """Record headers found by vectorised search are exactly the walk's, also when a
+    """Record headers found by the compiled walk are exactly the reader's, also when a
     callchain entry looks like a header (0xf00000000000000f does, as a real kernel
-    address can): the search steps over such false candidates."""
+    address can), and when the file is taken in windows smaller than a record."""
     from textrace.perf.bulk import locate_records_aligned
     from textrace.perf.reader import PerfData
     raw = bytearray(corpus.path("callchain").read_bytes())
@@ -88,9 +88,11 @@ def test_records_located_in_bulk_are_the_records_walked(corpus):
         at = rec.offset + size[rec.offset] - 8 * len(rec.callchain)
         struct.pack_into("<Q", raw, at, word)
     data = PerfData(bytes(raw), path="f")
-    found = locate_records_aligned(data._buf, data._data.offset, data._data.end)
-    assert found is not None
-    assert list(zip(found[0].tolist(), found[1].tolist())) == walked
+    for window in (16 << 20, 4096, 8):
+        found = locate_records_aligned(data._buf, data._data.offset, data._data.end,
+                                       window=window)
+        assert found is not None
+        assert list(zip(found[0].tolist(), found[1].tolist())) == walked
 
 
 @pytest.mark.parametrize("name", ["system-wide", "callchain", "multi-event"])
@@ -160,8 +162,8 @@ def test_code_records_read_in_bulk_match_the_record_decoder(corpus, name):
 
 
 def test_distinct_pairs_number_each_pair_once():
-    """The hash numbering against its definition, on few and many distinct pairs, with
-    colliding rounds (a small table for 100k pairs) and the sorted remainder."""
+    """The numbering against its definition, on few and many distinct pairs (the table
+    grows many times for 300k): each pair once, numbered in order of first occurrence."""
     from textrace.history.distinct import distinct_pairs
     rng = np.random.default_rng(3)
     for n, k in [(0, 1), (1, 1), (5, 3), (1000, 7), (100_000, 5000), (100_000, 100_000),
@@ -173,6 +175,11 @@ def test_distinct_pairs_number_each_pair_once():
         assert len(first) == len(pairs)
         assert np.array_equal(a[first[ids]], a) and np.array_equal(b[first[ids]], b)
         assert len(ids) == n and (n == 0 or ids.max() == len(first) - 1)
+        assert np.array_equal(ids[first], np.arange(len(first)))
+        # first[k] is where pair k first occurs, and the pairs are numbered in that order
+        smallest = np.full(len(first), n)
+        np.minimum.at(smallest, ids, np.arange(n))
+        assert np.array_equal(first, smallest) and (np.diff(first) > 0).all()
 
 
 def check_pairs_resolve_as_one_by_one(path) -> list[tuple]:

@@ -81,13 +81,11 @@ def cmd_report(args) -> int:
     # ~80 ms of a 1.6M-sample report.  What is left at the end is frozen below.
     import gc
     gc.disable()
-    # numpy imported before the kallsyms child forks, which then has it for nothing: on a
-    # machine whose other CPU is busy, the child's own import (~80 ms of CPU) would be
-    # taken from this process; the child is still done long before its symbols are needed
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from .views.report import report_table
+    # the kallsyms child first: it imports no numpy, and reads /proc/kallsyms (~50 ms of
+    # the kernel's time) while this process imports the report's modules (~0.1 s)
     live = _kallsyms_child()
     try:
+        from .views.report import report_table
         data = _open(args)
         table = report_table(data, sort=args.sort, live=live)
     finally:

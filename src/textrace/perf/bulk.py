@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..compiled import gather_words, walk_records
 from .abi import KSYMBOL_FLAG_UNREGISTER, ReadFormat, RecordType, SampleType as S
 from . import layouts
 from .header import RECORD_HEADER
@@ -91,116 +92,41 @@ _PAYLOAD_OR_PACKED_TYPES = np.zeros(1 << 16, dtype=bool)
 _PAYLOAD_OR_PACKED_TYPES[_PAYLOAD_OR_PACKED] = True
 
 
-# A record header as one little-endian u64: type (u32), misc (u16), size (u16).  A header
-# has a type below 2**16 (bits 16-31 clear) and a size that is a non-zero multiple of 8
-# (bits 48-50 clear, the word at least 8 << 48).
-_HEADER_MASK = np.uint64(0x0007_0000_FFFF_0000)
-_MIN_HEADER = np.uint64(8 << 48)
-_SCAN_WORDS = 1 << 16   # 512 KiB of the file per step: the scratch arrays stay in cache
-
-
-def _header_candidates(words: np.ndarray) -> np.ndarray:
-    """Indexes of the words that could be record headers, by the shape above, scanned a
-    slice at a time into reused scratch arrays (one pass over the whole file would make
-    three file-sized temporaries, and their page faults cost more than the tests)."""
-    step = min(_SCAN_WORDS, len(words))
-    masked = np.empty(step, dtype=np.uint64)
-    ok = np.empty(step, dtype=bool)
-    big = np.empty(step, dtype=bool)
-    found = []
-    for at in range(0, len(words), step):
-        w = words[at:at + step]
-        n = len(w)
-        np.bitwise_and(w, _HEADER_MASK, out=masked[:n])
-        np.equal(masked[:n], 0, out=ok[:n])
-        np.greater_equal(w, _MIN_HEADER, out=big[:n])
-        ok[:n] &= big[:n]
-        found.append(np.flatnonzero(ok[:n]) + at)
-    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
-
-
 _WINDOW = 16 << 20   # bytes of the file located at a time (a multiple of 8)
 
 
 def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
                            window: int = _WINDOW) -> tuple[np.ndarray, np.ndarray] | None:
-    """Offsets and types of every record in [start, end), found without a Python loop.
-
-    Every 8-aligned word shaped like a header with a known type is a candidate: every
-    record is one, and so is the odd word inside a record that happens to look like a
-    header (a callchain entry such as 0xf00000000000000f does).  The records are the chain
-    of candidates that starts at `start`, each size leading to the next: it runs through
-    consecutive candidates except where a record's size steps over false ones, so only
-    those few steps are taken one by one.  None when the chain breaks off before `end`
-    (misaligned data, a damaged file), so the caller walks record by record instead.
+    """Offsets and types of every record in [start, end): the chain of headers from
+    `start`, each size leading to the next, walked by compiled code (a sequential walk
+    numpy can only imitate in passes: compiled.walk_records).  None when the chain breaks
+    off before `end` (a type no perf knows, a size not a nonzero multiple of 8, a record
+    running past `end`: a damaged file), so the caller walks record by record and names
+    the damage.
 
     The file is taken `window` bytes at a time (the next window starts where the last
-    record begun in this one ends), so the scratch arrays stay window-sized whatever the
-    file's size; window_done(lo, hi), if given, is called when [lo, hi) has been read (the
-    caller may give its pages back).
-    """
+    record begun in this one ends); window_done(lo, hi), if given, is called when [lo, hi)
+    has been read (the caller may give its pages back)."""
     if start % 8 or (end - start) % 8 or end <= start:
         return None
     offsets, kinds = [], []
     pos = start
     while pos < end:
-        got = _chain(buf, pos, min(end, pos + window))
-        if got is None:
+        stop = min(end, pos + window)
+        count, _next, whole = walk_records(buf, pos, stop, end, _KNOWN_TYPES, None, None)
+        if not whole:
             return None
-        cand, kind, nxt = got
-        offsets.append(cand)
+        offs = np.empty(count, dtype=np.int64)
+        kind = np.empty(count, dtype=np.uint16)
+        _count, nxt, _whole = walk_records(buf, pos, stop, end, _KNOWN_TYPES, offs, kind)
+        offsets.append(offs)
         kinds.append(kind)
         if window_done is not None:
             window_done(pos, min(nxt, end))
         pos = nxt
-    if pos != end:
-        return None
     if len(offsets) == 1:
         return offsets[0], kinds[0]
     return np.concatenate(offsets), np.concatenate(kinds)
-
-
-def _chain(buf, start: int, end: int) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """The records that begin in [start, end) (the first at `start`), as
-    locate_records_aligned finds them, and where the last of them ends (at or past
-    `end`); None when the chain breaks off."""
-    words = np.frombuffer(buf, dtype="<u8", count=(end - start) // 8, offset=start)
-    nwords = len(words)
-    cand = _header_candidates(words)
-    head = words[cand]
-    kind = (head & np.uint64(0xFFFF)).astype(np.uint16)   # types are below 2**16
-    known = _KNOWN_TYPES[kind]
-    if not known.all():
-        cand, head, kind = cand[known], head[known], kind[known]
-    if not len(cand) or cand[0] != 0:
-        return None
-    nxt = cand + (head >> np.uint64(51)).astype(np.int64)
-    # steps that do not land on the very next candidate: records holding false ones, and
-    # the last record begun here
-    jumps = np.flatnonzero(nxt[:-1] != cand[1:])
-    last = int(nxt[-1])
-    if len(jumps) or nxt[-1] < nwords:
-        keep = np.ones(len(cand), dtype=bool)
-        at = 0
-        for j in jumps.tolist() + [len(cand) - 1]:
-            if j < at:         # a false candidate's own step: never reached
-                continue
-            target = int(nxt[j])
-            if target >= nwords:   # past this window: the next one starts there
-                keep[j + 1:] = False
-                last = target
-                break
-            k = int(np.searchsorted(cand, target))
-            if k == len(cand) or cand[k] != target:
-                return None    # the chain leads off the candidates: not this fast path
-            keep[j + 1:k] = False
-            at = k
-        else:
-            return None
-        cand, kind = cand[keep], kind[keep]
-    cand <<= 3
-    cand += start
-    return cand, kind, start + 8 * last
 
 
 def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int, int]]]:
@@ -408,33 +334,24 @@ def _arrays(g: _Gather, aligned: bool, attr_idx: np.ndarray, misc: np.ndarray,
         chain_start=chain_start, callchain=callchain)
 
 
-_GATHER_RECORDS = 8192
-
-
-_RELEASE_BLOCKS = 16     # blocks of records read between two page releases
+_GATHER_RECORDS = 1 << 17   # records gathered between two page releases
 
 
 def _gather_words(words: np.ndarray, base: np.ndarray, offsets: list[int],
                   release=None) -> list[np.ndarray]:
-    """words[base + off] for each of the ascending `offsets` (all within `words`),
-    gathered a block of records at a time: every field of a record is read while its
-    cache lines are fresh, not once per field over a file that outgrows the cache.
-    release(byte), if given, is told every few blocks that the records before that byte
+    """words[base + off] for each of the `offsets` (all within `words`), every field of a
+    record read at once (compiled.gather_words), a block of records at a time.
+    release(byte), if given, is told after each block that the records before that byte
     offset are read (`base` ascending: their pages can go)."""
     n = len(base)
     outs = [np.empty(n, dtype=np.uint64) for _ in offsets]
-    at = np.empty(min(_GATHER_RECORDS, n), dtype=np.int64)
+    base = np.ascontiguousarray(base, dtype=np.int64)
+    fields = tuple(offsets)
     for first in range(0, n, _GATHER_RECORDS):
-        block = base[first:first + _GATHER_RECORDS]
-        m = len(block)
-        for off, out in zip(offsets, outs):
-            np.add(block, off, out=at[:m])
-            # mode="wrap": no bounds to enforce (the caller checked them), and with out=
-            # the default mode would copy
-            np.take(words, at[:m], out=out[first:first + m], mode="wrap")
-        if release is not None and first % (_GATHER_RECORDS * _RELEASE_BLOCKS) == 0 \
-                and first:
-            release(8 * int(block[0]))
+        last = min(n, first + _GATHER_RECORDS)
+        gather_words(words, base[first:last], fields, tuple(o[first:last] for o in outs))
+        if release is not None and last < n:
+            release(8 * int(base[last]))
     return outs
 
 
@@ -461,7 +378,7 @@ def _one_sampling_layout(data, g: _Gather, o: np.ndarray):
     # the ids gathered a block at a time, each block's pages given back after it (the
     # gather touches every page of the file)
     ids = np.empty(len(o), dtype=np.uint64)
-    step = _GATHER_RECORDS * _RELEASE_BLOCKS
+    step = _GATHER_RECORDS
     for at in range(0, len(o), step):
         block = o[at:at + step]
         ids[at:at + step] = g.u64[(block >> 3) + (1 + pos // 8)]

@@ -3,12 +3,13 @@
 itself (read_proc_kallsyms).
 
 The kernel formats /proc/kallsyms a page per read(2): 1300+ reads, ~30 ms of system time
-for 122k lines, then ~20 ms of parsing.  A thread would hold the GIL after each read and
+for 122k lines, then ~10 ms to split the lines (compiled code, history/kallsyms_text.py).  A thread would hold the GIL after each read and
 wait for it before the next, so behind a busy main thread it finishes late; a forked child
 runs on another CPU with no such wait.  The child writes the parsed symbols to a memfd
-(header, addresses, name spans, the text itself) and the parent maps them.
+(header, addresses, name spans, the text itself) and the parent maps them and sorts them.
 
-This module imports no numpy, so that the child can start before the parent imports it.
+Neither this module nor the child imports numpy: the child starts before the parent
+imports it, and its CPU goes to reading, not to numpy's import.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+
+from ..history.kallsyms_text import symbol_lines
 
 _HEADER = struct.Struct("<8sqqq")   # magic, errno (0: parsed), symbols, text or message bytes
 _MAGIC = b"TRKSYM01"
@@ -71,7 +74,6 @@ class KallsymsReader:
 
     def _collect(self):
         from ..history.kallsyms import KernelSymbols
-        import numpy as np
         _pid, status = os.waitpid(self.pid, 0)
         self.pid = 0
         try:
@@ -88,11 +90,8 @@ class KallsymsReader:
             message = bytes(view[_HEADER.size:_HEADER.size + text_len]).decode()
             raise OSError(errno, message, self.path)
         at = _HEADER.size
-        addrs = np.frombuffer(view, dtype=np.uint64, count=n, offset=at)
-        spans = np.frombuffer(view, dtype=np.int64, count=4 * n,
-                              offset=at + 8 * n).reshape(n, 4)
-        text = view[at + 40 * n:at + 40 * n + text_len]
-        return KernelSymbols(addrs, _blob=text, _spans=spans)
+        return KernelSymbols.from_lines(view[at + 40 * n:at + 40 * n + text_len],
+                                        view[at:at + 8 * n], view[at + 8 * n:at + 40 * n])
 
 
 def _child(path: str, fd: int) -> None:
@@ -106,12 +105,11 @@ def _child(path: str, fd: int) -> None:
         message = (e.strerror or str(e)).encode()
         _write_all(fd, _HEADER.pack(_MAGIC, e.errno or 5, 0, len(message)) + message)
         return
-    from ..history.kallsyms import KernelSymbols
-    symbols = KernelSymbols.parse(b"".join(chunks))
-    text, n = symbols._blob, len(symbols)
+    text = b"".join(chunks)
+    n, addrs, spans = symbol_lines(text)
     _write_all(fd, _HEADER.pack(_MAGIC, 0, n, len(text)))
-    _write_all(fd, symbols.addrs.astype("<u8").tobytes())
-    _write_all(fd, symbols._spans.astype("<i8").tobytes())
+    _write_all(fd, addrs)
+    _write_all(fd, spans)
     _write_all(fd, text)
 
 

@@ -1,0 +1,419 @@
+/* textrace.compiled: the few loops numpy cannot vectorize, compiled by the package build.
+ *
+ * Each is a sequential walk or a hash over millions of items, where a vectorized numpy
+ * form pays in passes and temporaries (measured in bench/report.py, issue 17):
+ *   walk_records   perf.data's record chain, each header's size leading to the next;
+ *   gather_words   fixed u64 fields of many records, every field of a record at once;
+ *   number_pairs   the distinct (a, b) pairs of two columns, numbered by a hash table;
+ *   kallsyms_lines the lines of /proc/kallsyms' text, split into address and spans.
+ * Every function reads and writes Python buffers (numpy arrays, mmaps, bytes) the caller
+ * sized, checks every index against them, and holds no state.  The formats are the
+ * callers' (perf/bulk.py, history/distinct.py, history/kallsyms.py): the rules here are
+ * theirs, written once more only as loops.  It needs no NumPy headers, so that the
+ * kallsyms child can use it before numpy is imported.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A buffer held for the length of a call: released on every path out. */
+typedef struct {
+    Py_buffer view;
+    int held;
+} held_buffer;
+
+static int
+hold(PyObject *obj, held_buffer *b, int writable, Py_ssize_t itemsize, const char *what)
+{
+    if (PyObject_GetBuffer(obj, &b->view, writable ? PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS
+                                                   : PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    b->held = 1;
+    if (b->view.len % itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes, not a whole number of %zd-byte items",
+                     what, b->view.len, itemsize);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+release(held_buffer *b)
+{
+    if (b->held) {
+        PyBuffer_Release(&b->view);
+        b->held = 0;
+    }
+}
+
+static inline uint64_t
+load_u64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;   /* x86-64 and every other target the BPF JIT runs on here: little-endian */
+}
+
+/* walk_records(buf, start, stop, end, known, offsets, types) -> (count, next, whole)
+ *
+ * The perf.data records beginning in [start, stop), the first at `start`, each at the end
+ * of the one before; none may run past `end`.  A header is accepted when its type is
+ * known (known[type] nonzero, a 65536-byte table) and its size a nonzero multiple of 8;
+ * the walk stops at the first that is not (whole is False, next is where it stopped).
+ * offsets (int64) and types (uint16), if not None, receive each record's offset and type
+ * and must have room for every one; None counts them only. */
+static PyObject *
+walk_records(PyObject *self, PyObject *args)
+{
+    PyObject *buf_obj, *known_obj, *offsets_obj, *types_obj;
+    Py_ssize_t start, stop, end;
+    if (!PyArg_ParseTuple(args, "OnnnOOO", &buf_obj, &start, &stop, &end, &known_obj,
+                          &offsets_obj, &types_obj))
+        return NULL;
+    held_buffer buf = {0}, known = {0}, offsets = {0}, types = {0};
+    PyObject *result = NULL;
+    if (hold(buf_obj, &buf, 0, 1, "buf") < 0 || hold(known_obj, &known, 0, 1, "known") < 0)
+        goto out;
+    if (known.view.len != 65536) {
+        PyErr_SetString(PyExc_ValueError, "known: one byte per record type (65536)");
+        goto out;
+    }
+    if (offsets_obj != Py_None && (hold(offsets_obj, &offsets, 1, 8, "offsets") < 0 ||
+                                   hold(types_obj, &types, 1, 2, "types") < 0))
+        goto out;
+    if (start < 0 || end > buf.view.len || stop > end || start > stop) {
+        PyErr_SetString(PyExc_ValueError, "walk_records: bounds outside the buffer");
+        goto out;
+    }
+    const unsigned char *p = buf.view.buf, *is_known = known.view.buf;
+    int64_t *off_out = offsets.held ? offsets.view.buf : NULL;
+    uint16_t *type_out = types.held ? types.view.buf : NULL;
+    Py_ssize_t room = offsets.held ? offsets.view.len / 8 : 0;
+    if (types.held && types.view.len / 2 < room)
+        room = types.view.len / 2;
+    Py_ssize_t pos = start, count = 0;
+    int whole = 1;
+    Py_BEGIN_ALLOW_THREADS
+    while (pos < stop) {
+        if (end - pos < 8) {
+            whole = 0;
+            break;
+        }
+        uint32_t type;
+        uint16_t size;
+        memcpy(&type, p + pos, 4);
+        memcpy(&size, p + pos + 6, 2);
+        if (type > 0xFFFF || !is_known[type] || size < 8 || size % 8 || size > end - pos) {
+            whole = 0;
+            break;
+        }
+        if (off_out) {
+            if (count == room) {
+                whole = -1;
+                break;
+            }
+            off_out[count] = pos;
+            type_out[count] = (uint16_t)type;
+        }
+        count++;
+        pos += size;
+    }
+    Py_END_ALLOW_THREADS
+    if (whole < 0) {
+        PyErr_SetString(PyExc_ValueError, "walk_records: offsets or types too short");
+        goto out;
+    }
+    result = Py_BuildValue("nnO", count, pos, whole ? Py_True : Py_False);
+out:
+    release(&buf), release(&known), release(&offsets), release(&types);
+    return result;
+}
+
+/* gather_words(words, base, fields, outs) -> None
+ *
+ * outs[j][i] = words[base[i] + fields[j]] for every record i and field j: words a buffer
+ * of u64, base (int64) a word index per record, fields a tuple of word offsets, outs a
+ * tuple of as many uint64 arrays, each as long as base.  Every field of a record is read
+ * while its cache line is fresh.  IndexError if one falls outside `words`. */
+#define MAX_FIELDS 16
+
+static PyObject *
+gather_words(PyObject *self, PyObject *args)
+{
+    PyObject *words_obj, *base_obj, *fields_obj, *outs_obj;
+    if (!PyArg_ParseTuple(args, "OOO!O!", &words_obj, &base_obj, &PyTuple_Type, &fields_obj,
+                          &PyTuple_Type, &outs_obj))
+        return NULL;
+    Py_ssize_t nf = PyTuple_GET_SIZE(fields_obj);
+    if (nf != PyTuple_GET_SIZE(outs_obj) || nf > MAX_FIELDS) {
+        PyErr_Format(PyExc_ValueError, "gather_words: as many outs as fields, at most %d",
+                     MAX_FIELDS);
+        return NULL;
+    }
+    held_buffer words = {0}, base = {0}, outs[MAX_FIELDS] = {{{0}}};
+    Py_ssize_t field[MAX_FIELDS];
+    uint64_t *out[MAX_FIELDS];
+    PyObject *result = NULL;
+    if (hold(words_obj, &words, 0, 8, "words") < 0 || hold(base_obj, &base, 0, 8, "base") < 0)
+        goto out;
+    Py_ssize_t n = base.view.len / 8, nwords = words.view.len / 8;
+    for (Py_ssize_t j = 0; j < nf; j++) {
+        field[j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(fields_obj, j));
+        if (field[j] == -1 && PyErr_Occurred())
+            goto out;
+        if (hold(PyTuple_GET_ITEM(outs_obj, j), &outs[j], 1, 8, "outs") < 0)
+            goto out;
+        if (outs[j].view.len / 8 != n || field[j] < 0) {
+            PyErr_SetString(PyExc_ValueError,
+                            "gather_words: each out as long as base, fields not negative");
+            goto out;
+        }
+        out[j] = outs[j].view.buf;
+    }
+    const uint64_t *w = words.view.buf;
+    const int64_t *b = base.view.buf;
+    Py_ssize_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t at = b[i];
+        for (Py_ssize_t j = 0; j < nf; j++) {
+            if (at < 0 || at + field[j] >= nwords) {
+                bad = i;
+                break;
+            }
+            out[j][i] = w[at + field[j]];
+        }
+        if (bad >= 0)
+            break;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        PyErr_Format(PyExc_IndexError, "gather_words: record %zd reads past the words", bad);
+        goto out;
+    }
+    result = Py_NewRef(Py_None);
+out:
+    release(&words), release(&base);
+    for (Py_ssize_t j = 0; j < nf; j++)
+        release(&outs[j]);
+    return result;
+}
+
+/* number_pairs(a, b, ids, first) -> count
+ *
+ * ids[i] numbers the pair (a[i], b[i]) among the distinct pairs, in the order each is
+ * first met, and first[k] is the index where pair k was first met.  a and b are 64-bit
+ * columns of one length n; ids and first int64 arrays of length n (first[:count] used).
+ * An open-addressing table of slot numbers, grown as pairs arrive, kept under half full. */
+static inline uint64_t
+mix(uint64_t a, uint64_t b)
+{
+    uint64_t h = (a ^ (b * 0xFF51AFD7ED558CCDull)) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
+}
+
+static PyObject *
+number_pairs(PyObject *self, PyObject *args)
+{
+    PyObject *a_obj, *b_obj, *ids_obj, *first_obj;
+    if (!PyArg_ParseTuple(args, "OOOO", &a_obj, &b_obj, &ids_obj, &first_obj))
+        return NULL;
+    held_buffer a = {0}, b = {0}, ids = {0}, first = {0};
+    PyObject *result = NULL;
+    int64_t *table = NULL;
+    if (hold(a_obj, &a, 0, 8, "a") < 0 || hold(b_obj, &b, 0, 8, "b") < 0 ||
+        hold(ids_obj, &ids, 1, 8, "ids") < 0 || hold(first_obj, &first, 1, 8, "first") < 0)
+        goto out;
+    Py_ssize_t n = a.view.len / 8;
+    if (b.view.len != a.view.len || ids.view.len != a.view.len ||
+        first.view.len != a.view.len) {
+        PyErr_SetString(PyExc_ValueError, "number_pairs: a, b, ids and first of one length");
+        goto out;
+    }
+    const uint64_t *av = a.view.buf, *bv = b.view.buf;
+    int64_t *idv = ids.view.buf, *firstv = first.view.buf;
+    size_t bits = 12, mask = ((size_t)1 << bits) - 1;
+    table = malloc(sizeof(int64_t) << bits);   /* a pair number + 1 per slot, 0: empty */
+    if (!table) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    memset(table, 0, sizeof(int64_t) << bits);
+    int64_t count = 0;
+    int nomem = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t x = av[i], y = bv[i];
+        size_t s = mix(x, y) >> (64 - bits);
+        for (;;) {
+            int64_t k = table[s];
+            if (!k) {
+                table[s] = count + 1;
+                firstv[count] = i;
+                idv[i] = count++;
+                break;
+            }
+            if (av[firstv[k - 1]] == x && bv[firstv[k - 1]] == y) {
+                idv[i] = k - 1;
+                break;
+            }
+            s = (s + 1) & mask;
+        }
+        if ((size_t)count * 2 > mask) {   /* over half full: twice the slots, rehashed */
+            size_t nbits = bits + 1;
+            int64_t *bigger = calloc((size_t)1 << nbits, sizeof(int64_t));
+            if (!bigger) {
+                nomem = 1;
+                break;
+            }
+            size_t nmask = ((size_t)1 << nbits) - 1;
+            for (int64_t k = 0; k < count; k++) {
+                size_t t = mix(av[firstv[k]], bv[firstv[k]]) >> (64 - nbits);
+                while (bigger[t])
+                    t = (t + 1) & nmask;
+                bigger[t] = k + 1;
+            }
+            free(table);
+            table = bigger, bits = nbits, mask = nmask;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (nomem) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    result = PyLong_FromLongLong(count);
+out:
+    free(table);
+    release(&a), release(&b), release(&ids), release(&first);
+    return result;
+}
+
+/* kallsyms_lines(text, is_text, addrs, spans) -> count
+ *
+ * The symbol lines of /proc/kallsyms' text, "<16 lowercase hex digits> <type> <name>"
+ * optionally followed by "\t[<module>]", in the file's order: a line with exactly two
+ * spaces (around the type), a text type (is_text[type] nonzero, 256 bytes), a nonzero
+ * address, a nonempty name and at most one tab, which opens "[module]" with a nonempty
+ * module running to the end of the line.  Other lines are skipped.  A line ends at "\n";
+ * a last line without one still counts.  addrs (uint64) gets each address, spans (int64,
+ * 4 a line) the byte offsets of name start and end, module start and end (-1, -1 for
+ * vmlinux); both have room for one entry per line. */
+static inline int
+hex_digit(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static PyObject *
+kallsyms_lines(PyObject *self, PyObject *args)
+{
+    PyObject *text_obj, *is_text_obj, *addrs_obj, *spans_obj;
+    if (!PyArg_ParseTuple(args, "OOOO", &text_obj, &is_text_obj, &addrs_obj, &spans_obj))
+        return NULL;
+    held_buffer text = {0}, is_text = {0}, addrs = {0}, spans = {0};
+    PyObject *result = NULL;
+    if (hold(text_obj, &text, 0, 1, "text") < 0 || hold(is_text_obj, &is_text, 0, 1,
+                                                         "is_text") < 0 ||
+        hold(addrs_obj, &addrs, 1, 8, "addrs") < 0 || hold(spans_obj, &spans, 1, 32,
+                                                           "spans") < 0)
+        goto out;
+    if (is_text.view.len != 256) {
+        PyErr_SetString(PyExc_ValueError, "is_text: one byte per type character (256)");
+        goto out;
+    }
+    const unsigned char *p = text.view.buf, *text_type = is_text.view.buf;
+    Py_ssize_t len = text.view.len, room = addrs.view.len / 8;
+    if (spans.view.len / 32 < room)
+        room = spans.view.len / 32;
+    uint64_t *addr_out = addrs.view.buf;
+    int64_t *span_out = spans.view.buf;
+    Py_ssize_t count = 0, at = 0;
+    int full = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (at < len) {
+        const unsigned char *nl = memchr(p + at, '\n', len - at);
+        Py_ssize_t end = nl ? nl - p : len, next = end + 1;
+        if (end - at < 20 || p[at + 16] != ' ' || p[at + 18] != ' ' ||
+            !text_type[p[at + 17]])
+            goto skip;
+        /* the first 19 bytes hold no other blank: the rest (name, module) must hold no
+         * space and at most one tab */
+        const unsigned char *rest = p + at + 19;
+        Py_ssize_t rest_len = end - at - 19;
+        if (memchr(rest, ' ', rest_len))
+            goto skip;
+        const unsigned char *tab_at = memchr(rest, '\t', rest_len);
+        Py_ssize_t tab = tab_at ? tab_at - p : -1;
+        if (tab_at && memchr(tab_at + 1, '\t', end - tab - 1))
+            goto skip;
+        uint64_t addr = 0;
+        for (int i = 0; i < 16; i++) {
+            int d = hex_digit(p[at + i]);
+            if (d < 0)
+                goto skip;
+            addr = addr << 4 | (uint64_t)d;
+        }
+        if (!addr)      /* kptr_restrict shows every address as zeros */
+            goto skip;
+        Py_ssize_t name_end = end, mod_start = -1, mod_end = -1;
+        if (tab >= 0) {
+            if (end - tab < 4 || p[tab + 1] != '[' || p[end - 1] != ']')
+                goto skip;
+            name_end = tab, mod_start = tab + 2, mod_end = end - 1;
+        }
+        if (name_end <= at + 19)
+            goto skip;
+        if (count == room) {
+            full = 1;
+            break;
+        }
+        addr_out[count] = addr;
+        span_out[4 * count] = at + 19;
+        span_out[4 * count + 1] = name_end;
+        span_out[4 * count + 2] = mod_start;
+        span_out[4 * count + 3] = mod_end;
+        count++;
+    skip:
+        at = next;
+    }
+    Py_END_ALLOW_THREADS
+    if (full) {
+        PyErr_SetString(PyExc_ValueError, "kallsyms_lines: addrs or spans too short");
+        goto out;
+    }
+    result = PyLong_FromSsize_t(count);
+out:
+    release(&text), release(&is_text), release(&addrs), release(&spans);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"walk_records", walk_records, METH_VARARGS,
+     "walk_records(buf, start, stop, end, known, offsets, types) -> (count, next, whole)"},
+    {"gather_words", gather_words, METH_VARARGS,
+     "gather_words(words, base, fields, outs): outs[j][i] = words[base[i] + fields[j]]"},
+    {"number_pairs", number_pairs, METH_VARARGS,
+     "number_pairs(a, b, ids, first) -> count of distinct (a, b) pairs"},
+    {"kallsyms_lines", kallsyms_lines, METH_VARARGS,
+     "kallsyms_lines(text, is_text, addrs, spans) -> count of symbol lines"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "textrace.compiled",
+    "The few loops numpy cannot vectorize: perf.data's record chain, field gathers, pair "
+    "numbering, /proc/kallsyms lines.", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit_compiled(void)
+{
+    return PyModule_Create(&module);
+}

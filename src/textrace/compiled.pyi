@@ -1,0 +1,20 @@
+"""Types of textrace.compiled (compiled.c): the loops numpy cannot vectorize."""
+
+from typing_extensions import Buffer
+
+def walk_records(buf: Buffer, start: int, stop: int, end: int, known: Buffer,
+                 offsets: Buffer | None, types: Buffer | None) -> tuple[int, int, bool]:
+    """The perf.data records beginning in [start, stop), none past `end`: (count, next,
+    whole); their offsets (int64) and types (uint16) written when given."""
+
+def gather_words(words: Buffer, base: Buffer, fields: tuple[int, ...],
+                 outs: tuple[Buffer, ...]) -> None:
+    """outs[j][i] = words[base[i] + fields[j]] (u64 words, int64 base)."""
+
+def number_pairs(a: Buffer, b: Buffer, ids: Buffer, first: Buffer) -> int:
+    """The distinct (a[i], b[i]) pairs numbered in order of first occurrence: ids per
+    element, first index per pair; their count."""
+
+def kallsyms_lines(text: Buffer, is_text: Buffer, addrs: Buffer, spans: Buffer) -> int:
+    """The symbol lines of /proc/kallsyms text: addresses (u64) and name and module spans
+    (4 int64 a line), in the text's order; their count."""
