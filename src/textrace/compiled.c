@@ -3,7 +3,8 @@
  * Each is a sequential walk or a hash over millions of items, where a vectorized numpy
  * form pays in passes and temporaries (measured in bench/report.py, issue 17):
  *   walk_records   perf.data's record chain, each header's size leading to the next;
- *   gather_words   fixed u64 fields of many records, every field of a record at once;
+ *   gather_samples fixed u64 fields of many SAMPLE records, every field of a record at
+ *                  once, with the records' size checks in the same pass;
  *   number_pairs   the distinct (a, b) pairs of two columns, numbered by a hash table;
  *   kallsyms_lines the lines of /proc/kallsyms' text, split into address and spans.
  * Every function reads and writes Python buffers (numpy arrays, mmaps, bytes) the caller
@@ -131,71 +132,96 @@ out:
     return result;
 }
 
-/* gather_words(words, base, fields, outs) -> None
- *
- * outs[j][i] = words[base[i] + fields[j]] for every record i and field j: words a buffer
- * of u64, base (int64) a word index per record, fields a tuple of word offsets, outs a
- * tuple of as many uint64 arrays, each as long as base.  Every field of a record is read
- * while its cache line is fresh.  IndexError if one falls outside `words`. */
 #define MAX_FIELDS 16
 
+/* gather_samples(words, base, fields, outs, width, chain, misc) -> first bad or -1
+ *
+ * outs[j][i] = words[base[i] + fields[j]] for every SAMPLE record i (of one layout) and
+ * field j: words a buffer of u64, base (int64) the word index of each record's header,
+ * fields a tuple of word offsets, outs a tuple of as many uint64 arrays, each as long as
+ * base.  With the records' checks in the same pass: each must hold `width` words, and where
+ * `chain` is not negative, the callchain's nr at word `chain` must fit in the rest of
+ * the record and be at most 8192 (64 KiB records).  misc (uint16), if not None, gets
+ * each header's misc.  Returns the index of the first record that fails a check (the
+ * caller names the field), else -1; IndexError if a read falls outside `words`. */
 static PyObject *
-gather_words(PyObject *self, PyObject *args)
+gather_samples(PyObject *self, PyObject *args)
 {
-    PyObject *words_obj, *base_obj, *fields_obj, *outs_obj;
-    if (!PyArg_ParseTuple(args, "OOO!O!", &words_obj, &base_obj, &PyTuple_Type, &fields_obj,
-                          &PyTuple_Type, &outs_obj))
+    PyObject *words_obj, *base_obj, *fields_obj, *outs_obj, *misc_obj;
+    Py_ssize_t width, chain;
+    if (!PyArg_ParseTuple(args, "OOO!O!nnO", &words_obj, &base_obj, &PyTuple_Type,
+                          &fields_obj, &PyTuple_Type, &outs_obj, &width, &chain, &misc_obj))
         return NULL;
     Py_ssize_t nf = PyTuple_GET_SIZE(fields_obj);
     if (nf != PyTuple_GET_SIZE(outs_obj) || nf > MAX_FIELDS) {
-        PyErr_Format(PyExc_ValueError, "gather_words: as many outs as fields, at most %d",
+        PyErr_Format(PyExc_ValueError, "gather_samples: as many outs as fields, at most %d",
                      MAX_FIELDS);
         return NULL;
     }
-    held_buffer words = {0}, base = {0}, outs[MAX_FIELDS] = {{{0}}};
+    held_buffer words = {0}, base = {0}, misc = {0}, outs[MAX_FIELDS] = {{{0}}};
     Py_ssize_t field[MAX_FIELDS];
     uint64_t *out[MAX_FIELDS];
     PyObject *result = NULL;
     if (hold(words_obj, &words, 0, 8, "words") < 0 || hold(base_obj, &base, 0, 8, "base") < 0)
         goto out;
     Py_ssize_t n = base.view.len / 8, nwords = words.view.len / 8;
+    if (misc_obj != Py_None && hold(misc_obj, &misc, 1, 2, "misc") < 0)
+        goto out;
+    if ((misc.held && misc.view.len / 2 != n) || width < 1 || chain >= width) {
+        PyErr_SetString(PyExc_ValueError, "gather_samples: misc as long as base, chain "
+                                          "inside the first width words");
+        goto out;
+    }
     for (Py_ssize_t j = 0; j < nf; j++) {
         field[j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(fields_obj, j));
         if (field[j] == -1 && PyErr_Occurred())
             goto out;
         if (hold(PyTuple_GET_ITEM(outs_obj, j), &outs[j], 1, 8, "outs") < 0)
             goto out;
-        if (outs[j].view.len / 8 != n || field[j] < 0) {
-            PyErr_SetString(PyExc_ValueError,
-                            "gather_words: each out as long as base, fields not negative");
+        if (outs[j].view.len / 8 != n || field[j] < 0 || field[j] >= width) {
+            PyErr_SetString(PyExc_ValueError, "gather_samples: each out as long as base, "
+                                              "fields inside the first width words");
             goto out;
         }
         out[j] = outs[j].view.buf;
     }
     const uint64_t *w = words.view.buf;
     const int64_t *b = base.view.buf;
-    Py_ssize_t bad = -1;
+    uint16_t *misc_out = misc.held ? misc.view.buf : NULL;
+    Py_ssize_t bad = -1, outside = -1;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t at = b[i];
-        for (Py_ssize_t j = 0; j < nf; j++) {
-            if (at < 0 || at + field[j] >= nwords) {
+        if (at < 0 || at + width > nwords) {
+            outside = i;
+            break;
+        }
+        uint64_t header = w[at], size_words = header >> 51;
+        if (misc_out)
+            misc_out[i] = (uint16_t)(header >> 32);
+        if ((Py_ssize_t)size_words < width) {
+            bad = i;
+            break;
+        }
+        for (Py_ssize_t j = 0; j < nf; j++)
+            out[j][i] = w[at + field[j]];
+        if (chain >= 0) {
+            uint64_t nr = w[at + chain], room = size_words - (uint64_t)width;
+            if (nr > room || nr > 8192) {
                 bad = i;
                 break;
             }
-            out[j][i] = w[at + field[j]];
         }
-        if (bad >= 0)
-            break;
     }
     Py_END_ALLOW_THREADS
-    if (bad >= 0) {
-        PyErr_Format(PyExc_IndexError, "gather_words: record %zd reads past the words", bad);
+    if (outside >= 0) {
+        PyErr_Format(PyExc_IndexError, "gather_samples: record %zd reads past the words",
+                     outside);
         goto out;
     }
-    result = Py_NewRef(Py_None);
+    result = PyLong_FromSsize_t(bad);
 out:
-    release(&words), release(&base);
+    release(&words), release(&base), release(&misc);
     for (Py_ssize_t j = 0; j < nf; j++)
         release(&outs[j]);
     return result;
@@ -206,12 +232,28 @@ out:
  * ids[i] numbers the pair (a[i], b[i]) among the distinct pairs, in the order each is
  * first met, and first[k] is the index where pair k was first met.  a and b are 64-bit
  * columns of one length n; ids and first int64 arrays of length n (first[:count] used).
- * An open-addressing table of slot numbers, grown as pairs arrive, kept under half full. */
+ * An open-addressing table holding each pair with its number (one cache line a probe),
+ * grown as pairs arrive, kept under half full. */
+typedef struct {
+    uint64_t a, b;
+    int64_t id;     /* -1: empty */
+} pair_slot;
+
 static inline uint64_t
 mix(uint64_t a, uint64_t b)
 {
     uint64_t h = (a ^ (b * 0xFF51AFD7ED558CCDull)) * 0x9E3779B97F4A7C15ull;
     return h ^ (h >> 29);
+}
+
+static pair_slot *
+empty_slots(size_t bits)
+{
+    pair_slot *t = malloc(sizeof(pair_slot) << bits);
+    if (t)
+        for (size_t s = 0; s < ((size_t)1 << bits); s++)
+            t[s].id = -1;
+    return t;
 }
 
 static PyObject *
@@ -222,7 +264,7 @@ number_pairs(PyObject *self, PyObject *args)
         return NULL;
     held_buffer a = {0}, b = {0}, ids = {0}, first = {0};
     PyObject *result = NULL;
-    int64_t *table = NULL;
+    pair_slot *table = NULL;
     if (hold(a_obj, &a, 0, 8, "a") < 0 || hold(b_obj, &b, 0, 8, "b") < 0 ||
         hold(ids_obj, &ids, 1, 8, "ids") < 0 || hold(first_obj, &first, 1, 8, "first") < 0)
         goto out;
@@ -235,45 +277,39 @@ number_pairs(PyObject *self, PyObject *args)
     const uint64_t *av = a.view.buf, *bv = b.view.buf;
     int64_t *idv = ids.view.buf, *firstv = first.view.buf;
     size_t bits = 12, mask = ((size_t)1 << bits) - 1;
-    table = malloc(sizeof(int64_t) << bits);   /* a pair number + 1 per slot, 0: empty */
-    if (!table) {
+    if (!(table = empty_slots(bits))) {
         PyErr_NoMemory();
         goto out;
     }
-    memset(table, 0, sizeof(int64_t) << bits);
     int64_t count = 0;
     int nomem = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t x = av[i], y = bv[i];
         size_t s = mix(x, y) >> (64 - bits);
-        for (;;) {
-            int64_t k = table[s];
-            if (!k) {
-                table[s] = count + 1;
-                firstv[count] = i;
-                idv[i] = count++;
-                break;
-            }
-            if (av[firstv[k - 1]] == x && bv[firstv[k - 1]] == y) {
-                idv[i] = k - 1;
-                break;
-            }
+        while (table[s].id >= 0 && (table[s].a != x || table[s].b != y))
             s = (s + 1) & mask;
+        if (table[s].id >= 0) {
+            idv[i] = table[s].id;
+            continue;
         }
+        table[s] = (pair_slot){x, y, count};
+        firstv[count] = i;
+        idv[i] = count++;
         if ((size_t)count * 2 > mask) {   /* over half full: twice the slots, rehashed */
-            size_t nbits = bits + 1;
-            int64_t *bigger = calloc((size_t)1 << nbits, sizeof(int64_t));
+            size_t nbits = bits + 1, nmask = ((size_t)1 << nbits) - 1;
+            pair_slot *bigger = empty_slots(nbits);
             if (!bigger) {
                 nomem = 1;
                 break;
             }
-            size_t nmask = ((size_t)1 << nbits) - 1;
-            for (int64_t k = 0; k < count; k++) {
-                size_t t = mix(av[firstv[k]], bv[firstv[k]]) >> (64 - nbits);
-                while (bigger[t])
+            for (size_t k = 0; k <= mask; k++) {
+                if (table[k].id < 0)
+                    continue;
+                size_t t = mix(table[k].a, table[k].b) >> (64 - nbits);
+                while (bigger[t].id >= 0)
                     t = (t + 1) & nmask;
-                bigger[t] = k + 1;
+                bigger[t] = table[k];
             }
             free(table);
             table = bigger, bits = nbits, mask = nmask;
@@ -397,8 +433,8 @@ out:
 static PyMethodDef methods[] = {
     {"walk_records", walk_records, METH_VARARGS,
      "walk_records(buf, start, stop, end, known, offsets, types) -> (count, next, whole)"},
-    {"gather_words", gather_words, METH_VARARGS,
-     "gather_words(words, base, fields, outs): outs[j][i] = words[base[i] + fields[j]]"},
+    {"gather_samples", gather_samples, METH_VARARGS,
+     "gather_samples(words, base, fields, outs, width, chain, misc) -> first bad record or -1"},
     {"number_pairs", number_pairs, METH_VARARGS,
      "number_pairs(a, b, ids, first) -> count of distinct (a, b) pairs"},
     {"kallsyms_lines", kallsyms_lines, METH_VARARGS,

@@ -7,9 +7,13 @@ def walk_records(buf: Buffer, start: int, stop: int, end: int, known: Buffer,
     """The perf.data records beginning in [start, stop), none past `end`: (count, next,
     whole); their offsets (int64) and types (uint16) written when given."""
 
-def gather_words(words: Buffer, base: Buffer, fields: tuple[int, ...],
-                 outs: tuple[Buffer, ...]) -> None:
-    """outs[j][i] = words[base[i] + fields[j]] (u64 words, int64 base)."""
+def gather_samples(words: Buffer, base: Buffer, fields: tuple[int, ...],
+                   outs: tuple[Buffer, ...], width: int, chain: int,
+                   misc: Buffer | None) -> int:
+    """outs[j][i] = words[base[i] + fields[j]] (u64 words, int64 base) for SAMPLE records
+    of one layout, each checked to hold `width` words and its callchain (nr at word
+    `chain`, if not negative); misc gets each header's misc.  The first record failing a
+    check, else -1."""
 
 def number_pairs(a: Buffer, b: Buffer, ids: Buffer, first: Buffer) -> int:
     """The distinct (a[i], b[i]) pairs numbered in order of first occurrence: ids per

@@ -313,7 +313,8 @@ def samples(src: Source, progress: Callable[[int, int], None] | None = None
     data = src.data
     # the columns attribute() does not keep, gathered first: it releases the file's pages
     extra = sample_arrays(data, callchains=False, fields=frozenset({"attr", "cpu", "tid"}))
-    keys, ids, s = attribute(data, src.history.kernel)
+    symbol_keys, ids, s = attribute(data, src.history.kernel)
+    keys = symbol_keys.tuples()
     n = len(ids)
     names: dict[str, int] = {}
     dsos: dict[str, int] = {}

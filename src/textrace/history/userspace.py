@@ -394,8 +394,7 @@ def elf_symbols_of(raw, debug_files: Callable[[str], Iterable] = _no_debug_files
     sizes = np.concatenate([t[1] for t in tables])
     binds = np.concatenate([t[4] for t in tables])
     names = np.concatenate(rebased).astype(np.int64)
-    keep = _best_of_aliases(values, sizes, binds, names, strtab)
-    order = keep[np.argsort(values[keep], kind="stable")]
+    order = _best_of_aliases(values, sizes, binds, names, strtab)
     addrs, sized = values[order], sizes[order]
     # a symbol without a size reaches the next one, as perf's symbols__fixup_end has it
     # (the last one to the end of the page after its own)
@@ -407,19 +406,26 @@ def elf_symbols_of(raw, debug_files: Callable[[str], Iterable] = _no_debug_files
 
 
 def _best_of_aliases(values, sizes, binds, names, strtab: bytes) -> np.ndarray:
-    """Indices of the symbols kept, one per address: among aliases the one perf's
-    choose_best_symbol keeps (a sized one, then not WEAK, then GLOBAL, then fewer leading
-    underscores, then the longer name, then the first)."""
-    n = len(values)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    dup = counts[inverse] > 1
-    idx = np.flatnonzero(dup)
-    if not len(idx):
-        return np.arange(n)
-    blob = np.frombuffer(strtab, dtype=np.uint8)
-    nuls = np.flatnonzero(blob == 0)
+    """Indices of the symbols kept, one per address, by ascending address: among aliases
+    the one perf's choose_best_symbol keeps (a sized one, then not WEAK, then GLOBAL, then
+    fewer leading underscores, then the longer name, then the first)."""
+    order = np.argsort(values, kind="stable")
+    by_addr = values[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = by_addr[1:] != by_addr[:-1]
+    group = np.cumsum(new) - 1                 # each symbol's address, numbered
+    dup = np.bincount(group)[group] > 1
+    if not dup.any():
+        return order
+    idx = order[dup]                          # the aliases, by address then index
     start = names[idx]
-    length = nuls[np.minimum(np.searchsorted(nuls, start), len(nuls) - 1)] - start
+    # the aliases' names' lengths, each found by one search (a C++ library's string table
+    # runs to megabytes: one pass over it all cost more than every alias's search)
+    find = strtab.find
+    length = np.fromiter((find(b"\0", s) for s in start.tolist()), dtype=np.int64,
+                         count=len(start))
+    length = np.where(length < 0, len(strtab), length) - start
+    blob = np.frombuffer(strtab, dtype=np.uint8)
     under = np.zeros(len(idx), dtype=np.int64)
     going = np.ones(len(idx), dtype=bool)
     for k in range(8):
@@ -430,13 +436,15 @@ def _best_of_aliases(values, sizes, binds, names, strtab: bytes) -> np.ndarray:
         under += going
     keys = (np.arange(len(idx)),                 # last key least significant
             -length, under, binds[idx] != STB_GLOBAL, binds[idx] == STB_WEAK,
-            sizes[idx] == 0, inverse[idx])
-    order = np.lexsort(keys)
-    grp = inverse[idx][order]
-    first = np.ones(len(order), dtype=bool)
+            sizes[idx] == 0, group[dup])
+    best = np.lexsort(keys)
+    grp = group[dup][best]
+    first = np.ones(len(best), dtype=bool)
     first[1:] = grp[1:] != grp[:-1]
-    best = idx[order[first]]
-    return np.sort(np.concatenate([np.flatnonzero(~dup), best]))
+    kept = np.empty(int(group[-1]) + 1, dtype=np.int64)   # one symbol per address
+    kept[group[~dup]] = order[~dup]
+    kept[grp[first]] = idx[best[first]]
+    return kept
 
 
 def _link(elf: _Elf, sec: int) -> int:

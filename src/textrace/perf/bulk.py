@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..compiled import gather_words, walk_records
+from ..compiled import gather_samples, walk_records
 from .abi import KSYMBOL_FLAG_UNREGISTER, ReadFormat, RecordType, SampleType as S
 from . import layouts
 from .header import RECORD_HEADER
@@ -113,14 +113,16 @@ def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
     pos = start
     while pos < end:
         stop = min(end, pos + window)
-        count, _next, whole = walk_records(buf, pos, stop, end, _KNOWN_TYPES, None, None)
+        # room for a record every 8 bytes: reserved, not touched (only what the walk writes
+        # is ever backed by memory), and cut to the count after
+        room = (stop - pos) // 8 + 1
+        offs, kind = np.empty(room, dtype=np.int64), np.empty(room, dtype=np.uint16)
+        count, nxt, whole = walk_records(buf, pos, stop, end, _KNOWN_TYPES, offs, kind)
         if not whole:
             return None
-        offs = np.empty(count, dtype=np.int64)
-        kind = np.empty(count, dtype=np.uint16)
-        _count, nxt, _whole = walk_records(buf, pos, stop, end, _KNOWN_TYPES, offs, kind)
-        offsets.append(offs)
-        kinds.append(kind)
+        offsets.append(offs[:count].copy())
+        kinds.append(kind[:count].copy())
+        del offs, kind
         if window_done is not None:
             window_done(pos, min(nxt, end))
         pos = nxt
@@ -337,22 +339,28 @@ def _arrays(g: _Gather, aligned: bool, attr_idx: np.ndarray, misc: np.ndarray,
 _GATHER_RECORDS = 1 << 17   # records gathered between two page releases
 
 
-def _gather_words(words: np.ndarray, base: np.ndarray, offsets: list[int],
-                  release=None) -> list[np.ndarray]:
-    """words[base + off] for each of the `offsets` (all within `words`), every field of a
-    record read at once (compiled.gather_words), a block of records at a time.
+def _gather_samples(words: np.ndarray, base: np.ndarray, offsets: list[int], width: int,
+                    chain: int, release=None) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """words[base + off] for each of the `offsets`, and each header's misc, gathered with
+    the records' checks in one pass (compiled.gather_samples: width, callchain nr), a
+    block of records at a time; the index of the first record failing a check, else -1.
     release(byte), if given, is told after each block that the records before that byte
     offset are read (`base` ascending: their pages can go)."""
     n = len(base)
     outs = [np.empty(n, dtype=np.uint64) for _ in offsets]
+    misc = np.empty(n, dtype=np.uint16)
     base = np.ascontiguousarray(base, dtype=np.int64)
     fields = tuple(offsets)
     for first in range(0, n, _GATHER_RECORDS):
         last = min(n, first + _GATHER_RECORDS)
-        gather_words(words, base[first:last], fields, tuple(o[first:last] for o in outs))
+        bad = gather_samples(words, base[first:last], fields,
+                             tuple(o[first:last] for o in outs), width, chain,
+                             misc[first:last])
+        if bad >= 0:
+            return outs, misc, first + bad
         if release is not None and last < n:
             release(8 * int(base[last]))
-    return outs
+    return outs, misc, -1
 
 
 def _halves(words: np.ndarray, which: int) -> np.ndarray:
@@ -394,9 +402,9 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
                 fields: frozenset[str], attr=None) -> SampleArrays | None:
     """The common case, every attr with one sample layout and every record 8-aligned: each
     fixed field asked for is a u64 at the same place in every record, all of them gathered
-    in one pass (_gather_words).  The checks are the general path's, in its order.  None
-    when a field would be read past the buffer (a damaged file: the general path names
-    the field)."""
+    in one pass with the records' checks (_gather_samples); a record that fails one is
+    named as the general path would (_sample_damage).  None when a field would be read
+    past the buffer (a damaged file: the general path names the field)."""
     from .sampleid import sample_id_position
     attr = attr if attr is not None else data.attrs[0].attr
     st = attr.sample_type
@@ -416,23 +424,14 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
     words = g.u64
     ascending = n < 2 or bool((base[1:] > base[:-1]).all())
     start = data._data.offset
-    header, *got = _gather_words(words, base, [0] + [k for k, _name in wanted]
-                                 + ([width - 1] if chain else []),
-                                 release=(lambda upto: _release(data, start, upto))
-                                 if ascending and not callchains else None)
+    got, misc, bad = _gather_samples(
+        words, base, [k for k, _name in wanted] + ([width - 1] if chain and callchains else []),
+        width,
+        width - 1 if chain else -1, release=(lambda upto: _release(data, start, upto))
+        if ascending and not callchains else None)
+    if bad >= 0:
+        _sample_damage(data, o, words, base, attr, names, chain, width, bad)
     cols = {name: col for (_k, name), col in zip(wanted, got)}
-    size_words = header >> np.uint64(51)
-    if int(size_words.min()) < width:
-        # some record is too short for the fixed part: find the field, as the general
-        # path would (the id of several attrs first, then the fields in order)
-        size = (header >> np.uint64(48)).astype(np.int64)
-        pos = sample_id_position(attr) if len(data.attrs) > 1 else None
-        if pos is not None:
-            _check(data, o, 16 + pos > size, "id")
-        for k, name in enumerate(names):
-            _check(data, o, 16 + 8 * k > size, name)
-        if chain:
-            _check(data, o, 8 * width > size, "callchain.nr")
     attr_idx = np.zeros(n, dtype=np.int32)
     if len(data.attrs) > 1 and "attr" in fields:
         pos = sample_id_position(attr)
@@ -440,20 +439,32 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
             attr_idx = _attr_from_ids(data, words[base + 1 + pos // 8])
     nr_all = np.zeros(n, dtype=np.int64) if callchains else None
     chain_pos = np.zeros(n, dtype=np.int64) if callchains else None
-    if chain:
-        nr = got[-1]
-        # at most 8192 entries (64 KiB records), and no more than the record holds
-        room = size_words - np.uint64(width)
-        np.minimum(room, np.uint64(1 << 13), out=room)
-        if (nr > room).any():
-            size = (header >> np.uint64(48)).astype(np.int64)
-            _check(data, o, nr > (1 << 13), "callchain.nr")
-            _check(data, o, 8 * width + 8 * nr.astype(np.int64) > size, "callchain.nr")
-        if callchains:
-            nr_all, chain_pos = nr.astype(np.int64), o + 8 * width
-    misc = header.view("<u2")[2::4].copy()   # the header's misc half-word
-    del header, size_words
+    if chain and callchains:
+        nr_all, chain_pos = got[-1].astype(np.int64), o + 8 * width
     return _arrays(g, True, attr_idx, misc, cols, nr_all, chain_pos, fields)
+
+
+def _sample_damage(data, o: np.ndarray, words: np.ndarray, base: np.ndarray, attr,
+                   names: list[str], chain: bool, width: int, bad: int) -> None:
+    """Raise for the damaged SAMPLE records the one-pass gather found (the first at index
+    `bad`), naming the first field that does not fit as the general path would: a record
+    too short for the fixed part (the id of several attrs first, then the fields in
+    order), then a callchain longer than 8192 entries or than its record."""
+    from .sampleid import sample_id_position
+    size = (words[base] >> np.uint64(48)).astype(np.int64)
+    pos = sample_id_position(attr) if len(data.attrs) > 1 else None
+    if pos is not None:
+        _check(data, o, 16 + pos > size, "id")
+    for k, name in enumerate(names):
+        _check(data, o, 16 + 8 * k > size, name)
+    if chain:
+        _check(data, o, 8 * width > size, "callchain.nr")
+        nr = words[base + width - 1]
+        _check(data, o, nr > (1 << 13), "callchain.nr")
+        _check(data, o, 8 * width + 8 * nr.astype(np.int64) > size, "callchain.nr")
+    from ..errors import FormatError
+    raise FormatError("SAMPLE record does not fit its layout", file=data.path,
+                      offset=int(o[bad]))
 
 
 def _check(data, rec: np.ndarray, bad: np.ndarray, field: str) -> None:

@@ -126,6 +126,10 @@ class _Symbols:
     """Symbol codes: each source of symbols (kernel regions, kallsyms, one ELF file) gets a
     block of consecutive codes, a sample one code; names are made only for codes hit.
 
+    An address block (addressed()) holds the addresses no symbol covers, each a row of its
+    own named by the address as perf names it: 100k of them in a report of qemu's TCG
+    code.  Their keys stay numbers (address, dso and kind) until the rows are laid out.
+
     names=False: a report by dso or program needs no symbol names where every code of a
     block has one dso and kind (an ELF file's, its per-address rows): those codes all get
     the key (None, dso, kind), without demangling or formatting (a block's codes merge
@@ -133,8 +137,8 @@ class _Symbols:
     their order, are the same)."""
 
     def __init__(self, names: bool = True):
-        # (first, count, namer, many, (dso, kind) of every code or None)
-        self.blocks: list[tuple[int, int, object, object, tuple | None]] = []
+        # (first, count, namer, many, (dso, kind) of every code or None, addresses or None)
+        self.blocks: list[tuple] = []
         self.size = 0
         self.named: dict[int, tuple] = {}
         self.names = names
@@ -145,9 +149,32 @@ class _Symbols:
         (dso, kind) all of them have."""
         first = self.size
         self.blocks.append((first, count, namer, many,
-                            None if self.names or dso_kind is None else (None, *dso_kind)))
+                            None if self.names or dso_kind is None else (None, *dso_kind),
+                            None))
         self.size += count
         return first
+
+    def addressed(self, addrs: np.ndarray, dso: str, kind: str) -> int:
+        """Reserve a code for each of `addrs`, each named by its address ("0x%016x")."""
+        first = self.block(len(addrs), lambda i: (f"0x{int(addrs[i]):016x}", dso, kind),
+                           dso_kind=(dso, kind))
+        if self.names:
+            self.blocks[-1] = (*self.blocks[-1][:5], (np.asarray(addrs, dtype=np.uint64),
+                                                      dso, kind))
+        return first
+
+    def _block_of(self, codes: np.ndarray) -> np.ndarray:
+        firsts = np.array([b[0] for b in self.blocks], dtype=np.int64)
+        return np.searchsorted(firsts, codes, side="right") - 1
+
+    def _addressed(self, codes: np.ndarray) -> np.ndarray:
+        """Which of `codes` are in an address block (their keys stay numbers)."""
+        return np.array([b[5] is not None for b in self.blocks] + [False])[
+            self._block_of(codes)]
+
+    def by_name(self, codes: np.ndarray) -> np.ndarray:
+        """Those of `codes` whose keys are named (keys()), not addressed."""
+        return codes[~self._addressed(codes)]
 
     def keys(self, codes: list[int]) -> list[tuple]:
         """The (symbol, dso, kind[, address]) of each code, each named once."""
@@ -155,15 +182,14 @@ class _Symbols:
         todo = list(filterfalse(named.__contains__, codes))
         if todo:
             t = np.array(todo, dtype=np.int64)
-            firsts = np.array([b[0] for b in self.blocks], dtype=np.int64)
-            which = np.searchsorted(firsts, t, side="right") - 1  # the block of each
+            which = self._block_of(t)
             order = np.argsort(which, kind="stable")
             t, which = t[order], which[order]
             cuts = np.flatnonzero(np.diff(which)) + 1
             starts = [0, *cuts.tolist()]
             ends = [*cuts.tolist(), len(t)]
             for lo, hi in zip(starts, ends):
-                first, _count, namer, many, unnamed = self.blocks[int(which[lo])]
+                first, _count, namer, many, unnamed, _addrs = self.blocks[int(which[lo])]
                 these = t[lo:hi]
                 if unnamed is not None:
                     named.update(zip(these.tolist(), repeat(unnamed)))
@@ -174,11 +200,98 @@ class _Symbols:
                         named[code] = namer(code - first)
         return list(map(named.__getitem__, codes))
 
+    def distinct(self, hit: np.ndarray) -> tuple["SymbolKeys", np.ndarray]:
+        """The distinct keys of the codes `hit` (ascending), and the key number of each:
+        the named keys first, in the order of their codes, then the addressed ones."""
+        number = np.empty(len(hit), dtype=np.int64)
+        block = self._block_of(hit)
+        addressed = self._addressed(hit)
+        by_name = np.flatnonzero(~addressed)
+        named = self.keys(hit[by_name].tolist())
+        # (dict.fromkeys and map: no Python-level loop over the keys of a big report)
+        distinct = list(dict.fromkeys(named))
+        if len(distinct) == len(named):
+            number[by_name] = np.arange(len(named))
+            named_first = by_name
+        else:
+            index = dict(zip(distinct, range(len(distinct))))
+            number[by_name] = np.fromiter(map(index.__getitem__, named), dtype=np.int64,
+                                          count=len(named))
+            named_first = by_name[np.unique(number[by_name], return_index=True)[1]]
+        by_addr = np.flatnonzero(addressed)
+        values = np.zeros(len(by_addr), dtype=np.uint64)
+        group = np.zeros(len(by_addr), dtype=np.int64)
+        groups: dict[tuple[str, str], int] = {}
+        codes, blocks = hit[by_addr], block[by_addr]
+        for b in np.unique(blocks).tolist():
+            first, _count, _namer, _many, _unnamed, (addrs, dso, kind) = self.blocks[b]
+            sel = np.flatnonzero(blocks == b)
+            values[sel] = addrs[codes[sel] - first]
+            group[sel] = groups.setdefault((dso, kind), len(groups))
+        # one key per (address, dso, kind): two blocks can hold one address of one file
+        ids, once = distinct_pairs(values, group)
+        number[by_addr] = len(distinct) + ids
+        # each key ranked by its first code: the order perf breaks ties in (by object,
+        # then address)
+        rank = np.empty(len(distinct) + len(once), dtype=np.int64)
+        rank[np.concatenate([np.arange(len(distinct)), len(distinct) + np.arange(len(once))])] \
+            = np.concatenate([named_first, by_addr[once]])
+        return SymbolKeys(distinct, values[once], group[once], list(groups), rank), number
+
+
+@dataclass
+class SymbolKeys:
+    """The distinct symbols samples were attributed to: `named` (symbol, dso, kind[,
+    address]) tuples, then the keys of addresses no symbol covers, as columns: the address
+    (the row's name, "0x%016x"), and its (dso, kind) as an index into `groups`; `rank`
+    orders them all as their codes are."""
+
+    named: list[tuple]
+    addrs: np.ndarray         # uint64
+    group: np.ndarray         # int64, into groups
+    groups: list[tuple[str, str]]
+    rank: np.ndarray          # int64: the keys' order (their codes': by object, address)
+
+    def __len__(self) -> int:
+        return len(self.named) + len(self.addrs)
+
+    def __getitem__(self, i: int) -> tuple:
+        n = len(self.named)
+        if i < n:
+            return self.named[i]
+        return (f"0x{int(self.addrs[i - n]):016x}", *self.groups[int(self.group[i - n])])
+
+    def tuples(self) -> list[tuple]:
+        """Every key as a (symbol, dso, kind[, address]) tuple."""
+        dso, kind = [g[0] for g in self.groups], [g[1] for g in self.groups]
+        group = self.group.tolist()
+        return self.named + list(zip(_hex_names(self.addrs), map(dso.__getitem__, group),
+                                     map(kind.__getitem__, group)))
+
+    def columns(self, order: np.ndarray) -> tuple[list[str], list[str], list[str]]:
+        """The symbol, dso and kind of the keys `order`, in that order."""
+        n = len(self.named)
+        symbol = np.empty(len(order), dtype=object)
+        dso = np.empty(len(order), dtype=object)
+        kind = np.empty(len(order), dtype=object)
+        named = np.flatnonzero(order < n)
+        if len(named):
+            keys = list(map(self.named.__getitem__, order[named].tolist()))
+            symbol[named], dso[named], kind[named] = (list(c) for c in islice(zip(*keys), 3))
+        rest = np.flatnonzero(order >= n)
+        if len(rest):
+            at = order[rest] - n
+            symbol[rest] = _hex_names(self.addrs[at])
+            group = self.group[at]
+            dso[rest] = np.array([g[0] for g in self.groups], dtype=object)[group]
+            kind[rest] = np.array([g[1] for g in self.groups], dtype=object)[group]
+        return symbol.tolist(), dso.tolist(), kind.tolist()
+
 
 def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None,
               names: bool = True):
     """Per-sample symbol keys: (keys, ids, samples), keys[ids[i]] = (symbol name, dso,
-    kind[, address]) of sample i; `samples` holds the columns SAMPLE_FIELDS only.
+    kind[, address]) of sample i (keys a SymbolKeys); `samples` holds the columns SAMPLE_FIELDS only.
     `kernel_later()`, if given, returns the kernel symbols once they are needed (after the
     user-space samples are done).  names=False: user-space symbols are left unnamed
     (None), one key per ELF file or per file's unsymbolized addresses (_Symbols)."""
@@ -200,7 +313,8 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     if len(user):
         pair_codes[user], since[user] = _user_codes(syms, maps, pids[user], ips[user])
     if kernel_later is not None:
-        syms.keys(sorted_unique(pair_codes[user]).tolist())   # while kallsyms is parsed
+        # named while kallsyms is parsed
+        syms.keys(syms.by_name(sorted_unique(pair_codes[user])).tolist())
         kernel = kernel_later()
     history = CodeHistory(table, kernel)   # what show and annotate resolve with too
     kern = np.flatnonzero(kernel_pair)
@@ -221,18 +335,11 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     # under two paths with one basename).  A key is (symbol, dso, kind) and, where symbols
     # of one name can differ (C++ overloads, local functions of one name), the symbol's
     # address: perf keeps them apart, a row each.
-    hit = np.flatnonzero(np.bincount(codes, minlength=syms.size)).tolist()
-    # (dict.fromkeys and map: no Python-level loop over the 100k+ keys of a big report)
-    named = syms.keys(hit)
-    distinct = list(dict.fromkeys(named))
+    hit = np.flatnonzero(np.bincount(codes, minlength=syms.size))
+    keys, number = syms.distinct(hit)
     remap = np.zeros(syms.size, dtype=np.int64)
-    if len(distinct) == len(named):
-        remap[hit] = np.arange(len(hit))
-    else:
-        number = dict(zip(distinct, range(len(distinct))))
-        remap[hit] = np.fromiter(map(number.__getitem__, named), dtype=np.int64,
-                                 count=len(hit))
-    return distinct, remap[codes], s
+    remap[hit] = number
+    return keys, remap[codes], s
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -241,12 +348,14 @@ _NIBBLES = np.arange(60, -4, -4, dtype=np.uint64)
 
 def _hex_names(values: np.ndarray) -> list[str]:
     """"0x%016x" of each value, made by numpy (a report can name 100k addresses: the JIT
-    code of qemu's TCG, a JVM's)."""
+    code of qemu's TCG, a JVM's): one string decoded and split, not one made per value."""
     v = np.asarray(values, dtype=np.uint64)
-    text = np.empty((len(v), 18), dtype=np.uint8)
-    text[:, 0], text[:, 1] = ord("0"), ord("x")
-    text[:, 2:] = _HEX[(v[:, None] >> _NIBBLES) & np.uint64(0xF)]
-    return text.view("S18").reshape(-1).astype("U18").tolist()
+    if not len(v):
+        return []
+    text = np.empty((len(v), 19), dtype=np.uint8)
+    text[:, 0], text[:, 1], text[:, 18] = ord("0"), ord("x"), ord("\n")
+    text[:, 2:18] = _HEX[(v[:, None] >> _NIBBLES) & np.uint64(0xF)]
+    return text.tobytes()[:-1].decode("ascii").split("\n")
 
 
 def _kernel_codes(syms: _Symbols, history: CodeHistory, ips: np.ndarray,
@@ -293,11 +402,7 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
     unmapped = np.flatnonzero(mapping < 0)
     if len(unmapped):
         addrs, which = np.unique(ips[unmapped], return_inverse=True)
-        first = syms.block(len(addrs), lambda i, a=addrs: (
-            f"0x{int(a[i]):016x}", UNKNOWN, "unknown"), lambda ix, a=addrs: list(zip(
-                _hex_names(a[ix]), repeat(UNKNOWN), repeat("unknown"))),
-            dso_kind=(UNKNOWN, "unknown"))
-        out[unmapped] = first + which.reshape(-1)
+        out[unmapped] = syms.addressed(addrs, UNKNOWN, "unknown") + which.reshape(-1)
     mapped = np.flatnonzero(mapping >= 0)
     if not len(mapped):
         return out, since
@@ -339,10 +444,7 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
         miss = np.flatnonzero(si < 0)
         if len(miss):
             addrs, which = np.unique(offs[sel[miss]], return_inverse=True)
-            first = syms.block(len(addrs), lambda i, a=addrs, d=dso: (
-                f"0x{int(a[i]):016x}", d, "user"), lambda ix, a=addrs, d=dso: list(zip(
-                    _hex_names(a[ix]), repeat(d), repeat("user"))), dso_kind=(dso, "user"))
-            out[mapped[sel[miss]]] = first + which.reshape(-1)
+            out[mapped[sel[miss]]] = syms.addressed(addrs, dso, "user") + which.reshape(-1)
     return out, since
 
 
@@ -389,11 +491,9 @@ class ReportTable:
                                           self.period.tolist(), self.percent.tolist()))
 
 
-def _group(keys: list[tuple], sort: str) -> tuple[list[tuple], np.ndarray | None]:
-    """The rows' (symbol, dso, kind[, ...]) under `sort`, and the row of each key (None: a
-    row per key, as keys are distinct)."""
-    if sort == "symbol":
-        return keys, None
+def _group(keys: list[tuple], sort: str) -> tuple[list[tuple], np.ndarray]:
+    """The rows' (symbol, dso, kind[, ...]) under `sort` ("dso" or "program"), and the row
+    of each key."""
     gkeys: dict = {}
     if sort == "dso":
         gid = [gkeys.setdefault((k[1], k[1], k[2]), len(gkeys)) for k in keys]
@@ -422,18 +522,20 @@ def report_table(data: PerfData, *, sort: str = "symbol",
             live.close()
     else:
         keys, ids, s = attribute(data, kernel, names=sort == "symbol")
-    gkeys, gid = _group(keys, sort)
+    gkeys, gid = (keys, None) if sort == "symbol" else _group(keys.tuples(), sort)
     per = ids if gid is None else gid[ids]
     counts = np.bincount(per, minlength=len(gkeys))
     periods = np.bincount(per, weights=s.period.astype(np.float64),
                           minlength=len(gkeys)).astype(np.int64)
     total = float(periods.sum()) or 1.0
     hit = np.flatnonzero(counts)
-    order = hit[np.lexsort((hit, -periods[hit]))]
+    order = hit[np.lexsort((keys.rank[hit] if gid is None else hit, -periods[hit]))]
     percent = np.round(100.0 * periods[order] / total, 2)
-    # the first three of each key, as columns (zip stops at the shortest key)
-    rows = list(map(gkeys.__getitem__, order.tolist()))
-    symbol, dso, kind = (list(col) for col in islice(zip(*rows), 3)) if rows else ([], [], [])
+    if gid is None:
+        symbol, dso, kind = keys.columns(order)
+    else:   # the first three of each key, as columns (zip stops at the shortest key)
+        rows = list(map(gkeys.__getitem__, order.tolist()))
+        symbol, dso, kind = (list(c) for c in islice(zip(*rows), 3)) if rows else ([], [], [])
     return ReportTable(symbol, dso, kind, counts[order], periods[order], percent)
 
 
