@@ -3,7 +3,7 @@
 # /host, the shared directory writable at its host path inside it, the guest kernel's own
 # filesystems and /boot over the host's, then runs /ctl/cmd.sh chrooted into /host and
 # powers off.
-# /ctl is the host's control directory: params in, stdout, stderr and rc out.
+# /ctl is the host's control directory: params in; started, stdout, stderr and rc out.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -49,6 +49,7 @@ mkdir -p "/host$TB_SHARED" 2>/dev/null
 mount -t 9p -o "$NINEP" shared "/host$TB_SHARED" || { say "cannot mount $TB_SHARED"; halt; }
 
 say "running"
+: > /ctl/started    # the boot is over: what follows is the command's
 chroot /host /bin/sh -c "$(cat /ctl/cmd.sh)" < /dev/null > /ctl/stdout 2> /ctl/stderr
 echo $? > /ctl/rc
 halt

@@ -74,3 +74,13 @@ def test_timeout_kills_guest_and_raises(guest):
     with pytest.raises(testbed.TestbedTimeout, match="still running after 15 s"):
         guest.run(["sleep", "600"], timeout=15)
     assert time.monotonic() - start < 30
+
+
+def test_a_guest_that_dies_while_booting_is_booted_once_more_and_said_so(guest, capfd):
+    """A kernel that cannot boot (40 MiB is too little for Debian's initramfs and kernel)
+    never starts the command: the testbed boots it a second time, says so, and then names
+    the boot, not the command, in its error."""
+    with pytest.raises(testbed.TestbedError, match=r"no exit code \(while booting, twice"):
+        guest.run(["true"], memory="40M", timeout=60)
+    err = capfd.readouterr().err
+    assert err.count("died while booting") == 1 and "booting it once more" in err
