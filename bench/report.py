@@ -2,7 +2,7 @@
 sizes of a system-wide recording with callchains, in one run.
 
 Recordings: `perf record -a -g -e cpu-clock -F 20000` while two Python loops and clang (in
-a loop, compiling textrace's capture program) keep both CPUs busy, for 0.4 s, 8 s and 40 s:
+a loop, compiling textrace's capture program) keep both CPUs busy, for 1.2 s, 8 s and 40 s:
 about 60k, 400k and 1.6M samples (made once, kept in ~/.cache/textrace-bench; on this
 machine the other tenants' processes, qemu's TCG JIT among them, are in them too).
 
@@ -36,7 +36,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 from common import cached_recording, compile_bytecode, run_once  # noqa: E402
 
-SIZES = {"60k": 0.4, "400k": 8.0, "1600k": 40.0}
+SIZES = {"60k": 1.2, "400k": 8.0, "1600k": 40.0}
 HEAVY = ("rich", "capstone", "elftools", "zstandard", "pyarrow", "duckdb")
 
 
@@ -84,7 +84,8 @@ def main() -> int:
     print(f"{'size':>6}{'samples':>9}{'rows':>8}{'MiB':>6} | {'variant':16}{'textrace s':>11}"
           f"{'perf s':>8}{'perf/tr':>8} | {'tr MiB':>7}{'perf MiB':>9}{'tr/perf':>8}")
     for size in args.sizes.split(","):
-        path = cached_recording(f"s{size}", SIZES[size])
+        # (named by length too: a recording made for another length is not reused)
+        path = cached_recording(f"s{size}-{SIZES[size]:g}s", SIZES[size])
         samples, rows = facts(path)
         mib = os.path.getsize(path) / 2**20
         variants = [("text", []), ("--json", ["--json"])]
