@@ -645,39 +645,52 @@ def code_events(data, offsets: np.ndarray) -> list[CodeEvent]:
         return size, layout, tuple(names.index(f) if f in names else None
                                    for f in ("time", "cpu", "tid"))
     readers = [reader(a) for a in attrs]
+    only = readers[0] if attrs and back is None else None
+    # bound once: the loop below runs once per program function and program event
+    ksymbol, bpf_event = int(RecordType.KSYMBOL), int(RecordType.BPF_EVENT)
+    header, u64 = _HEADER.unpack_from, _U64.unpack_from
+    ksym_fields, ksym_size = _KSYMBOL.unpack_from, _KSYMBOL.size
+    bpf_fields, bpf_size = _BPF_EVENT.unpack_from, _BPF_EVENT.size
+    event = tuple.__new__     # CodeEvent(...) with every field given, without its __new__
+    append = events.append
     for off in offsets.tolist():
-        rtype, _misc, size = _HEADER.unpack_from(buf, off)
-        if rtype not in (RecordType.KSYMBOL, RecordType.BPF_EVENT):
+        rtype, _misc, size = header(buf, off)
+        if rtype != ksymbol and rtype != bpf_event:
             continue
         end = off + size
         time = cpu = tid = None
         if attrs:
-            if back is None or back + 8 > size:
+            if only is not None:
+                trailer, layout, (ti, ci, di) = only
+            elif back + 8 > size:
                 trailer, layout, (ti, ci, di) = readers[0]
             else:
                 trailer, layout, (ti, ci, di) = readers[
-                    id_to_attr.get(_U64.unpack_from(buf, end - back)[0], 0)]
+                    id_to_attr.get(u64(buf, end - back)[0], 0)]
             if trailer:
-                _need(data, off, size >= _BODY_AT + trailer, rtype)
+                if size < _BODY_AT + trailer:
+                    _need(data, off, False, rtype)
                 sid = layout.unpack_from(buf, end - trailer)
                 time = sid[ti] if ti is not None else None
                 cpu = sid[ci] if ci is not None else None
                 tid = sid[di] if di is not None else None
                 end -= trailer
         body = off + _BODY_AT
-        if rtype == RecordType.KSYMBOL:
-            _need(data, off, body + _KSYMBOL.size <= end, "KSYMBOL")
-            addr, length, ksym_type, flags = _KSYMBOL.unpack_from(buf, body)
-            raw = bytes(buf[body + _KSYMBOL.size:end])
+        if rtype == ksymbol:
+            if body + ksym_size > end:
+                _need(data, off, False, "KSYMBOL")
+            addr, length, ksym_type, flags = ksym_fields(buf, body)
+            raw = bytes(buf[body + ksym_size:end])
             nul = raw.find(b"\0")
             name = (raw if nul < 0 else raw[:nul]).decode("utf-8", "surrogateescape")
-            events.append(CodeEvent(rtype, time, cpu, tid, addr, length, ksym_type, flags,
-                                    name))
+            append(event(CodeEvent, (rtype, time, cpu, tid, addr, length, ksym_type, flags,
+                                     name, 0, 0, b"")))
         else:
-            _need(data, off, body + _BPF_EVENT.size <= end, "BPF_EVENT")
-            event_type, flags, prog_id, tag = _BPF_EVENT.unpack_from(buf, body)
-            events.append(CodeEvent(rtype, time, cpu, tid, flags=flags,
-                                    event_type=event_type, prog_id=prog_id, tag=tag))
+            if body + bpf_size > end:
+                _need(data, off, False, "BPF_EVENT")
+            event_type, flags, prog_id, tag = bpf_fields(buf, body)
+            append(event(CodeEvent, (rtype, time, cpu, tid, 0, 0, 0, flags, "", event_type,
+                                     prog_id, tag)))
     return sorted(events, key=lambda e: e.time or 0)
 
 
