@@ -241,9 +241,9 @@ def sample_arrays(data, *, callchains: bool = True,
     o = np.asarray(offs, dtype=np.int64)
     n = len(o)
     aligned = not (o & 7).any()
-    attr = _one_sampling_layout(data, g, o) if aligned and n else None
-    if attr is not None:
-        got = _one_layout(data, g, o, callchains, fields, attr)
+    layout = _one_sampling_layout(data, g, o) if aligned and n else None
+    if layout is not None:
+        got = _one_layout(data, g, o, callchains, fields, *layout)
         if got is not None:
             return got
     attr_idx = _attr_of_samples(data, g, o, aligned)
@@ -341,17 +341,21 @@ _GATHER_RECORDS = 1 << 17   # records gathered between two page releases
 
 
 def _gather_words(words: np.ndarray, base: np.ndarray, offsets: list[int],
-                  release=None) -> list[np.ndarray]:
+                  release=None, map_in=None) -> list[np.ndarray]:
     """words[base + off] for each of the `offsets` (all within `words`), every field of a
     record read at once (compiled.gather_words), a block of records at a time.
     release(byte), if given, is told after each block that the records before that byte
-    offset are read (`base` ascending: their pages can go)."""
+    offset are read (`base` ascending: their pages can go); map_in(lo, hi), if given,
+    before each block that it reads the bytes [lo, hi) (their pages can be mapped in at
+    once)."""
     n = len(base)
     outs = [np.empty(n, dtype=np.uint64) for _ in offsets]
     base = np.ascontiguousarray(base, dtype=np.int64)
     fields = tuple(offsets)
     for first in range(0, n, _GATHER_RECORDS):
         last = min(n, first + _GATHER_RECORDS)
+        if map_in is not None:
+            map_in(8 * int(base[first]), 8 * (int(base[last - 1]) + max(fields) + 1))
         gather_words(words, base[first:last], fields, tuple(o[first:last] for o in outs))
         if release is not None and last < n:
             release(8 * int(base[last]))
@@ -366,41 +370,33 @@ def _halves(words: np.ndarray, which: int) -> np.ndarray:
 
 
 def _one_sampling_layout(data, g: _Gather, o: np.ndarray):
-    """The attr whose sample layout every sample has, or None.  One attr, or attrs of one
-    layout; or several, when those that sampled share one (textrace record's sideband
-    dummy event has a layout of its own and no samples): the samples' ids say which."""
+    """(attr, id position) when every sample may have one attr's layout, or None.  One
+    attr, or attrs of one layout: (that attr, None).  Several layouts (textrace record's
+    sideband dummy event has a layout of its own and no samples): the first sample's
+    attr, and where every sample's id is, for _one_layout to read the ids in its one pass
+    over the samples and go on only if the attrs they name all share a layout."""
     from .sampleid import sample_id_position
     attrs = data.attrs
     if not attrs:  # a damaged file: the record-by-record path names the damage
         return None
     if len({(a.attr.sample_type, a.attr.read_format) for a in attrs}) == 1:
-        return attrs[0].attr
+        return attrs[0].attr, None
     pos = sample_id_position(attrs[0].attr)
     if pos is None or int(o.max()) + 16 + pos > 8 * len(g.u64):
         return None
-    # the ids gathered a block at a time, each block's pages given back after it (the
-    # gather touches every page of the file)
-    ids = np.empty(len(o), dtype=np.uint64)
-    step = _GATHER_RECORDS
-    for at in range(0, len(o), step):
-        block = o[at:at + step]
-        ids[at:at + step] = g.u64[(block >> 3) + (1 + pos // 8)]
-        _release(data, data._data.offset, int(block[0]))
-    # the attrs present, ascending (a count per attr: no sort of a million indices)
-    present = np.flatnonzero(np.bincount(_attr_from_ids(data, ids)))
-    if len({(attrs[i].attr.sample_type, attrs[i].attr.read_format)
-            for i in present.tolist()}) != 1:
-        return None
-    return attrs[int(present[0])].attr
+    first = int(g.u64[(int(o[0]) >> 3) + 1 + pos // 8])
+    return attrs[data._id_to_attr.get(first, 0)].attr, pos
 
 
 def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
-                fields: frozenset[str], attr=None) -> SampleArrays | None:
+                fields: frozenset[str], attr=None,
+                id_pos: int | None = None) -> SampleArrays | None:
     """The common case, every attr with one sample layout and every record 8-aligned: each
     fixed field asked for is a u64 at the same place in every record, all of them gathered
     in one pass (_gather_words).  The checks are the general path's, in its order.  None
     when a field would be read past the buffer (a damaged file: the general path names
-    the field)."""
+    the field), or when `id_pos` is given (where each sample's id is: attrs of several
+    layouts exist) and the samples' ids name attrs of more than one layout."""
     from .sampleid import sample_id_position
     attr = attr if attr is not None else data.attrs[0].attr
     st = attr.sample_type
@@ -420,10 +416,22 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
     words = g.u64
     ascending = n < 2 or bool((base[1:] > base[:-1]).all())
     start = data._data.offset
+    id_word = [1 + id_pos // 8] if id_pos is not None else []
     header, *got = _gather_words(words, base, [0] + [k for k, _name in wanted]
-                                 + ([width - 1] if chain else []),
+                                 + ([width - 1] if chain else []) + id_word,
                                  release=(lambda upto: _release(data, start, upto))
-                                 if ascending and not callchains else None)
+                                 if ascending and not callchains else None,
+                                 map_in=(lambda lo, hi: _map_in(data, lo, hi))
+                                 if ascending else None)
+    sample_attrs = None
+    if id_word:
+        # the attrs the samples' ids name (a count per attr): all of one layout, or the
+        # general path reads each sample by its own
+        sample_attrs = _attr_from_ids(data, got.pop())
+        attrs = data.attrs
+        if len({(attrs[i].attr.sample_type, attrs[i].attr.read_format) for i in
+                np.flatnonzero(np.bincount(sample_attrs)).tolist()}) != 1:
+            return None
     cols = {name: col for (_k, name), col in zip(wanted, got)}
     size_words = header >> np.uint64(51)
     if int(size_words.min()) < width:
@@ -440,7 +448,9 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
     attr_idx = np.zeros(n, dtype=np.int32)
     if len(data.attrs) > 1 and "attr" in fields:
         pos = sample_id_position(attr)
-        if pos is not None:
+        if pos is not None and pos == id_pos:
+            attr_idx = sample_attrs   # read with the rest
+        elif pos is not None:
             attr_idx = _attr_from_ids(data, words[base + 1 + pos // 8])
     nr_all = np.zeros(n, dtype=np.int64) if callchains else None
     chain_pos = np.zeros(n, dtype=np.int64) if callchains else None
