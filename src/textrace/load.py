@@ -133,10 +133,10 @@ def code_records(data: PerfData):
     offsets, kinds = found
     wanted = np.isin(kinds, [RecordType.KSYMBOL, RecordType.BPF_EVENT])
     programs = code_events(data, offsets[wanted])
+    if not of_types(kinds, frozenset({RecordType.TEXT_POKE})).any():
+        return programs  # no text poked: the program records alone, nothing decoded
     pokes = [r for r in data.records_by_time(frozenset({RecordType.TEXT_POKE}))
              if r.type == RecordType.TEXT_POKE]
-    if not pokes:  # no text poked: the program records alone, without a merge
-        return programs
     return heapq.merge(programs, pokes, key=lambda r: r.time or 0)
 
 
