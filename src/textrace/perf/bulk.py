@@ -495,6 +495,14 @@ def _attr_of_samples(data, g: _Gather, o: np.ndarray, aligned: bool) -> np.ndarr
 def _attr_from_ids(data, ids: np.ndarray) -> np.ndarray:
     """Attr index per sample id (0 for an id no attr has)."""
     n = len(ids)
+    if len(data._id_to_attr) <= 16:
+        # a few ids (an event per CPU): a comparison pass each beats a binary search per
+        # sample (1.6M samples, 4 ids: 1 ms instead of 21 ms)
+        out = np.zeros(n, dtype=np.int32)
+        for k, a in data._id_to_attr.items():
+            if a:
+                out[ids == np.uint64(k)] = a
+        return out
     known = np.array(sorted(data._id_to_attr), dtype=np.uint64)
     which = np.array([data._id_to_attr[int(k)] for k in known], dtype=np.int32)
     at = np.clip(np.searchsorted(known, ids), 0, max(len(known) - 1, 0))
