@@ -66,7 +66,7 @@ def entry_offsets(path) -> dict[int, tuple[int, int]]:
 
 @pytest.mark.parametrize("kind,verb,damage", [
     (Kind.CAPTURES, "progs", b"\xff\xfe"),           # not UTF-8
-    (Kind.CAPTURES, "pokes", b"{\"id\": \"x\""),     # not JSON
+    (Kind.CAPTURES, "packs", b"{\"id\": \"x\""),     # not JSON (pokes reads no capture)
     (Kind.RECORD_INFO, "progs", b"[1, 2]     "),      # not an object
     (Kind.KERNEL_CODE, "show", b"\xff" * 8),          # sizes do not add up (zstd inside)
 ])
@@ -152,3 +152,51 @@ def test_mutated_textrace_recordings_fail_only_with_textrace_errors(recordings, 
     assert result["runs"] == 8 * MUTANTS * len(files)
     assert result["errors"] > 0   # the campaign did damage things
     assert not result["failures"], "\n".join(result["failures"][:5])
+
+
+def test_damaged_program_info_fails_when_its_program_is_asked_for(recordings, tmp_path):
+    """HEADER_BPF_PROG_INFO's entries are decoded when a view asks for their program (a
+    view of one program in a recording of thousands decodes one): a damaged entry is the
+    same one-line FormatError (file, offset, field) for annotate and show of its program as
+    for progs, which reads every one; pokes, which needs no program's info, still works."""
+    import struct
+
+    from textrace.bpf.prog_info import bpil_id
+    from textrace.errors import FormatError
+    from textrace.perf.abi import Feature
+    from textrace.recorded import recorded
+    path, prog = recordings["finished"]
+    rows = [json.loads(x) for x in cli("progs", "-i", str(path), "--json").stdout.splitlines()]
+    addr = next(r for r in rows if r["id"] == prog)["funcs"][0]["addr"]
+    p = PerfData.open(path)
+    section = p.feature_offset(Feature.BPF_PROG_INFO)
+    pos = 4                                   # past the count; then each entry's header
+    for e in p.feature(Feature.BPF_PROG_INFO).programs:
+        if bpil_id(e.info) == prog:
+            break
+        pos += 16 + e.info_len + e.data_len
+    else:
+        pytest.fail(f"program {prog} is not in HEADER_BPF_PROG_INFO")
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<Q", raw, section + pos + 8, e.arrays | 1 << 12)  # an array perf lacks
+    bad = tmp_path / "bad.data"
+    bad.write_bytes(bytes(raw))
+
+    errors = [cli(*args, "-i", str(bad)) for args in (["progs"], ["annotate", str(prog)],
+                                                      ["show", hex(addr)])]
+    for r in errors:
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert errors[0].stderr == errors[1].stderr == errors[2].stderr
+    assert str(bad) in errors[0].stderr and f"offset {section:#x}" in errors[0].stderr
+    assert "bpf_prog_info.arrays" in errors[0].stderr
+    ok = cli("pokes", "-i", str(bad))
+    assert ok.returncode == 0 and not ok.stderr, ok.stderr
+
+    infos = recorded(PerfData.open(bad)).infos
+    assert prog in infos and len(infos) == len(recorded(PerfData.open(path)).infos)
+    with pytest.raises(FormatError) as got:
+        infos[prog]
+    assert f"textrace: {got.value}\n" == errors[0].stderr
+    others = [k for k in infos if k != prog]
+    assert all(infos[k].id == k for k in others)   # the rest decode as before

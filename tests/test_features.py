@@ -729,3 +729,31 @@ def test_a_section_cut_inside_an_attr_names_the_attr_size(sources):
     assert (e.value.file, e.value.offset, e.value.field) == \
         (str(src.header), off + 4, "EVENT_DESC.attr_size")
     assert "overruns" in str(e.value)
+
+
+def test_entries_read_by_plan_are_those_the_codecs_read(monkeypatch):
+    """BPF_PROG_INFO's entries (numbers, and bytes they count) are read by a plan without
+    a codec call per field; the objects, and the error for each damage, are the codecs'."""
+    from textrace.perf import features
+    assert BpfProgInfoEntry._plan() is not None
+    built = BpfProgInfo(programs=tuple(
+        BpfProgInfoEntry(arrays=k, info=bytes(range(k, k + 40)), data=b"\xab" * (8 * k))
+        for k in range(5)))
+    raw = built.pack()
+    damaged = [raw[:-3],                                   # the last data cut short
+               raw[:4 + 16 + 40 + 2],                      # cut inside the next header
+               raw[:4] + struct.pack("<I", 1 << 20) + raw[8:],      # info_len overruns
+               raw[:8] + struct.pack("<I", 0xFFFFFFF0) + raw[12:]]  # data_len overruns
+
+    def parse_all():
+        out = [BpfProgInfo.parse(raw, file="f", offset=0x100)]
+        for bad in damaged:
+            with pytest.raises(FormatError) as e:
+                BpfProgInfo.parse(bad, file="f", offset=0x100)
+            out.append(str(e.value))
+        return out
+    planned = parse_all()
+    monkeypatch.setattr(features._Layout, "_read_planned",
+                        classmethod(lambda cls, cur, plan: None))
+    assert parse_all() == planned
+    assert planned[0] == built and planned[0].pack() == raw

@@ -113,6 +113,44 @@ def test_sample_columns_in_one_gather_match_the_general_path(corpus, name, monke
     assert not some.time.any() and not some.tid.any() and len(some.callchain) == 0
 
 
+SPIN = "import time\nt = time.time()\nwhile time.time() - t < 0.3: pass\n"
+
+
+@pytest.mark.parametrize("maker,fast", [
+    # textrace record: the sampling event and the sideband's dummy, of another layout,
+    # which takes no samples: the ids, read in the one gather, allow it
+    ([sys.executable, "-m", "textrace", "record", "-e", "cpu-clock", "-F", "999"], True),
+    # two events of two layouts (one with callchains), both sampling: the general path
+    (["perf", "record", "-q", "-e", "cpu-clock/call-graph=fp/,task-clock", "-F", "999"],
+     False),
+])
+def test_samples_of_attrs_of_several_layouts_match_the_general_path(tmp_path, monkeypatch,
+                                                                    maker, fast):
+    """Attrs of several sample layouts: _one_layout reads every sample's id in its one
+    pass and goes on only when the ids name attrs of one layout; either way the columns
+    are the general path's."""
+    from textrace.perf import bulk
+    from textrace.perf.reader import PerfData
+    path = tmp_path / "f.data"
+    subprocess.run(maker + ["-o", str(path), "--", sys.executable, "-c", SPIN], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    data = PerfData.open(path)
+    assert len({(a.attr.sample_type, a.attr.read_format) for a in data.attrs}) == 2
+    took = []
+    one_layout = bulk._one_layout
+    monkeypatch.setattr(bulk, "_one_layout",
+                        lambda *a, **k: took.append(one_layout(*a, **k)) or took[-1])
+    got = bulk.sample_arrays(data)
+    assert took and (took[-1] is not None) == fast
+    monkeypatch.setattr(bulk, "_one_layout", lambda *a, **k: None)
+    general = bulk.sample_arrays(PerfData.open(path))
+    assert len(got) > 100
+    for f in ("attr", "misc", "ip", "pid", "tid", "time", "addr", "id", "stream_id", "cpu",
+              "period", "chain_start", "callchain"):
+        a, b = getattr(got, f), getattr(general, f)
+        assert a.dtype == b.dtype and np.array_equal(a, b), f
+
+
 @pytest.mark.parametrize("name", ["system-wide", "callchain"])
 def test_map_records_read_in_bulk_match_the_record_decoder(corpus, name):
     from textrace.perf.abi import RecordType

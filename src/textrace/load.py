@@ -133,36 +133,71 @@ def code_records(data: PerfData):
     offsets, kinds = found
     wanted = np.isin(kinds, [RecordType.KSYMBOL, RecordType.BPF_EVENT])
     programs = code_events(data, offsets[wanted])
-    pokes = data.records_by_time(frozenset({RecordType.TEXT_POKE}))
+    if not of_types(kinds, frozenset({RecordType.TEXT_POKE})).any():
+        return programs  # no text poked: the program records alone, nothing decoded
+    pokes = [r for r in data.records_by_time(frozenset({RecordType.TEXT_POKE}))
+             if r.type == RecordType.TEXT_POKE]
     return heapq.merge(programs, pokes, key=lambda r: r.time or 0)
 
 
-def load_history(data: PerfData, *, infos: dict | None = None,
-                 live=None) -> tuple[CodeHistory, list]:
+def load_history(data: PerfData, *, infos: dict | None = None, live=None,
+                 images: bool = True, at: int | None = None) -> tuple[CodeHistory, list]:
     """The recording's code history: its records, the captured programs' images, the
     kernel code the recorder read, and its inferred changes with their intervals.
     `infos`: captured_programs() if already read; `live`: a KallsymsReader started
-    earlier (kernel_symbols_for())."""
+    earlier (kernel_symbols_for()).
+
+    A view asks only for the code it reads (a program's info is decoded when its image is
+    made, and a recording can hold thousands): `images=False` gives the regions, symbols
+    and pokes alone, with no captured code and no pack layout (annotate, callsites and
+    pokes name addresses but read no bytes from the history); `at`, a kernel address,
+    gives the images of the programs that held it only (show), with the kernel code, and
+    the pack layout built when a read first needs it (a read no image covers)."""
     rec = recorded(data)
     kernel = kernel_symbols_for(data, live) if live is not None else kernel_symbols_for(data)
     history, programs = build_history(code_records(data), kernel=kernel,
                                       inferred=unreported_windows(rec.unreported))
-    history.add_images(program_images(data, programs, infos)
+    if not images:
+        return history, programs
+    chosen = programs if at is None else _programs_at(history, programs, at)
+    history.add_images(program_images(data, chosen, infos)
                        + kernel_code_images(rec.kernel_code))
-    history.packs = pack_layout(data, history)
+    if at is None:
+        history.packs = pack_layout(data, history)
+    else:  # every program's images (as the history would hold them: by address), should
+        # a freed range's check need old code
+        history.packs_later = lambda: pack_layout(data, history, lambda: _by_program(
+            sorted(program_images(data, programs, infos), key=lambda im: im.addr)))
     return history, programs
 
 
-def pack_layout(data: PerfData, history: CodeHistory):
+def _programs_at(history: CodeHistory, programs: list, addr: int) -> list:
+    """The programs whose code may have been at `addr`: those a region of which held it,
+    and those the records gave no functions (where their image lies only their info
+    says), in load order."""
+    held = {r.prog_id for r in history.versions(addr) if r.prog_id is not None}
+    return [p for p in programs if p.id in held or not p.funcs]
+
+
+def _by_program(images: list[Image]) -> dict[int, list[tuple[int, bytes]]]:
+    """Captured programs' images by program id: (addr, code) of each function."""
+    out: dict[int, list] = {}
+    for im in images:
+        if im.source.startswith("bpf:"):
+            out.setdefault(int(im.source[4:]), []).append((im.addr, im.data))
+    return out
+
+
+def pack_layout(data: PerfData, history: CodeHistory, images=None):
     """The bpf_prog_pack layout of a recording textrace made (None for others: without
-    the recorder's reads no pack extent is known)."""
+    the recorder's reads no pack extent is known).  `images`: the captured programs'
+    functions by id, or a function giving them (history/packs.build_layout); by default
+    the history's images."""
     entries = [e for lines in recorded(data).decoded(Kind.PACKS) for e in lines]
     if not entries:
         return None
-    images: dict[int, list] = {}
-    for im in history.images:
-        if im.source.startswith("bpf:"):
-            images.setdefault(int(im.source[4:]), []).append((im.addr, im.data))
+    if images is None:
+        images = _by_program(history.images)
     try:
         return build_layout(history.table.regions, entries, images)
     except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -174,7 +209,7 @@ def find_program(data: PerfData, spec: str, live=None) -> tuple[ProgInfo, object
     """PROG as an id, a name or a tag; the most recently loaded match wins.  `live`: a
     KallsymsReader started earlier."""
     infos = captured_programs(data)
-    history, programs = load_history(data, infos=infos, live=live)
+    history, programs = load_history(data, live=live, images=False)
     matches = [p for p in programs if str(p.id) == spec or p.name == spec
                or p.tag.hex() == spec.lower()]
     if not matches:

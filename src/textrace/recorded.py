@@ -11,9 +11,10 @@ and entry, or with --salvage (`data.salvage`) it is skipped and said in `data.wa
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 
-from .bpf.prog_info import ProgInfo
+from .bpf.prog_info import ProgInfo, bpil_id
 from .entries import decode
 from .errors import FormatError
 from .perf.abi import Feature, RecordType
@@ -89,19 +90,17 @@ class Recorded:
         return self.decoded(Kind.CAPTURE)
 
     @cached_property
-    def infos(self) -> dict[int, ProgInfo]:
-        """Programs whose info and JIT images the file holds."""
-        out: dict[int, ProgInfo] = {}
+    def infos(self) -> "ProgInfos":
+        """Programs whose info and JIT images the file holds, by id; each decoded when
+        first asked for (ProgInfos)."""
+        out: dict[int, object] = {}
         feat = self.data.feature(Feature.BPF_PROG_INFO)
         for e in feat.programs if feat is not None else ():
-            info = ProgInfo.from_bpil(e.info_len, e.data_len, e.arrays, e.info, e.data,
-                                      file=self.data.path,
-                                      offset=self.data.feature_offset(Feature.BPF_PROG_INFO))
-            out[info.id] = info
+            out[bpil_id(e.info)] = e
         for cap in self.captures:
             if cap.info is not None:
                 out[cap.prog_id] = cap.info
-        return out
+        return ProgInfos(out, self.data.path, self.data.feature_offset(Feature.BPF_PROG_INFO))
 
     @cached_property
     def btfs(self) -> dict[int, bytes]:
@@ -154,3 +153,35 @@ class Recorded:
         for d in self.decoded(Kind.RECORD_INFO):
             out.update(d)
         return out
+
+
+class ProgInfos(Mapping):
+    """The captured programs' ProgInfo by program id, in the file's order (a later entry of
+    an id wins, as a dict built in order would have it).  An entry of HEADER_BPF_PROG_INFO
+    is decoded when its program is first asked for, not before: a view of one program in a
+    recording of thousands decodes one.  A damaged entry raises the FormatError
+    ProgInfo.from_bpil gives (file, the section's offset, the field) when it is asked for;
+    `in`, len() and iterating the ids decode nothing."""
+
+    def __init__(self, sources: dict[int, object], path: str | None, offset: int):
+        # id -> ProgInfo (decoded, or streamed whole) or the feature's BpfProgInfoEntry
+        self._sources = sources
+        self._path = path
+        self._offset = offset
+
+    def __getitem__(self, prog_id: int) -> ProgInfo:
+        got = self._sources[prog_id]
+        if not isinstance(got, ProgInfo):
+            got = self._sources[prog_id] = ProgInfo.from_bpil(
+                got.info_len, got.data_len, got.arrays, got.info, got.data, file=self._path,
+                offset=self._offset)
+        return got
+
+    def __contains__(self, prog_id: object) -> bool:
+        return prog_id in self._sources
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)

@@ -249,6 +249,14 @@ class ProgInfo:
         return _decode_bpil(info_len, arrays, info, data, file=file, offset=offset)
 
 
+def bpil_id(info: bytes) -> int:
+    """The program id in a bpf_prog_info's bytes (as from_bpil would decode it, short
+    structs zero-filled), read without decoding the rest: a file's 5000 programs are
+    indexed by id, and a view decodes only the one it asks for."""
+    at = _OFF["id"]
+    return int.from_bytes(bytes(info[at:at + 4]).ljust(4, b"\0"), "little")
+
+
 def unpack_info(raw: bytes) -> dict:
     """struct bpf_prog_info's fields by name from its raw bytes (short ones zero-filled, as
     an older kernel's shorter struct reads); recorder/finish.py reads a capture's counts with it."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -146,6 +146,9 @@ class CodeHistory:
     # the bpf_prog_pack layout (history/packs.py), when the recording has one: free pack
     # chunks read as the INT3 the kernel filled or invalidated them with
     packs: PackLayout | None = None
+    # or a function that builds it, called when pack_layout() is first asked: a loader
+    # may leave it unbuilt for views whose reads never fall on a free pack chunk
+    packs_later: Callable[[], PackLayout | None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.pokes.sort(key=lambda p: p.time)
@@ -158,6 +161,13 @@ class CodeHistory:
         self.images.extend(images)
         self.images.sort(key=lambda im: im.addr)
         self._image_starts = [im.addr for im in self.images]
+
+    def pack_layout(self) -> PackLayout | None:
+        """The pack layout (`packs`), built by `packs_later` the first time it is needed."""
+        if self.packs is None and self.packs_later is not None:
+            build, self.packs_later = self.packs_later, None
+            self.packs = build()
+        return self.packs
 
     # --- symbols ------------------------------------------------------------------------
     def symbol(self, addr: int, t: int) -> Symbol | None:
@@ -257,8 +267,9 @@ class CodeHistory:
         the TEXT_POKE records themselves, moved to t through the pokes in between.  Near a
         poke the result is the records' order, not necessarily the truth: see read_exact."""
         im = self._image_for(addr, n, t) or self._poke_image(addr, n, t)
-        if im is None and self.packs is not None and self.table.at(addr, t) is None:
-            fill = self.packs.read_fill(addr, n, t)
+        if im is None and self.table.at(addr, t) is None:
+            layout = self.pack_layout()
+            fill = layout.read_fill(addr, n, t) if layout is not None else None
             if fill is not None:
                 return fill
         if im is None:

@@ -24,6 +24,7 @@ announced, or the kernel's own).  Times are ns on the recording's clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from ..bpf.pack import CHUNK, INT3, PAGE, allocation_of
 from .regions import Region
 
 DEFAULT_PACK_SIZE = 2 << 20
+Images = dict[int, list[tuple[int, bytes]]]   # prog id -> its functions' (addr, code)
 HEADER_SLACK_NS = 10_000_000
 _NEVER = -(1 << 62)
 _FOREVER = 1 << 62
@@ -248,10 +250,13 @@ def _bits(hexmap: str, n: int) -> np.ndarray:
 
 
 def build_layout(regions: list[Region], entries: list[dict],
-                 images: dict[int, list[tuple[int, bytes]]] | None = None) -> PackLayout:
+                 images: Images | Callable[[], Images] | None = None) -> PackLayout:
     """The packs of a recording: `regions` its code regions (history.table.regions),
     `entries` the recorder's Kind.PACKS entries, `images` each captured program's
-    functions (prog id -> [(addr, code)]) to tell old code in a freed range."""
+    functions (prog id -> [(addr, code)]) to tell old code in a freed range, or a function
+    giving them, called only when some freed range held neither INT3 nor code placed
+    after the free (a loader need not decode thousands of programs for a recording whose
+    freed ranges were all invalidated or reused)."""
     probes = [e for e in entries if e["t"] == "pack"]
     headers: dict[int, list[tuple[int, int]]] = {}   # image addr -> [(read time, size)]
     for e in entries:
@@ -339,10 +344,7 @@ def build_layout(regions: list[Region], entries: list[dict],
     by_start = sorted(allocs, key=lambda a: a.start)
     index = ([a.start for a in by_start], by_start,
              max((a.size for a in allocs if a.size <= pack_size), default=0))
-    old = {}
-    for prog_funcs in (images or {}).values():
-        for addr, code in prog_funcs:
-            old[(addr, len(code))] = code
+    old = _OldCode(images)
     checks = [_check(e, index, old) for e in entries if e["t"] == "freed"]
     for c in checks:
         pack = next((p for p in ordered if p.start <= c.start < p.end), None)
@@ -352,13 +354,32 @@ def build_layout(regions: list[Region], entries: list[dict],
                       info.get("reader"), vmalloc)
 
 
+class _OldCode:
+    """(addr, len) -> the code a captured program had there (the last program's, of those
+    that had some), the images read when first asked for."""
+
+    def __init__(self, images: Images | Callable[[], Images] | None):
+        self.images = images
+        self.table: dict[tuple[int, int], bytes] | None = None
+
+    def get(self, key: tuple[int, int]) -> bytes | None:
+        """The code at (addr, len), or None."""
+        if self.table is None:
+            images = self.images() if callable(self.images) else self.images
+            self.table = {}
+            for prog_funcs in (images or {}).values():
+                for addr, code in prog_funcs:
+                    self.table[(addr, len(code))] = code
+        return self.table.get(key)
+
+
 def _runs(mask: np.ndarray, base: int) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     return [(base + int(s) * CHUNK, base + int(e) * CHUNK)
             for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))]
 
 
-def _check(e: dict, index, images: dict) -> FreedCheck:
+def _check(e: dict, index, images: _OldCode) -> FreedCheck:
     """The verdict on one freed range, with the whole recording known: every byte of the
     last read INT3, or inside an allocation announced after the unload (its chunks were
     handed on), or else stale: the freed program's own bytes (old code) or code no
@@ -375,10 +396,10 @@ def _check(e: dict, index, images: dict) -> FreedCheck:
     if data is None:
         c.verdict = "unchecked"
         return c
-    ok = np.frombuffer(data, dtype=np.uint8) == INT3
-    if ok.all():
+    if data.count(INT3) == len(data):  # the common verdict, without an array per check
         c.verdict = "invalidated"
         return c
+    ok = np.frombuffer(data, dtype=np.uint8) == INT3
     import bisect
     starts, by_start, longest = index
     hi = bisect.bisect_left(starts, c.start + len(data))

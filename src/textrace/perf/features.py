@@ -443,14 +443,87 @@ class _Layout:
                 raise ValueError(f"{name_of}.{name}: {e}") from None
 
     @classmethod
+    @cache
+    def _unread(cls) -> tuple[dataclasses.Field, ...]:
+        """The fields no codec stores (count_omitted...): _read gives them their defaults."""
+        return tuple(f for f in dataclasses.fields(cls) if "codec" not in f.metadata)
+
+    @classmethod
+    @cache
+    def _plan(cls) -> tuple | None:
+        """The layout as steps read without a codec call per field, when every field is a
+        number or bytes counted by an earlier number of the struct (each entry of
+        BPF_PROG_INFO, 5000 in a big recording): ("numbers", struct, names) and ("bytes",
+        name, length field).  None for any other layout."""
+        steps: list[tuple] = []
+        run: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for name, codec in cls._layout():
+            if type(codec) is _Scalar:
+                run.append((name, codec.st.format[1:]))
+            elif type(codec) is _Sized and not codec.text and not codec.less \
+                    and codec.len_field in seen:
+                if run:
+                    steps.append(("numbers", struct.Struct("<" + "".join(f for _, f in run)),
+                                  tuple(n for n, _ in run)))
+                    run = []
+                steps.append(("bytes", name, codec.len_field))
+            else:
+                return None
+            seen.add(name)
+        if run:
+            steps.append(("numbers", struct.Struct("<" + "".join(f for _, f in run)),
+                          tuple(n for n, _ in run)))
+        return tuple(steps)
+
+    @classmethod
+    def _read_planned(cls, cur: _Cursor, plan: tuple):
+        """The struct read by its plan, or None (the cursor unmoved) when some field does
+        not fit: the codecs then read it again and say which, where."""
+        buf, pos, end = cur.buf, cur.pos, len(cur.buf)
+        values: dict = {}
+        for kind, what, how in plan:
+            if kind == "numbers":
+                if what.size > end - pos:
+                    return None
+                values.update(zip(how, what.unpack_from(buf, pos)))
+                pos += what.size
+            else:
+                n = values[how]
+                if n > end - pos:
+                    return None
+                values[what] = bytes(buf[pos:pos + n])
+                pos += n
+        cur.pos = pos
+        return cls._built(values)
+
+    @classmethod
+    def _built(cls, values: dict):
+        """An object of the values read, set as __init__ would, without __post_init__: the
+        codecs read every value in its stored type and every count and length as the data
+        they count, so normalising and checking have nothing to do."""
+        obj = object.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(obj, name, value)
+        for f in cls._unread():
+            object.__setattr__(obj, f.name, f.default if f.default is not dataclasses.MISSING
+                               else f.default_factory())
+        return obj
+
+    @classmethod
     def _read(cls, cur: _Cursor, path: str, scope: ChainMap):
+        plan = cls._plan()
+        if plan is not None:
+            got = cls._read_planned(cur, plan)
+            if got is not None:
+                return got
         scope = scope.new_child()
         values = {}
         for name, codec in cls._layout():
             fpath = f"{path}.{name}" if path else name
             scope["@" + name] = (cur.pos, fpath)
             values[name] = scope[name] = codec.read(cur, fpath, scope)
-        return cls(**values)
+        return cls._built(values)
 
     def _write(self, out: list, scope: ChainMap) -> None:
         layout = self._layout()

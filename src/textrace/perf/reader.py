@@ -315,21 +315,23 @@ class PerfData:
         if self.mode == "file":
             import numpy as np
 
-            from .bulk import locate_records_aligned
+            from .bulk import locate_records_aligned, of_types
             found = self._located
             if found is None:
                 found = self._located = locate_records_aligned(self._buf, self._data.offset,
                                                                self._data.end) or False
-            special = {RecordType.COMPRESSED, RecordType.COMPRESSED2, RecordType.AUXTRACE,
-                       RecordType.HEADER_TRACING_DATA}
-            if found and not special.intersection(found[1].tolist()):
+            special = [RecordType.COMPRESSED, RecordType.COMPRESSED2, RecordType.AUXTRACE,
+                       RecordType.HEADER_TRACING_DATA]
+            # counted in one pass over the types (a big file has millions of records)
+            counts = np.bincount(found[1], minlength=1 << 16) if found else None
+            if found and not counts[special].any():
                 offsets, kinds = found
                 buf = self._buf
-                for t in set(kinds.tolist()) - set(types):
-                    self.stats.by_type[t] = int((kinds == t).sum())
-                    self.stats.records += self.stats.by_type[t]
-                wanted = [int(t) for t in types]
-                for off in offsets[np.isin(kinds, wanted)].tolist():
+                for t in np.flatnonzero(counts).tolist():
+                    if t not in types:
+                        self.stats.by_type[t] = int(counts[t])
+                        self.stats.records += self.stats.by_type[t]
+                for off in offsets[of_types(kinds, types)].tolist():
                     rtype, misc, size = HEADER.unpack_from(buf, off)
                     yield _RawRec(off, rtype, misc, size, buf, off)
                 return

@@ -17,7 +17,6 @@ import numpy as np
 
 from ..bpf.insn import decode, disassemble
 from ..history.x86 import x86_64
-from ..perf.abi import RecordType
 from ..perf.bulk import sample_arrays
 from ..load import btf_of, find_program
 from ..perf.reader import PerfData
@@ -57,7 +56,7 @@ def annotate(data: PerfData, spec: str, live=None) -> tuple[list[AsmRow], int]:
     line_starts = {a: k for k, a in enumerate(jlines)}
     insn_offs = [li.insn_off for li in info.line_info]
     tail_insns = {i.index for i in insns if i.is_tail_call}
-    pokes = [r for r in data.records(frozenset({RecordType.TEXT_POKE}))]
+    pokes = history.pokes  # every TEXT_POKE of the recording, as the history read them
     hits = _samples_in(data, history, prog.id)
     total = sum(hits.values())
     md = x86_64()
@@ -85,7 +84,7 @@ def annotate(data: PerfData, spec: str, live=None) -> tuple[list[AsmRow], int]:
                     row.line = btf.string_at(li.line_off).strip()
                 if tail_insns & set(range(lo, hi)):
                     row.marks.append("tail_call")
-            if any(p.addr < ins.address + ins.size and ins.address < p.addr + len(p.new_bytes)
+            if any(p.addr < ins.address + ins.size and ins.address < p.addr + len(p.new)
                    for p in pokes):
                 row.marks.append("poke")
             rows.append(row)

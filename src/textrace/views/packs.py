@@ -67,9 +67,10 @@ def load_layout(data: PerfData) -> tuple[PackLayout, list]:
     """The recording's pack layout, and its programs (load.load_history)."""
     from ..load import load_history
     history, programs = load_history(data)
-    if history.packs is None:  # not recorded by textrace: what the records alone give
+    layout = history.pack_layout()
+    if layout is None:  # not recorded by textrace: what the records alone give
         return build_layout(history.table.regions, []), programs
-    return history.packs, programs
+    return layout, programs
 
 
 def pack_row(pack: Pack) -> PackRow:

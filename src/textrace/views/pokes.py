@@ -57,7 +57,7 @@ def poke_rows(data: PerfData, *, kind: str | None = None,
     if window_ns < 0:
         raise TextraceError(f"--window {window_ns} is negative", field="--window")
     if history is None:
-        history, _programs = load_history(data, live=live)
+        history, _programs = load_history(data, live=live, images=False)
     rows = []
     for w in history.poke_windows(window_ns):
         for p in w.pokes:

@@ -83,7 +83,7 @@ def show(data: PerfData, addr: int, at: int | None = None, length: int = 32,
          window_ns: int = INT3_WINDOW_NS, live=None) -> list[Version]:
     """Every version of `addr` (kernel virtual address), or those alive at `at` (ns, the
     recording's clock).  `live`: a KallsymsReader started earlier."""
-    history, _programs = load_history(data, live=live)
+    history, _programs = load_history(data, live=live, at=addr)
     regions = history.versions(addr)
     if at is not None:
         regions = [r for r in regions if r.alive_at(at)]
@@ -105,8 +105,10 @@ def _fill_versions(history: CodeHistory, addr: int, at: int | None, length: int,
                    regions) -> list[Version]:
     """Free bpf_prog_pack chunks at addr with --at: the fill then, if no region held it
     (without --at the versions are the code that was there, as before)."""
-    layout = history.packs
-    if layout is None or at is None or regions or layout.pack_of(addr) is None:
+    if at is None or regions:
+        return []
+    layout = history.pack_layout()
+    if layout is None or layout.pack_of(addr) is None:
         return []
     times = [at]
     out, seen = [], set()
