@@ -9,24 +9,27 @@ Views get their history here and never from each other; the history itself stays
 from __future__ import annotations
 
 import heapq
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bpf.btf import Btf
-from .bpf.prog_info import ProgInfo
 from .errors import FormatError, TextraceError
-from .history.build import build_history, kernel_code_images, unreported_windows
 from .history.code_history import CodeHistory, Image
 from .history.kallsyms import KernelSymbols
-from .history.packs import build_layout
 from .perf.abi import RecordType
 from .perf.bulk import code_events, located, map_events, of_types
-from .perf.private import FEATURE_BIT, Kind
 from .perf.reader import PerfData
-from .recorded import recorded
 # the views' way to the symbols of the ELF files samples name (read and cached there)
 from .sources.elf_files import elf_symbols  # noqa: F401
 from .sources.kallsyms import KallsymsReader, read_proc_kallsyms
+
+if TYPE_CHECKING:
+    from .bpf.btf import Btf
+    from .bpf.prog_info import ProgInfo
+
+# textrace's own section (recorded: its codecs, BTF, prog infos), the history's builder and
+# the pack layout are imported by the functions that read them: `report` needs none of
+# them, and they were ~15 ms of its start-up
 
 KERNEL_DSO = "[kernel.kallsyms]"
 CODE_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE})
@@ -35,12 +38,14 @@ CODE_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.T
 def captured_programs(data: PerfData) -> dict[int, ProgInfo]:
     """Programs whose info and JIT images the file holds (HEADER_BPF_PROG_INFO, or the
     stream of a recording never finished)."""
+    from .recorded import recorded
     return recorded(data).infos
 
 
 def capture_outcomes(data: PerfData) -> dict[int, dict] | None:
     """textrace's record of how each program was captured or why not; None for files
     textrace did not record."""
+    from .recorded import recorded
     return recorded(data).outcomes
 
 
@@ -82,6 +87,8 @@ def kernel_symbols_for(data: PerfData, live=read_proc_kallsyms) -> KernelSymbols
 def _recorded_kallsyms(data: PerfData) -> KernelSymbols | None:
     """The /proc/kallsyms text `textrace record` saved at the start (zstd), parsed; None
     in a file without it (perf's own)."""
+    from .recorded import recorded
+    from .perf.private import FEATURE_BIT
     if data.features and data.feature_bytes(FEATURE_BIT) is None:
         return None  # finished by perf, not textrace: no need to look in the stream
     text = recorded(data).kallsyms
@@ -153,6 +160,8 @@ def load_history(data: PerfData, *, infos: dict | None = None, live=None,
     pokes name addresses but read no bytes from the history); `at`, a kernel address,
     gives the images of the programs that held it only (show), with the kernel code, and
     the pack layout built when a read first needs it (a read no image covers)."""
+    from .recorded import recorded
+    from .history.build import build_history, kernel_code_images, unreported_windows
     rec = recorded(data)
     kernel = kernel_symbols_for(data, live) if live is not None else kernel_symbols_for(data)
     history, programs = build_history(code_records(data), kernel=kernel,
@@ -193,6 +202,9 @@ def pack_layout(data: PerfData, history: CodeHistory, images=None):
     the recorder's reads no pack extent is known).  `images`: the captured programs'
     functions by id, or a function giving them (history/packs.build_layout); by default
     the history's images."""
+    from .recorded import recorded
+    from .perf.private import Kind
+    from .history.packs import build_layout
     entries = [e for lines in recorded(data).decoded(Kind.PACKS) for e in lines]
     if not entries:
         return None
@@ -225,5 +237,7 @@ def find_program(data: PerfData, spec: str, live=None) -> tuple[ProgInfo, object
 def btf_of(data: PerfData, info: ProgInfo) -> Btf | None:
     """The BTF a captured program's line_info and func_info refer to, from the recording;
     None when it has none."""
+    from .recorded import recorded
+    from .bpf.btf import Btf
     raw = recorded(data).btfs.get(info.btf_id) if info.btf_id else None
     return Btf.parse(raw, file=data.path) if raw is not None else None
