@@ -23,7 +23,7 @@ from .perf.abi import RecordType
 from .perf.bulk import code_events, located, map_events, of_types
 from .perf.private import FEATURE_BIT, Kind
 from .perf.reader import PerfData
-from .recorded import recorded
+from .recorded import ProgInfos, recorded
 # the views' way to the symbols of the ELF files samples name (read and cached there)
 from .sources.elf_files import elf_symbols  # noqa: F401
 from .sources.kallsyms import KallsymsReader, read_proc_kallsyms
@@ -32,9 +32,9 @@ KERNEL_DSO = "[kernel.kallsyms]"
 CODE_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE})
 
 
-def captured_programs(data: PerfData) -> dict[int, ProgInfo]:
+def captured_programs(data: PerfData) -> ProgInfos:
     """Programs whose info and JIT images the file holds (HEADER_BPF_PROG_INFO, or the
-    stream of a recording never finished)."""
+    stream of a recording never finished), by id; each decoded when first asked for."""
     return recorded(data).infos
 
 
