@@ -74,6 +74,28 @@ def _kallsyms_child():
     return KallsymsReader()
 
 
+def _short_lived(cmd):
+    """A view's command run without cyclic garbage collection: it makes objects that live
+    to its end (records, regions, infos, arrays) and no cycles worth finding, and the
+    collector's passes over them took ~50 ms of annotate on 5000 programs (gen0 111
+    times, gen1 10, gen2 once).  What is left is frozen, sparing the exit's collection;
+    the collector is on again after, for a caller in the same process."""
+    import functools
+
+    @functools.wraps(cmd)
+    def run(args) -> int:
+        import gc
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return cmd(args)
+        finally:
+            gc.freeze()
+            if was:
+                gc.enable()
+    return run
+
+
 def cmd_report(args) -> int:
     """`textrace report`: samples by symbol as of each sample's time, as a table or JSON."""
     # No cyclic garbage collection: a report makes a few hundred thousand objects (keys,
@@ -159,6 +181,7 @@ def cmd_progs(args) -> int:
     return 0
 
 
+@_short_lived
 def cmd_annotate(args) -> int:
     """`textrace annotate PROG`: the program's JIT code with BPF insns, source and samples."""
     live = _kallsyms_child()
@@ -194,6 +217,7 @@ def cmd_annotate(args) -> int:
     return 0
 
 
+@_short_lived
 def cmd_callsites(args) -> int:
     """`textrace callsites PROG`: every call in the program's JIT image."""
     from .views.callsites import callsites
@@ -209,6 +233,7 @@ def cmd_callsites(args) -> int:
     return 0
 
 
+@_short_lived
 def cmd_show(args) -> int:
     """`textrace show ADDR`: every version of the code at a kernel address."""
     try:
@@ -259,6 +284,7 @@ def cmd_show(args) -> int:
     return 0
 
 
+@_short_lived
 def cmd_pokes(args) -> int:
     """`textrace pokes`: every text poke, classified and disassembled."""
     live = _kallsyms_child()

@@ -26,6 +26,7 @@ from .sources.kallsyms import KallsymsReader, read_proc_kallsyms
 if TYPE_CHECKING:
     from .bpf.btf import Btf
     from .bpf.prog_info import ProgInfo
+    from .recorded import ProgInfos
 
 # textrace's own section (recorded: its codecs, BTF, prog infos), the history's builder and
 # the pack layout are imported by the functions that read them: `report` needs none of
@@ -35,9 +36,9 @@ KERNEL_DSO = "[kernel.kallsyms]"
 CODE_RECORDS = frozenset({RecordType.KSYMBOL, RecordType.BPF_EVENT, RecordType.TEXT_POKE})
 
 
-def captured_programs(data: PerfData) -> dict[int, ProgInfo]:
+def captured_programs(data: PerfData) -> ProgInfos:
     """Programs whose info and JIT images the file holds (HEADER_BPF_PROG_INFO, or the
-    stream of a recording never finished)."""
+    stream of a recording never finished), by id; each decoded when first asked for."""
     from .recorded import recorded
     return recorded(data).infos
 
