@@ -95,6 +95,14 @@ def test_records_located_in_bulk_are_the_records_walked(corpus):
         assert list(zip(found[0].tolist(), found[1].tolist())) == walked
 
 
+def assert_same_columns(got, general) -> None:
+    """Every column of two SampleArrays equal, dtype and values."""
+    for f in ("attr", "misc", "ip", "pid", "tid", "time", "addr", "id", "stream_id", "cpu",
+              "period", "chain_start", "callchain"):
+        a, b = getattr(got, f), getattr(general, f)
+        assert a.dtype == b.dtype and np.array_equal(a, b), f
+
+
 @pytest.mark.parametrize("name", ["system-wide", "callchain", "multi-event"])
 def test_sample_columns_in_one_gather_match_the_general_path(corpus, name, monkeypatch):
     from textrace.perf import bulk
@@ -105,12 +113,44 @@ def test_sample_columns_in_one_gather_match_the_general_path(corpus, name, monke
     monkeypatch.setattr(bulk, "_one_layout", lambda *a, **k: None)
     general = bulk.sample_arrays(PerfData.open(path))
     assert len(fast) > 100
-    for f in ("attr", "misc", "ip", "pid", "tid", "time", "addr", "id", "stream_id", "cpu",
-              "period", "chain_start", "callchain"):
-        a, b = getattr(fast, f), getattr(general, f)
-        assert a.dtype == b.dtype and np.array_equal(a, b), f
+    assert_same_columns(fast, general)
     assert np.array_equal(some.ip, general.ip) and np.array_equal(some.pid, general.pid)
     assert not some.time.any() and not some.tid.any() and len(some.callchain) == 0
+
+
+@pytest.mark.parametrize("damage", ["nr past 8192", "nr past the record", "record short"])
+def test_damaged_samples_are_named_by_the_one_gather_as_by_the_general_path(corpus, damage,
+                                                                              monkeypatch):
+    """The compiled gather checks each record as it reads it; a record that fails is named
+    (field and offset) as the general path names it."""
+    from textrace.errors import FormatError
+    from textrace.perf import bulk
+    from textrace.perf.abi import SampleType as S
+    from textrace.perf.reader import PerfData
+    raw = corpus.path("callchain").read_bytes()
+    p = PerfData(raw, path="f")
+    victim = [r for r in p.records() if r.type_name == "SAMPLE" and r.callchain][7]
+    st = p.attrs[victim.attr_index].attr.sample_type
+    nr_at = victim.offset + 8 + sum(8 for b in (S.IDENTIFIER, S.IP, S.TID, S.TIME, S.ADDR,
+                                                S.ID, S.STREAM_ID, S.CPU, S.PERIOD) if st & b)
+    bad = bytearray(raw)
+    if damage == "nr past 8192":
+        struct.pack_into("<Q", bad, nr_at, 1 << 60)
+    elif damage == "nr past the record":
+        struct.pack_into("<Q", bad, nr_at, len(victim.callchain) + 1)
+    else:   # the record's size cut to its header and first field, the rest left as a gap
+        size = struct.unpack_from("<H", bad, victim.offset + 6)[0]
+        struct.pack_into("<H", bad, victim.offset + 6, 16)
+        struct.pack_into("<IHH", bad, victim.offset + 16, 9999, 0, size - 16)  # unknown type
+    errors = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(bulk, "_one_layout", lambda *a, **k: None)
+        with pytest.raises(FormatError) as e:
+            bulk.sample_arrays(PerfData(bytes(bad), path="f"), callchains=False)
+        errors.append((e.value.field, e.value.offset, str(e.value)))
+    assert errors[0] == errors[1]
+    assert errors[0][1] == victim.offset
 
 
 SPIN = "import time\nt = time.time()\nwhile time.time() - t < 0.3: pass\n"
@@ -145,10 +185,7 @@ def test_samples_of_attrs_of_several_layouts_match_the_general_path(tmp_path, mo
     monkeypatch.setattr(bulk, "_one_layout", lambda *a, **k: None)
     general = bulk.sample_arrays(PerfData.open(path))
     assert len(got) > 100
-    for f in ("attr", "misc", "ip", "pid", "tid", "time", "addr", "id", "stream_id", "cpu",
-              "period", "chain_start", "callchain"):
-        a, b = getattr(got, f), getattr(general, f)
-        assert a.dtype == b.dtype and np.array_equal(a, b), f
+    assert_same_columns(got, general)
 
 
 @pytest.mark.parametrize("name", ["system-wide", "callchain"])
