@@ -282,7 +282,8 @@ def check_pairs_resolve_as_one_by_one(path) -> list[tuple]:
     codes[k] = report._kernel_codes(syms, CodeHistory(table, kernel), s.ip[k], times[k])
     alone = syms.keys(codes.tolist())
     assert len(alone) == len(ids) > 100
-    assert [keys[i] for i in ids.tolist()] == alone
+    every = keys.tuples()
+    assert [every[i] for i in ids.tolist()] == alone
     return alone
 
 

@@ -233,9 +233,7 @@ class _Symbols:
         number[by_addr] = len(distinct) + ids
         # each key ranked by its first code: the order perf breaks ties in (by object,
         # then address)
-        rank = np.empty(len(distinct) + len(once), dtype=np.int64)
-        rank[np.concatenate([np.arange(len(distinct)), len(distinct) + np.arange(len(once))])] \
-            = np.concatenate([named_first, by_addr[once]])
+        rank = np.concatenate([named_first, by_addr[once]])
         return SymbolKeys(distinct, values[once], group[once], list(groups), rank), number
 
 
@@ -254,12 +252,6 @@ class SymbolKeys:
 
     def __len__(self) -> int:
         return len(self.named) + len(self.addrs)
-
-    def __getitem__(self, i: int) -> tuple:
-        n = len(self.named)
-        if i < n:
-            return self.named[i]
-        return (f"0x{int(self.addrs[i - n]):016x}", *self.groups[int(self.group[i - n])])
 
     def tuples(self) -> list[tuple]:
         """Every key as a (symbol, dso, kind[, address]) tuple."""
@@ -290,8 +282,8 @@ class SymbolKeys:
 
 def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None,
               names: bool = True):
-    """Per-sample symbol keys: (keys, ids, samples), keys[ids[i]] = (symbol name, dso,
-    kind[, address]) of sample i (keys a SymbolKeys); `samples` holds the columns SAMPLE_FIELDS only.
+    """Per-sample symbol keys: (keys, ids, samples), keys.tuples()[ids[i]] = (symbol name,
+    dso, kind[, address]) of sample i; `samples` holds the columns SAMPLE_FIELDS only.
     `kernel_later()`, if given, returns the kernel symbols once they are needed (after the
     user-space samples are done).  names=False: user-space symbols are left unnamed
     (None), one key per ELF file or per file's unsymbolized addresses (_Symbols)."""
