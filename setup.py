@@ -2,11 +2,10 @@
 into CO-RE objects placed beside their sources in the build tree, so the wheel ships them
 and an installed textrace needs no clang.  Building from the sdist needs clang and the
 headers of libbpf-dev and linux-libc-dev; without them the build stops and says so.
-An editable install (scripts/setup.sh) builds nothing here: the loader builds the object
-into ~/.cache/textrace on first use (scripts/setup.sh does it ahead of time).
 It also compiles textrace.compiled (src/textrace/compiled.c), the few loops numpy cannot
-vectorize; an editable install builds it in place (scripts/setup.sh runs build_ext
---inplace when the source is newer).
+vectorize.  An editable install (scripts/setup.sh) builds no capture object here: the
+loader builds it into ~/.cache/textrace on first use, and scripts/setup.sh ahead of time,
+with textrace.compiled in place (build_ext --inplace, again whenever its source is newer).
 Everything else is declared in pyproject.toml.
 """
 
