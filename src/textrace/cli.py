@@ -65,10 +65,10 @@ def cmd_events(args) -> int:
 def _kallsyms_child():
     """A KallsymsReader: /proc/kallsyms read and parsed by a child process from the start,
     while numpy loads and the recording is read (report, annotate, show, pokes)."""
-    # No BLAS: without this, numpy's OpenBLAS starts a thread per CPU at import that spins
-    # on the other CPUs (~100 ms of CPU in a report on 2 CPUs, ~25 ms of its wall time,
-    # competing with the kallsyms reader).  Set before the reader forks: the child imports
-    # numpy too.
+    # No BLAS threads: without this, numpy's OpenBLAS starts a thread per CPU at import
+    # that spins on the other CPUs (~100 ms of CPU in a report on 2 CPUs, ~25 ms of its
+    # wall time, competing with the kallsyms reader).  Set here, before the view imports
+    # numpy (the child imports none).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .sources.kallsyms import KallsymsReader
     return KallsymsReader()
@@ -76,8 +76,8 @@ def _kallsyms_child():
 
 def _short_lived(cmd):
     """A view's command run without cyclic garbage collection: it makes objects that live
-    to its end (records, regions, infos, arrays) and no cycles worth finding, and the
-    collector's passes over them took ~50 ms of annotate on 5000 programs (gen0 111
+    to its end (records, regions, infos, keys, arrays) and no cycles worth finding, and
+    the collector's passes over them took ~50 ms of annotate on 5000 programs (gen0 111
     times, gen1 10, gen2 once).  What is left is frozen, sparing the exit's collection;
     the collector is on again after, for a caller in the same process."""
     import functools
@@ -96,13 +96,10 @@ def _short_lived(cmd):
     return run
 
 
+@_short_lived   # a report makes a few hundred thousand objects (keys, names, rows): the
+                # collector's ~400 passes over them took ~80 ms of a 1.6M-sample report
 def cmd_report(args) -> int:
     """`textrace report`: samples by symbol as of each sample's time, as a table or JSON."""
-    # No cyclic garbage collection: a report makes a few hundred thousand objects (keys,
-    # names, rows) and no cycles worth finding; the collector's ~400 passes over them took
-    # ~80 ms of a 1.6M-sample report.  What is left at the end is frozen below.
-    import gc
-    gc.disable()
     # the kallsyms child first: it imports no numpy, and reads /proc/kallsyms (~50 ms of
     # the kernel's time) while this process imports the report's modules (~0.1 s)
     live = _kallsyms_child()
@@ -116,9 +113,6 @@ def cmd_report(args) -> int:
         table = table.head(args.limit)
     sys.stdout.write(table.json_lines() if args.json else report_text(table))
     _warn_damage(data)
-    # What is left lives until exit: spare the exit's collection of numpy's ~100k objects
-    # (~10 ms).
-    gc.freeze()
     return 0
 
 

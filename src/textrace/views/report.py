@@ -143,38 +143,36 @@ class _Symbols:
         self.named: dict[int, tuple] = {}
         self.names = names
 
-    def block(self, count: int, namer, many=None, dso_kind: tuple | None = None) -> int:
+    def block(self, count: int, namer, many=None, dso_kind: tuple | None = None,
+              addrs: np.ndarray | None = None) -> int:
         """Reserve `count` codes; namer(i) gives (symbol, dso, kind[, address]) of the i-th,
         many(indexes), if given, those of many at once (a list); dso_kind, if given, the
-        (dso, kind) all of them have."""
+        (dso, kind) all of them have; addrs, if given (with dso_kind), the address each is
+        named by, kept as numbers when names are made (addressed())."""
         first = self.size
         self.blocks.append((first, count, namer, many,
                             None if self.names or dso_kind is None else (None, *dso_kind),
-                            None))
+                            (addrs, *dso_kind) if self.names and addrs is not None else None))
         self.size += count
         return first
 
     def addressed(self, addrs: np.ndarray, dso: str, kind: str) -> int:
         """Reserve a code for each of `addrs`, each named by its address ("0x%016x")."""
-        first = self.block(len(addrs), lambda i: (f"0x{int(addrs[i]):016x}", dso, kind),
-                           dso_kind=(dso, kind))
-        if self.names:
-            self.blocks[-1] = (*self.blocks[-1][:5], (np.asarray(addrs, dtype=np.uint64),
-                                                      dso, kind))
-        return first
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        return self.block(len(addrs), lambda i: (f"0x{int(addrs[i]):016x}", dso, kind),
+                          dso_kind=(dso, kind), addrs=addrs)
 
     def _block_of(self, codes: np.ndarray) -> np.ndarray:
         firsts = np.array([b[0] for b in self.blocks], dtype=np.int64)
         return np.searchsorted(firsts, codes, side="right") - 1
 
-    def _addressed(self, codes: np.ndarray) -> np.ndarray:
-        """Which of `codes` are in an address block (their keys stay numbers)."""
-        return np.array([b[5] is not None for b in self.blocks] + [False])[
-            self._block_of(codes)]
+    def _in_address_block(self, blocks: np.ndarray) -> np.ndarray:
+        """Which of the `blocks` (_block_of's) are address blocks (keys kept as numbers)."""
+        return np.array([b[5] is not None for b in self.blocks], dtype=bool)[blocks]
 
     def by_name(self, codes: np.ndarray) -> np.ndarray:
         """Those of `codes` whose keys are named (keys()), not addressed."""
-        return codes[~self._addressed(codes)]
+        return codes[~self._in_address_block(self._block_of(codes))]
 
     def keys(self, codes: list[int]) -> list[tuple]:
         """The (symbol, dso, kind[, address]) of each code, each named once."""
@@ -205,7 +203,7 @@ class _Symbols:
         the named keys first, in the order of their codes, then the addressed ones."""
         number = np.empty(len(hit), dtype=np.int64)
         block = self._block_of(hit)
-        addressed = self._addressed(hit)
+        addressed = self._in_address_block(block)
         by_name = np.flatnonzero(~addressed)
         named = self.keys(hit[by_name].tolist())
         # (dict.fromkeys and map: no Python-level loop over the keys of a big report)
