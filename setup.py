@@ -3,9 +3,11 @@ into CO-RE objects placed beside their sources in the build tree, so the wheel s
 and an installed textrace needs no clang.  Building from the sdist needs clang and the
 headers of libbpf-dev and linux-libc-dev; without them the build stops and says so.
 It also compiles textrace.compiled (src/textrace/compiled.c), the few loops numpy cannot
-vectorize.  An editable install (scripts/setup.sh) builds no capture object here: the
-loader builds it into ~/.cache/textrace on first use, and scripts/setup.sh ahead of time,
-with textrace.compiled in place (build_ext --inplace, again whenever its source is newer).
+vectorize, and textrace.demangler (src/textrace/demangler.c), perf's demangler: it links
+libiberty-dev's static libiberty.a.  An editable install (scripts/setup.sh) builds no
+capture object here: the loader builds it into ~/.cache/textrace on first use, and
+scripts/setup.sh ahead of time, with both extensions in place (build_ext --inplace, again
+whenever a source is newer).
 Everything else is declared in pyproject.toml.
 """
 
@@ -54,4 +56,7 @@ class BuildPyWithCapture(build_py):
 
 setup(cmdclass={"build_py": BuildPyWithCapture},
       ext_modules=[Extension("textrace.compiled", [os.path.join("src", "textrace", "compiled.c")],
-                             extra_compile_args=["-O2", "-std=c11"])])
+                             extra_compile_args=["-O2", "-std=c11"]),
+                   Extension("textrace.demangler",
+                             [os.path.join("src", "textrace", "demangler.c")],
+                             extra_compile_args=["-O2", "-std=c11"], libraries=["iberty"])])

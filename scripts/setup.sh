@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # perf and bpftool are test oracles and workloads, never runtime dependencies; clang, llvm
 # and libbpf build and load BPF objects; qemu and busybox run the real-kernel testbed;
 # util-linux gives unshare; python3-venv and pipx install the built wheel the way users do
-# (tests/test_install.py); mmdebstrap makes the roots of the other releases' perf (oracles).
-PACKAGES=(linux-perf bpftool clang llvm libbpf-dev libbpf1 zstd qemu-system-x86
-          busybox-static util-linux python3-venv pipx mmdebstrap)
+# (tests/test_install.py); mmdebstrap makes the roots of the other releases' perf (oracles);
+# libiberty-dev is perf's demangler, linked into textrace.demangler.
+PACKAGES=(linux-perf bpftool clang llvm libbpf-dev libbpf1 libiberty-dev zstd
+          qemu-system-x86 busybox-static util-linux python3-venv pipx mmdebstrap)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -63,12 +64,17 @@ else
         -e '.[test]' 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
     env -u PYTHONPATH python3 -c 'import textrace'  # fail here, not later
 fi
-# textrace.compiled (src/textrace/compiled.c) built in place, again when its source is newer
-so=$(python3 -c 'import sysconfig; print("src/textrace/compiled" + sysconfig.get_config_var("EXT_SUFFIX"))')
-if [ ! -e "$so" ] || [ src/textrace/compiled.c -nt "$so" ]; then
-    echo "setup: building $so"
-    python3 -W ignore setup.py -q build_ext --inplace >/dev/null
-fi
+# textrace.compiled and textrace.demangler (src/textrace/*.c) built in place, again when a
+# source is newer
+suffix=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+for ext in compiled demangler; do
+    so=src/textrace/$ext$suffix
+    if [ ! -e "$so" ] || [ "src/textrace/$ext.c" -nt "$so" ]; then
+        echo "setup: building the extensions"
+        python3 -W ignore setup.py -q build_ext --inplace >/dev/null
+        break
+    fi
+done
 # pyenv puts console scripts (textrace) on PATH through shims, made by a rehash
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 # the in-kernel capture program: a CO-RE object built once with clang (cached)

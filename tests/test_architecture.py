@@ -20,9 +20,10 @@ PACKAGE = "textrace"
 #         "" is the package itself, textrace/__init__.py),
 #        the other layers it may import.  A layer may import itself, except the views.
 LAYERS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
-    # exceptions, the version string and the compiled loops (compiled.c, an extension
-    # module: pure functions over buffers): imported by everything, import nothing
-    "base": (("errors", "version", "compiled"), frozenset()),
+    # exceptions, the version string, the compiled loops (compiled.c, an extension module:
+    # pure functions over buffers) and perf's demangler (demangler.c): imported by
+    # everything, import nothing
+    "base": (("errors", "version", "compiled", "demangler"), frozenset()),
     # the ABIs: perf's binary formats and the bpf syscall.  Neither imports the other.
     "perf": (("perf",), frozenset({"base"})),
     "bpf": (("bpf",), frozenset({"base"})),

@@ -118,9 +118,11 @@ def test_the_wheel_ships_the_capture_objects_their_sources_the_unit_and_py_typed
     assert not any(n.endswith(".bpf.o") and n.rsplit("/", 1)[-1] not in
                    {capture_build.object_name(s) for s in sources} for n in names)
     assert "textrace/py.typed" in names
-    # the compiled loops (textrace/compiled.c), built by the package build, and their types
-    assert [n for n in names if n.startswith("textrace/compiled.") and n.endswith(".so")]
-    assert "textrace/compiled.pyi" in names
+    # the compiled loops (textrace/compiled.c) and perf's demangler (demangler.c), built
+    # by the package build, and their types
+    for ext in ("compiled", "demangler"):
+        assert [n for n in names if n.startswith(f"textrace/{ext}.") and n.endswith(".so")]
+        assert f"textrace/{ext}.pyi" in names
     src = os.path.join(ROOT, "src")
     for unit in glob.glob(os.path.join(src, "textrace", "**", "*.service"), recursive=True):
         assert os.path.relpath(unit, src) in names  # the daemon's systemd unit

@@ -118,6 +118,44 @@ def test_sample_columns_in_one_gather_match_the_general_path(corpus, name, monke
     assert not some.time.any() and not some.tid.any() and len(some.callchain) == 0
 
 
+@pytest.mark.parametrize("name", ["system-wide", "callchain", "multi-event"])
+def test_samples_gathered_in_the_walk_match_the_general_path(corpus, name, monkeypatch):
+    """A file's samples gathered window by window while its records are located (windows
+    as small as a page, or of one record: a record never split) are the general path's."""
+    from textrace.perf import bulk
+    from textrace.perf.reader import PerfData
+    path = corpus.path(name)
+    fields = frozenset({"attr", "misc", "ip", "pid", "tid", "time", "cpu", "period"})
+    got = []
+    for window in (bulk._WINDOW, 4096, 8):
+        monkeypatch.setattr(bulk, "_WINDOW", window)
+        got.append(bulk._gathered_while_located(PerfData.open(path), fields))
+        assert got[-1] is not None, window
+    monkeypatch.setattr(bulk, "_one_layout", lambda *a, **k: None)
+    monkeypatch.setattr(bulk, "_gathered_while_located", lambda *a, **k: None)
+    general = bulk.sample_arrays(PerfData.open(path), callchains=False, fields=fields)
+    assert len(general) > 100
+    for arrays in got:
+        assert_same_columns(arrays, general)
+
+
+@pytest.mark.parametrize("name", ["system-wide", "callchain"])
+def test_sideband_read_from_the_kept_copies_is_the_files(corpus, name):
+    """The MMAP2/FORK/KSYMBOL/BPF_EVENT records located() copies out read as they read
+    from the file itself."""
+    from textrace.perf import bulk
+    from textrace.perf.reader import PerfData
+    data = PerfData.open(corpus.path(name))
+    offsets, kinds = bulk.located(data)
+    assert data._kept is not None and len(data._kept.offsets) > 10
+    maps = offsets[bulk.of_types(kinds, frozenset(bulk.KEPT))]
+    kept = bulk.map_events(data, maps), bulk.code_events(data, maps)
+    data._kept = None
+    assert bulk.record_bytes(data, maps)[0] is data._buf
+    assert kept == (bulk.map_events(data, maps), bulk.code_events(data, maps))
+    assert kept[0]
+
+
 @pytest.mark.parametrize("damage", ["nr past 8192", "nr past the record", "record short"])
 def test_damaged_samples_are_named_by_the_one_gather_as_by_the_general_path(corpus, damage,
                                                                               monkeypatch):

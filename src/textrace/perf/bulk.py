@@ -107,8 +107,9 @@ def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
     the damage.
 
     The file is taken `window` bytes at a time (the next window starts where the last
-    record begun in this one ends); window_done(lo, hi), if given, is called when [lo, hi)
-    has been read (the caller may give its pages back)."""
+    record begun in this one ends); window_done(lo, hi, offsets, types), if given, is
+    called when [lo, hi) has been read, with its records (the caller may read some of
+    them, then give the window's pages back)."""
     if start % 8 or (end - start) % 8 or end <= start:
         return None
     offsets, kinds = [], []
@@ -126,7 +127,7 @@ def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
         kinds.append(kind[:count].copy())
         del offs, kind
         if window_done is not None:
-            window_done(pos, min(nxt, end))
+            window_done(pos, min(nxt, end), offsets[-1], kinds[-1])
         pos = nxt
     if len(offsets) == 1:
         return offsets[0], kinds[0]
@@ -159,11 +160,13 @@ def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int
     return offs, others
 
 
-def located(data) -> tuple[np.ndarray, np.ndarray] | None:
+def located(data, gather=None) -> tuple[np.ndarray, np.ndarray] | None:
     """(offsets, types) of every record of a file-mode PerfData, found once and kept on it
     (the reader's record walk uses the same); None when they cannot be found without a
     Python loop or some record carries more than its header says (COMPRESSED, AUXTRACE,
-    HEADER_TRACING_DATA)."""
+    HEADER_TRACING_DATA).  The records of the KEPT types are copied out meanwhile
+    (KeptRecords), and, where the walk is made here, `gather(offsets, types)`, if given,
+    is called with each window's records while its pages are in (_WindowGather)."""
     if data.mode != "file":
         return None
     found = data._located
@@ -173,15 +176,73 @@ def located(data) -> tuple[np.ndarray, np.ndarray] | None:
         window = _WINDOW
         start, end = data._data.offset, data._data.end
         _map_in(data, start, min(end, start + window))
+        kept: list[tuple[np.ndarray, np.ndarray, bytes]] = []
 
-        def done(lo: int, hi: int) -> None:
+        def done(lo: int, hi: int, offsets: np.ndarray, kinds: np.ndarray) -> None:
+            keep = offsets[_KEPT_TYPES[kinds]]
+            if len(keep):
+                kept.append(_copy_records(data._buf, keep))
+            if gather is not None:
+                gather(offsets, kinds)
             _map_in(data, hi, min(end, hi + window))
             _release(data, lo, hi)
         found = data._located = locate_records_aligned(data._buf, start, end,
                                                        window_done=done) or False
+        if found:
+            data._kept = KeptRecords.joined(kept)
     if not found or _PAYLOAD_OR_PACKED_TYPES[found[1]].any():
         return None
     return found
+
+
+# The sideband the views read from a located file: thousands of small records spread over
+# the whole file.  located() copies them out while their window is mapped in: read after
+# the window's pages are given back, each would fault its page in again (~5 us a record).
+KEPT = frozenset({RecordType.MMAP, RecordType.MMAP2, RecordType.FORK, RecordType.KSYMBOL,
+                  RecordType.BPF_EVENT})
+_KEPT_TYPES = np.zeros(1 << 16, dtype=bool)
+_KEPT_TYPES[sorted(KEPT)] = True
+
+
+class KeptRecords(NamedTuple):
+    """Copies of records: record i was at file offset offsets[i] (ascending) and is
+    blob[at[i]:at[i] + its size]."""
+
+    offsets: np.ndarray   # int64
+    at: np.ndarray        # int64
+    blob: bytes
+
+    @classmethod
+    def joined(cls, parts: list[tuple[np.ndarray, np.ndarray, bytes]]) -> "KeptRecords":
+        """One KeptRecords of the (offsets, at, blob) of consecutive windows."""
+        if not parts:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), b"")
+        base = np.cumsum([0] + [len(blob) for _o, _a, blob in parts[:-1]])
+        return cls(np.concatenate([o for o, _a, _b in parts]),
+                   np.concatenate([a + b for (_o, a, _b), b in zip(parts, base.tolist())]),
+                   b"".join(blob for _o, _a, blob in parts))
+
+
+def _copy_records(buf, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """(offsets, at, blob): the records at `offsets` copied end to end, each of the size
+    its header gives."""
+    u8 = np.frombuffer(buf, dtype=np.uint8)
+    sizes = u8[offsets + 6].astype(np.int64) | (u8[offsets + 7].astype(np.int64) << 8)
+    at = np.cumsum(sizes) - sizes
+    # (a window holds a hundred or so: a slice each is cheaper than an index per byte)
+    return offsets, at, b"".join([buf[o:o + n] for o, n in zip(offsets.tolist(),
+                                                                sizes.tolist())])
+
+
+def record_bytes(data, offsets: np.ndarray) -> tuple[object, np.ndarray]:
+    """(buffer, positions): where to read the records at file `offsets`: located()'s
+    copies when it kept them all, else the file itself."""
+    kept = data._kept
+    if kept is not None and len(kept.offsets) and len(offsets):
+        i = np.minimum(np.searchsorted(kept.offsets, offsets), len(kept.offsets) - 1)
+        if (kept.offsets[i] == offsets).all():
+            return kept.blob, kept.at[i]
+    return data._buf, offsets
 
 
 def of_types(kinds: np.ndarray, types: frozenset) -> np.ndarray:
@@ -219,6 +280,10 @@ def sample_arrays(data, *, callchains: bool = True,
     columns not in `fields` are left zero (read-only, taking no memory).  Records are
     checked whatever is asked for."""
     fields = frozenset(fields)
+    if not callchains:
+        gathered = _gathered_while_located(data, fields)
+        if gathered is not None:
+            return gathered
     mv = data._buf
     start, end = data._data.offset, data._data.end
     found = located(data)
@@ -296,7 +361,7 @@ def sample_arrays(data, *, callchains: bool = True,
     return _arrays(g, aligned, attr_idx, g.u16_at(o + 4), cols, nr_all, chain_pos, fields)
 
 
-def _arrays(g: _Gather, aligned: bool, attr_idx: np.ndarray, misc: np.ndarray,
+def _arrays(g: _Gather | None, aligned: bool, attr_idx: np.ndarray, misc: np.ndarray,
             cols: dict[str, np.ndarray], nr_all: np.ndarray | None,
             chain_pos: np.ndarray | None, fields: frozenset[str]) -> SampleArrays:
     """SampleArrays from the gathered fixed fields (zeros for those not in `fields`); the
@@ -396,6 +461,94 @@ def _one_sampling_layout(data, g: _Gather, o: np.ndarray):
     return attrs[data._id_to_attr.get(first, 0)].attr, pos
 
 
+class _SamplePlan(NamedTuple):
+    """Where the fixed fields of one sample layout are: each a u64 word at the same place
+    in every record."""
+
+    names: list[str]                  # the fixed fields, in order (word 1 on)
+    chain: bool                       # a callchain follows them (its nr: word width - 1)
+    width: int                        # the words every record has: header, fields, nr
+    wanted: list[tuple[int, str]]     # (word, column) of the fields asked for
+
+    @classmethod
+    def of(cls, attr, fields: frozenset[str]) -> "_SamplePlan | None":
+        """The plan of `attr`'s samples for the columns `fields`; None when READ values
+        (of varying length) come before a callchain."""
+        st = attr.sample_type
+        names = [name for bit, name in _FIXED if st & bit]
+        chain = bool(st & S.CALLCHAIN) and not st & S.READ
+        if st & S.CALLCHAIN and not chain:
+            return None
+        raw = set(fields) - {"pid", "tid", "attr", "misc"}
+        if fields & {"pid", "tid"}:
+            raw.add("pid_tid")
+        return cls(names, chain, 1 + len(names) + chain,
+                   [(1 + k, name) for k, name in enumerate(names) if name in raw])
+
+
+class _WindowGather:
+    """located()'s companion: given each window's records while its pages are in, gathers
+    the words `at` of its SAMPLE records (compiled.gather_samples, with their checks) into
+    columns reserved for the most samples the file can hold (pages only touched where
+    written).  `failed` once a record fails a check or would be read past the file."""
+
+    def __init__(self, data, at: list[int], width: int, chain: int):
+        buf = data._buf
+        self.words = np.frombuffer(buf, dtype="<u8", count=len(buf) // 8)
+        room = (data._data.end - data._data.offset) // (8 * width) + 1
+        self.outs = [np.empty(room, dtype=np.uint64) for _ in at]
+        self.misc = np.empty(room, dtype=np.uint16)
+        self.at, self.width, self.chain = tuple(at), width, chain
+        self.count = 0
+        self.failed = False
+
+    def __call__(self, offsets: np.ndarray, kinds: np.ndarray) -> None:
+        if self.failed:
+            return
+        base = offsets[kinds == RecordType.SAMPLE] >> 3     # ascending, 8-aligned
+        lo, hi = self.count, self.count + len(base)
+        if not len(base):
+            return
+        if hi > len(self.misc) or int(base[-1]) + self.width > len(self.words):
+            self.failed = True
+            return
+        bad = gather_samples(self.words, base, self.at, tuple(o[lo:hi] for o in self.outs),
+                             self.width, self.chain, self.misc[lo:hi])
+        self.failed = bad >= 0
+        self.count = hi
+
+    def columns(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """The gathered columns (in the order of `at`) and the headers' misc."""
+        return [o[:self.count] for o in self.outs], self.misc[:self.count]
+
+
+def _gathered_while_located(data, fields: frozenset[str]) -> SampleArrays | None:
+    """sample_arrays(callchains=False) of a file not located yet, its samples gathered
+    window by window in located()'s walk: one pass over the file, each window's records
+    read while its pages are in (and in the CPU's cache), instead of a second pass that
+    maps every page in again.  None where this does not apply: a file located already,
+    attrs of several sample layouts, damage (the general path reads and names it)."""
+    from .sampleid import sample_id_position
+    attrs = data.attrs
+    if data.mode != "file" or data._located is not None or not attrs or \
+            len({(a.attr.sample_type, a.attr.read_format) for a in attrs}) != 1:
+        return None
+    attr = attrs[0].attr
+    plan = _SamplePlan.of(attr, fields)
+    if plan is None:
+        return None
+    id_pos = sample_id_position(attr) if len(attrs) > 1 and "attr" in fields else None
+    at = [k for k, _name in plan.wanted] + ([1 + id_pos // 8] if id_pos is not None else [])
+    gather = _WindowGather(data, at, plan.width, plan.width - 1 if plan.chain else -1)
+    if located(data, gather) is None or gather.failed:
+        return None
+    got, misc = gather.columns()
+    attr_idx = _attr_from_ids(data, got.pop()) if id_pos is not None else \
+        np.zeros(len(misc), dtype=np.int32)
+    cols = {name: col for (_k, name), col in zip(plan.wanted, got)}
+    return _arrays(None, True, attr_idx, misc, cols, None, None, fields)
+
+
 def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
                 fields: frozenset[str], attr=None,
                 id_pos: int | None = None) -> SampleArrays | None:
@@ -408,20 +561,14 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
     ids name attrs of more than one layout."""
     from .sampleid import sample_id_position
     attr = attr if attr is not None else data.attrs[0].attr
-    st = attr.sample_type
-    names = [name for bit, name in _FIXED if st & bit]
-    chain = bool(st & S.CALLCHAIN) and not st & S.READ
-    if st & S.CALLCHAIN and not chain:
+    plan = _SamplePlan.of(attr, fields)
+    if plan is None:
         return None     # READ values come first, of varying length: the general path
-    width = 1 + len(names) + chain
+    names, chain, width, wanted = plan
     base = o >> 3
     if int(base.max()) + width > len(g.u64):
         return None
     n = len(o)
-    raw = set(fields) - {"pid", "tid", "attr", "misc"}
-    if fields & {"pid", "tid"}:
-        raw.add("pid_tid")
-    wanted = [(1 + k, name) for k, name in enumerate(names) if name in raw]
     words = g.u64
     ascending = n < 2 or bool((base[1:] > base[:-1]).all())
     start = data._data.offset
@@ -562,7 +709,7 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
     as perf's ordered delivery gives them (ordered=False: file order).  Records too short
     for their layout raise FormatError."""
     from .sampleid import id_trailer_size, trailer_id_position
-    buf = data._buf
+    buf, positions = record_bytes(data, offsets)
     attrs = [a.attr for a in data.attrs]
 
     trailers = {(id_trailer_size(a), trailer_time_back(a)) for a in attrs}
@@ -570,17 +717,18 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
     id_back = trailer_id_position(attrs[0]) if len(trailers) > 1 else None
     trailer, back = trailers.pop() if len(trailers) == 1 else (0, 0)
     events: list[tuple[int, int, MapEvent]] = []
-    for seq, off in enumerate(offsets.tolist()):
-        rtype, _misc, size = _HEADER.unpack_from(buf, off)
+    # (a record is read at `pos` in `buf`, and named by its offset `off` in the file)
+    for seq, (off, pos) in enumerate(zip(offsets.tolist(), positions.tolist())):
+        rtype, _misc, size = _HEADER.unpack_from(buf, pos)
         if rtype not in (RecordType.FORK, RecordType.MMAP, RecordType.MMAP2):
             continue
-        end = off + size
+        end = pos + size
         if id_back is not None:   # attrs differ: the record's id says which it is
             rid = _U64.unpack_from(buf, end - id_back)[0] if id_back + 8 <= size else None
             trailer, back = per_attr[data._id_to_attr.get(rid, 0)]
         _need(data, off, size >= _BODY_AT + trailer, rtype)
         time = _U64.unpack_from(buf, end - back)[0] if back else 0
-        body, body_end = off + _BODY_AT, end - trailer
+        body, body_end = pos + _BODY_AT, end - trailer
         if rtype == RecordType.FORK:
             _need(data, off, body + _FORK.size <= body_end, "FORK")
             pid, ppid = _FORK_FIELDS(_FORK.unpack_from(buf, body))
@@ -661,7 +809,7 @@ def code_events(data, offsets: np.ndarray) -> list[CodeEvent]:
     nothing else of them), in time order as PerfData.records_by_time() delivers them:
     by sample_id time, file order among equal times (no time counts as 0)."""
     from .sampleid import trailer_id_position, trailer_layout
-    buf = data._buf
+    buf, positions = record_bytes(data, offsets)
     events = []
     attrs = [a.attr for a in data.attrs]
     # which attr a record is: the id at perf's is_pos from its end (PerfData's
@@ -683,11 +831,12 @@ def code_events(data, offsets: np.ndarray) -> list[CodeEvent]:
     bpf_fields, bpf_size = _BPF_EVENT.unpack_from, _BPF_EVENT.size
     event = tuple.__new__     # CodeEvent(...) with every field given, without its __new__
     append = events.append
-    for off in offsets.tolist():
-        rtype, _misc, size = header(buf, off)
+    # (a record is read at `pos` in `buf`, and named by its offset `off` in the file)
+    for off, pos in zip(offsets.tolist(), positions.tolist()):
+        rtype, _misc, size = header(buf, pos)
         if rtype != ksymbol and rtype != bpf_event:
             continue
-        end = off + size
+        end = pos + size
         time = cpu = tid = None
         if attrs:
             if only is not None:
@@ -705,7 +854,7 @@ def code_events(data, offsets: np.ndarray) -> list[CodeEvent]:
                 cpu = sid[ci] if ci is not None else None
                 tid = sid[di] if di is not None else None
                 end -= trailer
-        body = off + _BODY_AT
+        body = pos + _BODY_AT
         if rtype == ksymbol:
             if body + ksym_size > end:
                 _need(data, off, False, "KSYMBOL")

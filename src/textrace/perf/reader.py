@@ -112,6 +112,7 @@ class PerfData:
         self._id_to_attr: dict[int, int] = {}
         self._comp_mmap_len = 0
         self._located = None  # (offsets, types) once found without a Python loop
+        self._kept = None     # bulk.KeptRecords: the sideband records located() copied
         self._truncation: Damage | None = None
         if self.mode == "file":
             self._open_file_mode()

@@ -285,8 +285,10 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     `kernel_later()`, if given, returns the kernel symbols once they are needed (after the
     user-space samples are done).  names=False: user-space symbols are left unnamed
     (None), one key per ELF file or per file's unsymbolized addresses (_Symbols)."""
-    maps, table = _sideband(data)
+    # the samples first: gathered in the walk that locates every record (bulk.located),
+    # which keeps a copy of the sideband records for _sideband to read
     s = sample_arrays(data, callchains=False, fields=SAMPLE_FIELDS)
+    maps, table = _sideband(data)
     release_pages(data)
     syms = _Symbols(names)
     mode = s.misc & MISC_CPUMODE_MASK
