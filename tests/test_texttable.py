@@ -4,7 +4,7 @@ import random
 
 import numpy as np
 
-from textrace.texttable import Decimal, Tagged, _cells, _format_slow, format_columns
+from textrace.texttable import Coded, Decimal, Tagged, _cells, _format_slow, format_columns
 
 
 def _by_format_strings(header, columns, right):
@@ -13,9 +13,9 @@ def _by_format_strings(header, columns, right):
 
 
 def test_layout_matches_format_strings():
-    """Numbers, padded strings (ASCII or not: those fall back), tagged last cells (empty,
-    with blanks, with lone surrogates as kallsyms names decode), headers wider or
-    narrower than their cells."""
+    """Numbers, padded strings (ASCII or not: those fall back; given or by number),
+    tagged last cells (empty, with blanks, with lone surrogates as kallsyms names decode),
+    headers wider or narrower than their cells."""
     rnd = random.Random(1)
     for _ in range(500):
         n = rnd.randint(0, 20)
@@ -28,6 +28,12 @@ def test_layout_matches_format_strings():
         header = rnd.choice([("Overhead", "Samples", "Shared Object", "Symbol"),
                              ("O", "S", "D", "")])
         right = (True, rnd.random() < 0.5)
+        if rnd.random() < 0.5:
+            # by number, from names some of which no cell uses (a wide one among them)
+            names = ["a", "bb", "[kernel.kallsyms]", "é", "", "never used, and wide"]
+            dsos = Coded(np.array([names.index(d) for d in dsos], dtype=np.int64), names)
+            tags = Coded(np.array([int(t == "[k] ") for t in tags], dtype=np.int64),
+                         ["[.] ", "[k] ", "[longer tag] "])
         columns = (Decimal(values, rnd.choice([0, 2]), rnd.choice(["%", ""])),
                    list(map(str, values.tolist())), dsos,
                    Tagged(tags, syms) if rnd.random() < 0.5 else syms)

@@ -111,25 +111,41 @@ def cmd_report(args) -> int:
         live.close()
     if args.limit:
         table = table.head(args.limit)
-    sys.stdout.write(table.json_lines() if args.json else report_text(table))
+    if args.json:
+        sys.stdout.write(table.json_lines())
+    else:
+        _write_utf8(report_text(table))
     _warn_damage(data)
     return 0
 
 
-def report_text(table) -> str:
-    """A ReportTable as perf --stdio lays it out: overhead, samples, shared object, [k] or
-    [.] and the symbol, columns aligned (texttable: 111k rows in ~30 ms, where rich's
-    Table took 14 s for 24k)."""
+def _write_utf8(text: bytes) -> None:
+    """Write UTF-8 text to stdout: as it is where stdout's encoding is UTF-8 (as a
+    pipe's is in a UTF-8 locale), else decoded and written as text."""
+    import codecs
+    if codecs.lookup(sys.stdout.encoding or "ascii").name == "utf-8" and \
+            hasattr(sys.stdout, "buffer"):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text)
+    else:
+        sys.stdout.write(text.decode("utf-8", "surrogatepass"))
+
+
+def report_text(table) -> bytes:
+    """A ReportTable as perf --stdio lays it out, in UTF-8: overhead, samples, shared
+    object, [k] or [.] and the symbol, columns aligned (texttable: 111k rows in ~30 ms,
+    where rich's Table took 14 s for 24k)."""
     import numpy as np
-    from .texttable import Decimal, Tagged, format_columns
+    from .texttable import Coded, Decimal, Tagged, format_columns_utf8
     # [k] for the kernel's objects whatever their kind ([unknown] in the kernel as well)
-    tag = {(dso, kind): "[k] " if dso.startswith("[k") or kind not in ("user", "unknown")
-           else "[.] " for dso, kind in dict.fromkeys(zip(table.dso, table.kind))}
+    tags = ["[k] " if dso.startswith("[k") or kind not in ("user", "unknown") else "[.] "
+            for dso, kind in table.places]
     hundredths = np.rint(table.percent * 100).astype(np.int64)
-    return format_columns(
+    return format_columns_utf8(
         ("Overhead", "Samples", "Shared Object", "Symbol"),
-        (Decimal(hundredths, 2, "%"), Decimal(table.samples), table.dso,
-         Tagged(list(map(tag.__getitem__, zip(table.dso, table.kind))), table.symbol)),
+        (Decimal(hundredths, 2, "%"), Decimal(table.samples),
+         Coded(table.place, [dso for dso, _kind in table.places]),
+         Tagged(Coded(table.place, tags), table.symbol)),
         right=(True, True))
 
 

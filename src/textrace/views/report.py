@@ -16,7 +16,7 @@ parsed by a child process meanwhile (KallsymsReader).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import filterfalse, islice, repeat
+from itertools import filterfalse, repeat
 from json.encoder import encode_basestring_ascii as _json_str
 
 import numpy as np
@@ -221,11 +221,13 @@ class _Symbols:
         group = np.zeros(len(by_addr), dtype=np.int64)
         groups: dict[tuple[str, str], int] = {}
         codes, blocks = hit[by_addr], block[by_addr]
-        for b in np.unique(blocks).tolist():
-            first, _count, _namer, _many, _unnamed, (addrs, dso, kind) = self.blocks[b]
-            sel = np.flatnonzero(blocks == b)
-            values[sel] = addrs[codes[sel] - first]
-            group[sel] = groups.setdefault((dso, kind), len(groups))
+        # (`hit` ascends, and so do its blocks: each block's codes are one run)
+        cuts = (np.flatnonzero(np.diff(blocks)) + 1).tolist()
+        for lo, hi in zip([0, *cuts], [*cuts, len(blocks)]) if len(blocks) else ():
+            first, _count, _namer, _many, _unnamed, (addrs, dso, kind) = \
+                self.blocks[int(blocks[lo])]
+            values[lo:hi] = addrs[codes[lo:hi] - first]
+            group[lo:hi] = groups.setdefault((dso, kind), len(groups))
         # one key per (address, dso, kind): two blocks can hold one address of one file
         ids, once = distinct_pairs(values, group)
         number[by_addr] = len(distinct) + ids
@@ -258,24 +260,24 @@ class SymbolKeys:
         return self.named + list(zip(_hex_names(self.addrs), map(dso.__getitem__, group),
                                      map(kind.__getitem__, group)))
 
-    def columns(self, order: np.ndarray) -> tuple[list[str], list[str], list[str]]:
-        """The symbol, dso and kind of the keys `order`, in that order."""
+    def columns(self, order: np.ndarray) -> tuple[list[str], np.ndarray, list[tuple]]:
+        """The symbols of the keys `order`, in that order, and their places: a number
+        each, into the distinct (dso, kind) pairs (the third)."""
         n = len(self.named)
         symbol = np.empty(len(order), dtype=object)
-        dso = np.empty(len(order), dtype=object)
-        kind = np.empty(len(order), dtype=object)
+        place = np.empty(len(order), dtype=np.int64)
+        places = dict(zip(self.groups, range(len(self.groups))))   # group g: place g
         named = np.flatnonzero(order < n)
         if len(named):
             keys = list(map(self.named.__getitem__, order[named].tolist()))
-            symbol[named], dso[named], kind[named] = (list(c) for c in islice(zip(*keys), 3))
+            symbol[named] = [k[0] for k in keys]
+            place[named] = [places.setdefault(k[1:3], len(places)) for k in keys]
         rest = np.flatnonzero(order >= n)
         if len(rest):
             at = order[rest] - n
             symbol[rest] = _hex_names(self.addrs[at])
-            group = self.group[at]
-            dso[rest] = np.array([g[0] for g in self.groups], dtype=object)[group]
-            kind[rest] = np.array([g[1] for g in self.groups], dtype=object)[group]
-        return symbol.tolist(), dso.tolist(), kind.tolist()
+            place[rest] = self.group[at]
+        return symbol.tolist(), place, list(places)
 
 
 def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None,
@@ -445,11 +447,12 @@ class ReportTable:
     """The report's rows as columns, largest period first (ties in the order the symbols
     were numbered: by object, then address, as perf's sort by symbol breaks them).  The
     columns are what the text table and the JSON lines are made from, without a Python
-    object per row; rows() gives ReportRows."""
+    object per row; rows() gives ReportRows.  Each row's dso and kind are its place, a
+    number into `places` (a report's 100k rows have a few hundred)."""
 
     symbol: list[str]
-    dso: list[str]
-    kind: list[str]
+    place: np.ndarray     # int64, into places
+    places: list[tuple[str, str]]   # (dso, kind)
     samples: np.ndarray   # int64
     period: np.ndarray    # int64, the event's unit (cpu-clock: ns)
     percent: np.ndarray   # float64, of the total period, rounded to 2 decimals
@@ -457,9 +460,19 @@ class ReportTable:
     def __len__(self) -> int:
         return len(self.symbol)
 
+    @property
+    def dso(self) -> list[str]:
+        """Each row's shared object."""
+        return [self.places[p][0] for p in self.place.tolist()]
+
+    @property
+    def kind(self) -> list[str]:
+        """Each row's kind (kernel, module, bpf, ool, user, unknown)."""
+        return [self.places[p][1] for p in self.place.tolist()]
+
     def head(self, n: int) -> "ReportTable":
         """The first n rows."""
-        return ReportTable(self.symbol[:n], self.dso[:n], self.kind[:n], self.samples[:n],
+        return ReportTable(self.symbol[:n], self.place[:n], self.places, self.samples[:n],
                            self.period[:n], self.percent[:n])
 
     def rows(self) -> list[ReportRow]:
@@ -469,18 +482,16 @@ class ReportTable:
                                            self.percent.tolist())]
 
     def json_lines(self) -> str:
-        """ReportRow.to_json() of every row, one a line (strings of a column encoded once
-        each: a column holds few distinct dsos and kinds)."""
-        dso_json: dict[str, str] = {}
-        kind_json: dict[str, str] = {}
-        dsos = [dso_json.get(d) or dso_json.setdefault(d, _json_str(d)) for d in self.dso]
-        kinds = [kind_json.get(k) or kind_json.setdefault(k, _json_str(k))
-                 for k in self.kind]
+        """ReportRow.to_json() of every row, one a line (each place's dso and kind
+        encoded once)."""
+        places = [f'"dso":{_json_str(d)},"kind":{_json_str(k)}' for d, k in self.places]
         return "".join(
-            f'{{"symbol":{_json_str(sym)},"dso":{d},"kind":{k},"samples":{n},'
+            f'{{"symbol":{_json_str(sym)},{where},"samples":{n},'
             f'"period":{p},"percent":{c!r}}}\n'
-            for sym, d, k, n, p, c in zip(self.symbol, dsos, kinds, self.samples.tolist(),
-                                          self.period.tolist(), self.percent.tolist()))
+            for sym, where, n, p, c in zip(self.symbol, map(places.__getitem__,
+                                                            self.place.tolist()),
+                                           self.samples.tolist(), self.period.tolist(),
+                                           self.percent.tolist()))
 
 
 def _group(keys: list[tuple], sort: str) -> tuple[list[tuple], np.ndarray]:
@@ -524,11 +535,15 @@ def report_table(data: PerfData, *, sort: str = "symbol",
     order = hit[np.lexsort((keys.rank[hit] if gid is None else hit, -periods[hit]))]
     percent = np.round(100.0 * periods[order] / total, 2)
     if gid is None:
-        symbol, dso, kind = keys.columns(order)
-    else:   # the first three of each key, as columns (zip stops at the shortest key)
+        symbol, place, places = keys.columns(order)
+    else:
         rows = list(map(gkeys.__getitem__, order.tolist()))
-        symbol, dso, kind = (list(c) for c in islice(zip(*rows), 3)) if rows else ([], [], [])
-    return ReportTable(symbol, dso, kind, counts[order], periods[order], percent)
+        numbered: dict[tuple[str, str], int] = {}
+        symbol = [r[0] for r in rows]
+        place = np.array([numbered.setdefault(r[1:3], len(numbered)) for r in rows],
+                         dtype=np.int64)
+        places = list(numbered)
+    return ReportTable(symbol, place, places, counts[order], periods[order], percent)
 
 
 def report_rows(data: PerfData, *, sort: str = "symbol",
