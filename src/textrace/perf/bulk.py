@@ -717,36 +717,44 @@ def map_events(data, offsets: np.ndarray, *, ordered: bool = True) -> list[MapEv
     id_back = trailer_id_position(attrs[0]) if len(trailers) > 1 else None
     trailer, back = trailers.pop() if len(trailers) == 1 else (0, 0)
     events: list[tuple[int, int, MapEvent]] = []
+    # bound once: the loop runs once per mapping and fork (thousands system-wide)
+    fork, mmap, mmap2 = int(RecordType.FORK), int(RecordType.MMAP), int(RecordType.MMAP2)
+    header, u64 = _HEADER.unpack_from, _U64.unpack_from
+    event = tuple.__new__     # MapEvent(...) with every field given, without its __new__
+    append = events.append
     # (a record is read at `pos` in `buf`, and named by its offset `off` in the file)
     for seq, (off, pos) in enumerate(zip(offsets.tolist(), positions.tolist())):
-        rtype, _misc, size = _HEADER.unpack_from(buf, pos)
-        if rtype not in (RecordType.FORK, RecordType.MMAP, RecordType.MMAP2):
+        rtype, _misc, size = header(buf, pos)
+        if rtype != mmap2 and rtype != fork and rtype != mmap:
             continue
         end = pos + size
         if id_back is not None:   # attrs differ: the record's id says which it is
-            rid = _U64.unpack_from(buf, end - id_back)[0] if id_back + 8 <= size else None
+            rid = u64(buf, end - id_back)[0] if id_back + 8 <= size else None
             trailer, back = per_attr[data._id_to_attr.get(rid, 0)]
-        _need(data, off, size >= _BODY_AT + trailer, rtype)
-        time = _U64.unpack_from(buf, end - back)[0] if back else 0
+        if size < _BODY_AT + trailer:
+            _need(data, off, False, rtype)
+        time = u64(buf, end - back)[0] if back else 0
         body, body_end = pos + _BODY_AT, end - trailer
-        if rtype == RecordType.FORK:
-            _need(data, off, body + _FORK.size <= body_end, "FORK")
+        if rtype == fork:
+            if body + _FORK.size > body_end:
+                _need(data, off, False, "FORK")
             pid, ppid = _FORK_FIELDS(_FORK.unpack_from(buf, body))
-            ev = MapEvent("fork", time, pid, ppid=ppid)
+            ev = event(MapEvent, ("fork", time, pid, 0, 0, 0, 0, "", ppid))
         else:
-            layout = _MMAP2 if rtype == RecordType.MMAP2 else _MMAP
-            _need(data, off, body + layout.size <= body_end, rtype)
+            layout = _MMAP2 if rtype == mmap2 else _MMAP
+            if body + layout.size > body_end:
+                _need(data, off, False, rtype)
             fields = layout.unpack_from(buf, body)
             raw = bytes(buf[body + layout.size:body_end])
             nul = raw.find(b"\0")
             name = (raw if nul < 0 else raw[:nul]).decode("utf-8", "surrogateescape")
-            if rtype == RecordType.MMAP2:
-                ev = MapEvent("mmap2", time, *_MMAP2_FIELDS(fields), name)
+            if rtype == mmap2:
+                ev = event(MapEvent, ("mmap2", time, *_MMAP2_FIELDS(fields), name, 0))
             else:
-                ev = MapEvent("mmap", time, *_MMAP_FIELDS(fields), 0, name)
-        events.append((time, seq, ev))
+                ev = event(MapEvent, ("mmap", time, *_MMAP_FIELDS(fields), 0, name, 0))
+        append((time, seq, ev))
     if ordered:
-        events.sort(key=lambda e: (e[0], e[1]))
+        events.sort()   # by (time, seq): seq is unique, no MapEvent is ever compared
     return [e[2] for e in events]
 
 
