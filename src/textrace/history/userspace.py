@@ -14,7 +14,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from operator import attrgetter
 
 import numpy as np
@@ -38,33 +38,46 @@ class Mapping:
 
 @dataclass
 class ProcessMaps:
-    """Every process's executable mappings over time, from MMAP/MMAP2 and FORK records."""
+    """Every process's executable mappings over time, from MMAP/MMAP2 and FORK records.
 
-    maps: dict[int, list[Mapping]] = field(default_factory=dict)  # pid -> in time order
+    Each mapping is kept once, numbered in the order made; a process holds the numbers of
+    its mappings (a fork copies numbers): a system-wide recording's processes hold 50k
+    mappings, forks' copies included, of some 6k made."""
+
+    made: list[Mapping] = field(default_factory=list)
+    numbers: dict[int, list[int]] = field(default_factory=dict)  # pid -> in time order
+
+    @property
+    def maps(self) -> dict[int, list[Mapping]]:
+        """pid -> its mappings, in time order."""
+        made = self.made
+        return {pid: [made[i] for i in nums] for pid, nums in self.numbers.items()}
 
     def mmap(self, pid: int, m: Mapping) -> None:
         """A mapping of `pid` (records come in time order)."""
-        self.maps.setdefault(pid, []).append(m)
+        self.numbers.setdefault(pid, []).append(len(self.made))
+        self.made.append(m)
 
     def fork(self, parent: int, child: int) -> None:
         """A child starts with its parent's mappings (fork copies the address space)."""
-        if parent != child and parent in self.maps:
-            self.maps.setdefault(child, [])[:0] = self.maps[parent]
+        if parent != child and parent in self.numbers:
+            self.numbers.setdefault(child, [])[:0] = self.numbers[parent]
 
     def lookup(self, pid: int, addrs: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Index into self.maps[pid] per address, -1 where unmapped: the last mapping in
         the list that covers the address and was made at or before the time."""
-        plist = self.maps.get(pid, ())
-        if not plist or not len(addrs):
+        nums = self.numbers.get(pid, ())
+        if not nums or not len(addrs):
             return np.full(len(addrs), -1, dtype=np.int64)
-        start, end, made = _extents(plist)
+        start, end, made = (a[nums] for a in _extents(self.made))
         return _last_covering(start, end, made, np.asarray(addrs, dtype=np.uint64),
                               np.asarray(times, dtype=np.int64))
 
     def lookup_all(self, pids: np.ndarray, addrs: np.ndarray,
-                   times: np.ndarray) -> tuple[np.ndarray, list[Mapping]]:
+                   times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`lookup` for samples of every process at once: an index per sample into the
-        returned list (every process's mappings end to end, by pid), -1 where unmapped.
+        mappings of the processes sampled end to end (by pid, each process's in its
+        order), -1 where unmapped; and the number in self.made of each of those mappings.
         A process's addresses are keyed by its rank among the pids in the top 16 bits, so
         that one search serves all: user addresses have 47 bits.  Mappings and samples
         above 2**48 ([vsyscall]; 5-level paging's upper user range) are looked up process
@@ -72,7 +85,7 @@ class ProcessMaps:
         n = len(addrs)
         out = np.full(n, -1, dtype=np.int64)
         # the processes that have mappings and samples, by pid
-        owner = np.array(sorted(pid for pid, plist in self.maps.items() if plist),
+        owner = np.array(sorted(pid for pid, nums in self.numbers.items() if nums),
                          dtype=np.int64)
         rank = np.searchsorted(owner, pids)
         known = rank < len(owner)
@@ -81,14 +94,14 @@ class ProcessMaps:
         renumber = np.zeros(len(owner), dtype=np.int64)
         renumber[used] = np.arange(len(used))
         owner, rank = owner[used], renumber[np.where(known, rank, 0)]
-        owners = owner.tolist()
-        every = [m for pid in owners for m in self.maps[pid]]
-        if not every or not n:
-            return out, every
+        lists = [self.numbers[pid] for pid in owner.tolist()]
+        counts = list(map(len, lists))
+        which = np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=sum(counts))
+        if not len(which) or not n:
+            return out, which
         addrs = np.asarray(addrs, dtype=np.uint64)
         times = np.asarray(times, dtype=np.int64)
-        counts = [len(self.maps[pid]) for pid in owners]
-        start, end, made = _extents(every)
+        start, end, made = (a[which] for a in _extents(self.made))
         first = np.concatenate([[0], np.cumsum(counts)])
         limit = np.uint64(1 << 48)
         low = end <= limit
@@ -110,15 +123,15 @@ class ProcessMaps:
             got = _last_covering(start[lo:hi], end[lo:hi], made[lo:hi], addrs[sel],
                                  times[sel])
             out[sel] = np.where(got >= 0, got + lo, -1)
-        return out, every
+        return out, which
 
 
 _U64_MAX = (1 << 64) - 1
 
 
 def _extents(maps: list[Mapping]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Starts, ends (clipped to 64 bits) and times of mappings, as arrays (iterated in C:
-    a system-wide recording's processes hold 50k mappings, forks' copies included)."""
+    """Starts, ends (clipped to 64 bits) and times of mappings, as arrays (iterated in
+    C)."""
     n = len(maps)
     return (np.fromiter(map(_START, maps), dtype=np.uint64, count=n),
             np.fromiter(map(min, map(_END, maps), repeat(_U64_MAX)), dtype=np.uint64,
