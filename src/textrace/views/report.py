@@ -221,7 +221,7 @@ class _Symbols:
         group = np.zeros(len(by_addr), dtype=np.int64)
         groups: dict[tuple[str, str], int] = {}
         codes, blocks = hit[by_addr], block[by_addr]
-        for b in np.unique(blocks).tolist():
+        for b in sorted_unique(blocks).tolist():
             first, _count, _namer, _many, _unnamed, (addrs, dso, kind) = self.blocks[b]
             sel = np.flatnonzero(blocks == b)
             values[sel] = addrs[codes[sel] - first]
