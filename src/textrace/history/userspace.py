@@ -188,22 +188,26 @@ def _last_covering(start: np.ndarray, end: np.ndarray, made: np.ndarray, keys: n
 @dataclass
 class ElfSymbols:
     """FUNC symbols of one ELF file by virtual address, with its PT_LOAD segments to turn a
-    file offset into an address.  Names are decoded from the string table when asked."""
+    file offset into an address.  Names are decoded from the string tables when asked:
+    the symbol table's, and .dynstr for the name@plt entries (one object when they are
+    one table: a C++ library's runs to megabytes, copied once)."""
 
     addrs: np.ndarray
     ends: np.ndarray
-    name_offs: np.ndarray
+    name_offs: np.ndarray                 # into strtab, or plt_strtab for a PLT entry
     strtab: bytes
     segments: list[tuple[int, int, int]]  # (p_offset, p_vaddr, p_filesz)
     plt: np.ndarray | None = None         # True for the synthesized name@plt entries
+    plt_strtab: bytes = b""
 
     def name(self, i: int) -> str:
         """Symbol i's name, @plt appended for a PLT entry."""
+        plt = self.plt is not None and bool(self.plt[i])
+        table = self.plt_strtab if plt else self.strtab
         off = int(self.name_offs[i])
-        end = self.strtab.find(b"\0", off)
-        name = self.strtab[off:end if end >= 0 else len(self.strtab)].decode("utf-8",
-                                                                              "replace")
-        return name + "@plt" if self.plt is not None and self.plt[i] else name
+        end = table.find(b"\0", off)
+        name = table[off:end if end >= 0 else len(table)].decode("utf-8", "replace")
+        return name + "@plt" if plt else name
 
     def offset_to_vaddr(self, offs: np.ndarray) -> np.ndarray:
         """File offsets to the virtual addresses the program headers map them at."""
@@ -273,6 +277,7 @@ class _Elf:
                 shstrndx = int(first["sh_link"][0])
             self.shdrs = self._table(shoff, shnum, shentsize, ELF64_SHDR)
         self.names: dict[str, int] = {}
+        self.strings: dict[int, bytes] = {}
         if len(self.shdrs) and shstrndx < len(self.shdrs):
             strtab = self.data(shstrndx)
             for i, off in enumerate(self.shdrs["sh_name"].tolist()):
@@ -303,6 +308,13 @@ class _Elf:
         """Section i's bytes (empty for NOBITS)."""
         off, size = self._extent(i)
         return self.raw[off:off + size]
+
+    def string_table(self, i: int) -> bytes:
+        """Section i's bytes, copied once however often asked for (.dynstr serves .dynsym
+        and the PLT entries)."""
+        if i not in self.strings:
+            self.strings[i] = bytes(self.data(i))
+        return self.strings[i]
 
     def array(self, i: int, dtype) -> np.ndarray:
         """Section i as records of `dtype` (a trailing partial record left out)."""
@@ -371,6 +383,7 @@ def elf_symbols_of(raw, debug_files: Callable[[str], Iterable] = _no_debug_files
                             load["p_filesz"].tolist()))
         tables = []
         src = _symbol_source(elf, debug_files)
+        strtab = b""
         for secname in (".symtab", ".dynsym"):
             sec = src.section(secname)
             if sec is None or int(src.shdrs["sh_entsize"][sec]) != ELF64_SYM.itemsize:
@@ -380,48 +393,46 @@ def elf_symbols_of(raw, debug_files: Callable[[str], Iterable] = _no_debug_files
             syms = syms[((kind == STT_FUNC) | (kind == STT_GNU_IFUNC))
                         & (syms["st_value"] != 0) & (syms["st_shndx"] != 0)
                         & (syms["st_name"] != 0)]
-            names_blob = src.data(_link(src, sec))
-            tables.append((syms["st_value"], syms["st_size"], syms["st_name"], names_blob,
-                           syms["st_info"] >> 4))
+            strtab = src.string_table(_link(src, sec))
+            tables.append((syms["st_value"], syms["st_size"], syms["st_name"],
+                           syms["st_info"] >> 4, strtab))
             break
         plt = _plt_symbols(elf)
     except (_BadElf, ValueError, IndexError, struct.error):
         return None
     n_plt = 0
+    plt_strtab = b""
     if plt is not None:
-        values, sizes, name_offs, blob = plt
-        tables.append((values, sizes, name_offs, blob,
-                       np.full(len(values), STB_GLOBAL, dtype=np.uint8)))
+        values, sizes, name_offs, plt_strtab = plt
+        tables.append((values, sizes, name_offs,
+                       np.full(len(values), STB_GLOBAL, dtype=np.uint8), plt_strtab))
         n_plt = len(values)
     if not tables:
         return ElfSymbols(np.zeros(0, np.uint64), np.zeros(0, np.uint64),
                           np.zeros(0, np.int64), b"", segments)
-    # one string table for all: each table's name offsets are rebased into the join
-    strtab, rebased, base = [], [], 0
-    for _values, _sizes, name_offs, names_blob, _bind in tables:
-        strtab.append(bytes(names_blob))
-        rebased.append(np.where(name_offs < len(names_blob), name_offs, 0) + base)
-        base += len(names_blob)
-    strtab = b"".join(strtab)
     values = np.concatenate([t[0] for t in tables])
     sizes = np.concatenate([t[1] for t in tables])
-    binds = np.concatenate([t[4] for t in tables])
-    names = np.concatenate(rebased).astype(np.int64)
-    order = _best_of_aliases(values, sizes, binds, names, strtab)
+    binds = np.concatenate([t[3] for t in tables])
+    # each name offset into its own string table (one past its end: offset 0)
+    names = np.concatenate([np.where(name_offs < len(blob), name_offs, 0)
+                            for _v, _s, name_offs, _b, blob in tables]).astype(np.int64)
+    in_plt = np.arange(len(values)) >= len(values) - n_plt
+    order = _best_of_aliases(values, sizes, binds, names, in_plt.view(np.uint8),
+                             (strtab, plt_strtab))
     addrs, sized = values[order], sizes[order]
     # a symbol without a size reaches the next one, as perf's symbols__fixup_end has it
     # (the last one to the end of the page after its own)
     after = np.append(addrs[1:], (addrs[-1:] | np.uint64(0xFFF)) + np.uint64(1))
     ends = np.where(sized == 0, np.maximum(after, addrs + np.uint64(1)), addrs + sized)
-    return ElfSymbols(addrs, ends,
-                      names[order], strtab, segments,
-                      plt=order >= len(values) - n_plt if n_plt else None)
+    return ElfSymbols(addrs, ends, names[order], strtab, segments,
+                      plt=in_plt[order] if n_plt else None, plt_strtab=plt_strtab)
 
 
-def _best_of_aliases(values, sizes, binds, names, strtab: bytes) -> np.ndarray:
+def _best_of_aliases(values, sizes, binds, names, table, strtabs) -> np.ndarray:
     """Indices of the symbols kept, one per address, by ascending address: among aliases
     the one perf's choose_best_symbol keeps (a sized one, then not WEAK, then GLOBAL, then
-    fewer leading underscores, then the longer name, then the first)."""
+    fewer leading underscores, then the longer name, then the first).  Symbol i's name is
+    at names[i] in strtabs[table[i]]."""
     order = np.argsort(values, kind="stable")
     by_addr = values[order]
     new = np.ones(len(order), dtype=bool)
@@ -431,22 +442,12 @@ def _best_of_aliases(values, sizes, binds, names, strtab: bytes) -> np.ndarray:
     if not dup.any():
         return order
     idx = order[dup]                          # the aliases, by address then index
-    start = names[idx]
-    # the aliases' names' lengths, each found by one search (a C++ library's string table
-    # runs to megabytes: one pass over it all cost more than every alias's search)
-    find = strtab.find
-    length = np.fromiter((find(b"\0", s) for s in start.tolist()), dtype=np.int64,
-                         count=len(start))
-    length = np.where(length < 0, len(strtab), length) - start
-    blob = np.frombuffer(strtab, dtype=np.uint8)
+    length = np.zeros(len(idx), dtype=np.int64)
     under = np.zeros(len(idx), dtype=np.int64)
-    going = np.ones(len(idx), dtype=bool)
-    for k in range(8):
-        at = np.minimum(start + k, len(blob) - 1)
-        going &= (blob[at] == ord("_")) & (k < length)
-        if not going.any():
-            break
-        under += going
+    for t, strtab in enumerate(strtabs):
+        these = np.flatnonzero(table[idx] == t)
+        if len(these):
+            length[these], under[these] = _name_shapes(strtab, names[idx[these]])
     keys = (np.arange(len(idx)),                 # last key least significant
             -length, under, binds[idx] != STB_GLOBAL, binds[idx] == STB_WEAK,
             sizes[idx] == 0, group[dup])
@@ -458,6 +459,28 @@ def _best_of_aliases(values, sizes, binds, names, strtab: bytes) -> np.ndarray:
     kept[group[~dup]] = order[~dup]
     kept[grp[first]] = idx[best[first]]
     return kept
+
+
+def _name_shapes(strtab: bytes, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lengths of the names at offsets `start` of `strtab`, and how many leading
+    underscores each has (up to 8).  Each length is found by one search (a C++ library's
+    string table runs to megabytes: one pass over it all cost more than every alias's
+    search)."""
+    if not strtab:
+        return np.zeros(len(start), dtype=np.int64), np.zeros(len(start), dtype=np.int64)
+    length = np.fromiter(map(strtab.find, repeat(b"\0"), start.tolist()), dtype=np.int64,
+                         count=len(start))
+    length = np.where(length < 0, len(strtab), length) - start
+    blob = np.frombuffer(strtab, dtype=np.uint8)
+    under = np.zeros(len(start), dtype=np.int64)
+    going = np.ones(len(start), dtype=bool)
+    for k in range(8):
+        at = np.minimum(start + k, len(blob) - 1)
+        going &= (blob[at] == ord("_")) & (k < length)
+        if not going.any():
+            break
+        under += going
+    return length, under
 
 
 def _link(elf: _Elf, sec: int) -> int:
@@ -485,7 +508,7 @@ def _plt_symbols(elf: _Elf):
     entry = np.flatnonzero(idx < len(syms))
     values = (first + PLT_ENTRY * entry).astype(np.uint64)
     sizes = np.full(len(entry), PLT_ENTRY, dtype=np.uint64)
-    return values, sizes, syms["st_name"][idx[entry]], elf.data(_link(elf, dynsym))
+    return values, sizes, syms["st_name"][idx[entry]], elf.string_table(_link(elf, dynsym))
 
 
 def dso_name(filename: str) -> str:
