@@ -87,9 +87,8 @@ class ProcessMaps:
         # the processes that have mappings and samples, by pid
         owner = np.array(sorted(pid for pid, nums in self.numbers.items() if nums),
                          dtype=np.int64)
-        rank = np.searchsorted(owner, pids)
-        known = rank < len(owner)
-        known[known] &= owner[rank[known]] == pids[known]
+        rank = _index_in(owner, pids)
+        known = rank >= 0
         used = np.flatnonzero(np.bincount(rank[known], minlength=len(owner)))
         renumber = np.zeros(len(owner), dtype=np.int64)
         renumber[used] = np.arange(len(used))
@@ -124,6 +123,20 @@ class ProcessMaps:
                                  times[sel])
             out[sel] = np.where(got >= 0, got + lo, -1)
         return out, which
+
+
+def _index_in(owner: np.ndarray, pids: np.ndarray) -> np.ndarray:
+    """Each pid's index among the ascending `owner` pids, -1 where it is none of them:
+    read from a table over their range (pids run to a few million at most), not searched
+    (270k searches among a thousand pids took 3 ms)."""
+    if not len(owner):
+        return np.full(len(pids), -1, dtype=np.int64)
+    lo, span = int(owner[0]), int(owner[-1]) - int(owner[0]) + 1
+    table = np.full(span, -1, dtype=np.int32)
+    table[owner - lo] = np.arange(len(owner), dtype=np.int32)
+    at = np.asarray(pids, dtype=np.int64) - lo
+    inside = (at >= 0) & (at < span)
+    return np.where(inside, table[np.where(inside, at, 0)], -1).astype(np.int64)
 
 
 _U64_MAX = (1 << 64) - 1
