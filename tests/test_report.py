@@ -417,7 +417,8 @@ def test_mappings_of_every_process_resolve_as_one_at_a_time():
         addrs = rng.integers(0, 48 << 12, n).astype(np.uint64)
         addrs[::9] = 0xFFFFFFFFFF600010
         times = rng.integers(0, 120, n).astype(np.int64)
-        got, every = maps.lookup_all(pids, addrs, times)
+        got, number = maps.lookup_all(pids, addrs, times)
+        every = [maps.made[k] for k in number.tolist()]
         for i in range(n):
             plist = maps.maps.get(int(pids[i]), [])
             want = None

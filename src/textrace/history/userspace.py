@@ -14,7 +14,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from operator import attrgetter
 
 import numpy as np
@@ -38,33 +38,46 @@ class Mapping:
 
 @dataclass
 class ProcessMaps:
-    """Every process's executable mappings over time, from MMAP/MMAP2 and FORK records."""
+    """Every process's executable mappings over time, from MMAP/MMAP2 and FORK records.
 
-    maps: dict[int, list[Mapping]] = field(default_factory=dict)  # pid -> in time order
+    Each mapping is kept once, numbered in the order made; a process holds the numbers of
+    its mappings (a fork copies numbers): a system-wide recording's processes hold 50k
+    mappings, forks' copies included, of some 6k made."""
+
+    made: list[Mapping] = field(default_factory=list)
+    numbers: dict[int, list[int]] = field(default_factory=dict)  # pid -> in time order
+
+    @property
+    def maps(self) -> dict[int, list[Mapping]]:
+        """pid -> its mappings, in time order."""
+        made = self.made
+        return {pid: [made[i] for i in nums] for pid, nums in self.numbers.items()}
 
     def mmap(self, pid: int, m: Mapping) -> None:
         """A mapping of `pid` (records come in time order)."""
-        self.maps.setdefault(pid, []).append(m)
+        self.numbers.setdefault(pid, []).append(len(self.made))
+        self.made.append(m)
 
     def fork(self, parent: int, child: int) -> None:
         """A child starts with its parent's mappings (fork copies the address space)."""
-        if parent != child and parent in self.maps:
-            self.maps.setdefault(child, [])[:0] = self.maps[parent]
+        if parent != child and parent in self.numbers:
+            self.numbers.setdefault(child, [])[:0] = self.numbers[parent]
 
     def lookup(self, pid: int, addrs: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Index into self.maps[pid] per address, -1 where unmapped: the last mapping in
         the list that covers the address and was made at or before the time."""
-        plist = self.maps.get(pid, ())
-        if not plist or not len(addrs):
+        nums = self.numbers.get(pid, ())
+        if not nums or not len(addrs):
             return np.full(len(addrs), -1, dtype=np.int64)
-        start, end, made = _extents(plist)
+        start, end, made = (a[nums] for a in _extents(self.made))
         return _last_covering(start, end, made, np.asarray(addrs, dtype=np.uint64),
                               np.asarray(times, dtype=np.int64))
 
     def lookup_all(self, pids: np.ndarray, addrs: np.ndarray,
-                   times: np.ndarray) -> tuple[np.ndarray, list[Mapping]]:
+                   times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`lookup` for samples of every process at once: an index per sample into the
-        returned list (every process's mappings end to end, by pid), -1 where unmapped.
+        mappings of the processes sampled end to end (by pid, each process's in its
+        order), -1 where unmapped; and the number in self.made of each of those mappings.
         A process's addresses are keyed by its rank among the pids in the top 16 bits, so
         that one search serves all: user addresses have 47 bits.  Mappings and samples
         above 2**48 ([vsyscall]; 5-level paging's upper user range) are looked up process
@@ -72,23 +85,22 @@ class ProcessMaps:
         n = len(addrs)
         out = np.full(n, -1, dtype=np.int64)
         # the processes that have mappings and samples, by pid
-        owner = np.array(sorted(pid for pid, plist in self.maps.items() if plist),
+        owner = np.array(sorted(pid for pid, nums in self.numbers.items() if nums),
                          dtype=np.int64)
-        rank = np.searchsorted(owner, pids)
-        known = rank < len(owner)
-        known[known] &= owner[rank[known]] == pids[known]
+        rank = _index_in(owner, pids)
+        known = rank >= 0
         used = np.flatnonzero(np.bincount(rank[known], minlength=len(owner)))
         renumber = np.zeros(len(owner), dtype=np.int64)
         renumber[used] = np.arange(len(used))
         owner, rank = owner[used], renumber[np.where(known, rank, 0)]
-        owners = owner.tolist()
-        every = [m for pid in owners for m in self.maps[pid]]
-        if not every or not n:
-            return out, every
+        lists = [self.numbers[pid] for pid in owner.tolist()]
+        counts = list(map(len, lists))
+        which = np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=sum(counts))
+        if not len(which) or not n:
+            return out, which
         addrs = np.asarray(addrs, dtype=np.uint64)
         times = np.asarray(times, dtype=np.int64)
-        counts = [len(self.maps[pid]) for pid in owners]
-        start, end, made = _extents(every)
+        start, end, made = (a[which] for a in _extents(self.made))
         first = np.concatenate([[0], np.cumsum(counts)])
         limit = np.uint64(1 << 48)
         low = end <= limit
@@ -110,15 +122,29 @@ class ProcessMaps:
             got = _last_covering(start[lo:hi], end[lo:hi], made[lo:hi], addrs[sel],
                                  times[sel])
             out[sel] = np.where(got >= 0, got + lo, -1)
-        return out, every
+        return out, which
+
+
+def _index_in(owner: np.ndarray, pids: np.ndarray) -> np.ndarray:
+    """Each pid's index among the ascending `owner` pids, -1 where it is none of them:
+    read from a table over their range (pids run to a few million at most), not searched
+    (270k searches among a thousand pids took 3 ms)."""
+    if not len(owner):
+        return np.full(len(pids), -1, dtype=np.int64)
+    lo, span = int(owner[0]), int(owner[-1]) - int(owner[0]) + 1
+    table = np.full(span, -1, dtype=np.int32)
+    table[owner - lo] = np.arange(len(owner), dtype=np.int32)
+    at = np.asarray(pids, dtype=np.int64) - lo
+    inside = (at >= 0) & (at < span)
+    return np.where(inside, table[np.where(inside, at, 0)], -1).astype(np.int64)
 
 
 _U64_MAX = (1 << 64) - 1
 
 
 def _extents(maps: list[Mapping]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Starts, ends (clipped to 64 bits) and times of mappings, as arrays (iterated in C:
-    a system-wide recording's processes hold 50k mappings, forks' copies included)."""
+    """Starts, ends (clipped to 64 bits) and times of mappings, as arrays (iterated in
+    C)."""
     n = len(maps)
     return (np.fromiter(map(_START, maps), dtype=np.uint64, count=n),
             np.fromiter(map(min, map(_END, maps), repeat(_U64_MAX)), dtype=np.uint64,
@@ -175,22 +201,26 @@ def _last_covering(start: np.ndarray, end: np.ndarray, made: np.ndarray, keys: n
 @dataclass
 class ElfSymbols:
     """FUNC symbols of one ELF file by virtual address, with its PT_LOAD segments to turn a
-    file offset into an address.  Names are decoded from the string table when asked."""
+    file offset into an address.  Names are decoded from the string tables when asked:
+    the symbol table's, and .dynstr for the name@plt entries (one object when they are
+    one table: a C++ library's runs to megabytes, copied once)."""
 
     addrs: np.ndarray
     ends: np.ndarray
-    name_offs: np.ndarray
+    name_offs: np.ndarray                 # into strtab, or plt_strtab for a PLT entry
     strtab: bytes
     segments: list[tuple[int, int, int]]  # (p_offset, p_vaddr, p_filesz)
     plt: np.ndarray | None = None         # True for the synthesized name@plt entries
+    plt_strtab: bytes = b""
 
     def name(self, i: int) -> str:
         """Symbol i's name, @plt appended for a PLT entry."""
+        plt = self.plt is not None and bool(self.plt[i])
+        table = self.plt_strtab if plt else self.strtab
         off = int(self.name_offs[i])
-        end = self.strtab.find(b"\0", off)
-        name = self.strtab[off:end if end >= 0 else len(self.strtab)].decode("utf-8",
-                                                                              "replace")
-        return name + "@plt" if self.plt is not None and self.plt[i] else name
+        end = table.find(b"\0", off)
+        name = table[off:end if end >= 0 else len(table)].decode("utf-8", "replace")
+        return name + "@plt" if plt else name
 
     def offset_to_vaddr(self, offs: np.ndarray) -> np.ndarray:
         """File offsets to the virtual addresses the program headers map them at."""
@@ -260,12 +290,14 @@ class _Elf:
                 shstrndx = int(first["sh_link"][0])
             self.shdrs = self._table(shoff, shnum, shentsize, ELF64_SHDR)
         self.names: dict[str, int] = {}
+        self.strings: dict[int, bytes] = {}
         if len(self.shdrs) and shstrndx < len(self.shdrs):
-            strtab = self.data(shstrndx)
+            # decoded whole, each name a slice of it (latin-1: a character per byte)
+            strtab = self.data(shstrndx).decode("latin-1")
+            find, names = strtab.find, self.names
             for i, off in enumerate(self.shdrs["sh_name"].tolist()):
-                end = strtab.find(b"\0", off)
-                name = bytes(strtab[off:end if end >= 0 else len(strtab)])
-                self.names.setdefault(name.decode("latin-1"), i)
+                end = find("\0", off)
+                names.setdefault(strtab[off:end if end >= 0 else len(strtab)], i)
 
     def _table(self, offset: int, count: int, entsize: int, dtype) -> np.ndarray:
         if not count:
@@ -278,10 +310,9 @@ class _Elf:
         return self.names.get(name)
 
     def _extent(self, i: int) -> tuple[int, int]:
-        sh = self.shdrs[i]
-        if int(sh["sh_type"]) == SHT_NOBITS:
+        _name, sh_type, _flags, _addr, off, size = self.shdrs.item(i)[:6]
+        if sh_type == SHT_NOBITS:
             return 0, 0
-        off, size = int(sh["sh_offset"]), int(sh["sh_size"])
         if off + size > len(self.raw):
             raise _BadElf("section outside the file")
         return off, size
@@ -290,6 +321,13 @@ class _Elf:
         """Section i's bytes (empty for NOBITS)."""
         off, size = self._extent(i)
         return self.raw[off:off + size]
+
+    def string_table(self, i: int) -> bytes:
+        """Section i's bytes, copied once however often asked for (.dynstr serves .dynsym
+        and the PLT entries)."""
+        if i not in self.strings:
+            self.strings[i] = bytes(self.data(i))
+        return self.strings[i]
 
     def array(self, i: int, dtype) -> np.ndarray:
         """Section i as records of `dtype` (a trailing partial record left out)."""
@@ -358,6 +396,7 @@ def elf_symbols_of(raw, debug_files: Callable[[str], Iterable] = _no_debug_files
                             load["p_filesz"].tolist()))
         tables = []
         src = _symbol_source(elf, debug_files)
+        strtab = b""
         for secname in (".symtab", ".dynsym"):
             sec = src.section(secname)
             if sec is None or int(src.shdrs["sh_entsize"][sec]) != ELF64_SYM.itemsize:
@@ -367,73 +406,62 @@ def elf_symbols_of(raw, debug_files: Callable[[str], Iterable] = _no_debug_files
             syms = syms[((kind == STT_FUNC) | (kind == STT_GNU_IFUNC))
                         & (syms["st_value"] != 0) & (syms["st_shndx"] != 0)
                         & (syms["st_name"] != 0)]
-            names_blob = src.data(_link(src, sec))
-            tables.append((syms["st_value"], syms["st_size"], syms["st_name"], names_blob,
-                           syms["st_info"] >> 4))
+            strtab = src.string_table(_link(src, sec))
+            tables.append((syms["st_value"], syms["st_size"], syms["st_name"],
+                           syms["st_info"] >> 4, strtab))
             break
         plt = _plt_symbols(elf)
     except (_BadElf, ValueError, IndexError, struct.error):
         return None
     n_plt = 0
+    plt_strtab = b""
     if plt is not None:
-        values, sizes, name_offs, blob = plt
-        tables.append((values, sizes, name_offs, blob,
-                       np.full(len(values), STB_GLOBAL, dtype=np.uint8)))
+        values, sizes, name_offs, plt_strtab = plt
+        tables.append((values, sizes, name_offs,
+                       np.full(len(values), STB_GLOBAL, dtype=np.uint8), plt_strtab))
         n_plt = len(values)
     if not tables:
         return ElfSymbols(np.zeros(0, np.uint64), np.zeros(0, np.uint64),
                           np.zeros(0, np.int64), b"", segments)
-    # one string table for all: each table's name offsets are rebased into the join
-    strtab, rebased, base = [], [], 0
-    for _values, _sizes, name_offs, names_blob, _bind in tables:
-        strtab.append(bytes(names_blob))
-        rebased.append(np.where(name_offs < len(names_blob), name_offs, 0) + base)
-        base += len(names_blob)
-    strtab = b"".join(strtab)
     values = np.concatenate([t[0] for t in tables])
     sizes = np.concatenate([t[1] for t in tables])
-    binds = np.concatenate([t[4] for t in tables])
-    names = np.concatenate(rebased).astype(np.int64)
-    order = _best_of_aliases(values, sizes, binds, names, strtab)
+    binds = np.concatenate([t[3] for t in tables])
+    # each name offset into its own string table (one past its end: offset 0)
+    names = np.concatenate([np.where(name_offs < len(blob), name_offs, 0)
+                            for _v, _s, name_offs, _b, blob in tables]).astype(np.int64)
+    in_plt = np.arange(len(values)) >= len(values) - n_plt
+    order = _best_of_aliases(values, sizes, binds, names, in_plt.view(np.uint8),
+                             (strtab, plt_strtab))
     addrs, sized = values[order], sizes[order]
     # a symbol without a size reaches the next one, as perf's symbols__fixup_end has it
     # (the last one to the end of the page after its own)
     after = np.append(addrs[1:], (addrs[-1:] | np.uint64(0xFFF)) + np.uint64(1))
     ends = np.where(sized == 0, np.maximum(after, addrs + np.uint64(1)), addrs + sized)
-    return ElfSymbols(addrs, ends,
-                      names[order], strtab, segments,
-                      plt=order >= len(values) - n_plt if n_plt else None)
+    return ElfSymbols(addrs, ends, names[order], strtab, segments,
+                      plt=in_plt[order] if n_plt else None, plt_strtab=plt_strtab)
 
 
-def _best_of_aliases(values, sizes, binds, names, strtab: bytes) -> np.ndarray:
+def _best_of_aliases(values, sizes, binds, names, table, strtabs) -> np.ndarray:
     """Indices of the symbols kept, one per address, by ascending address: among aliases
     the one perf's choose_best_symbol keeps (a sized one, then not WEAK, then GLOBAL, then
-    fewer leading underscores, then the longer name, then the first)."""
-    order = np.argsort(values, kind="stable")
+    fewer leading underscores, then the longer name, then the first).  Symbol i's name is
+    at names[i] in strtabs[table[i]]."""
+    order = _stable_order(values)
     by_addr = values[order]
-    new = np.ones(len(order), dtype=bool)
-    new[1:] = by_addr[1:] != by_addr[:-1]
-    group = np.cumsum(new) - 1                 # each symbol's address, numbered
-    dup = np.bincount(group)[group] > 1
-    if not dup.any():
+    same = by_addr[1:] == by_addr[:-1]         # at the address of the one before
+    if not same.any():
         return order
+    group = np.cumsum(np.concatenate([[0], ~same]))   # each symbol's address, numbered
+    dup = np.zeros(len(order), dtype=bool)
+    dup[1:] = same
+    dup[:-1] |= same
     idx = order[dup]                          # the aliases, by address then index
-    start = names[idx]
-    # the aliases' names' lengths, each found by one search (a C++ library's string table
-    # runs to megabytes: one pass over it all cost more than every alias's search)
-    find = strtab.find
-    length = np.fromiter((find(b"\0", s) for s in start.tolist()), dtype=np.int64,
-                         count=len(start))
-    length = np.where(length < 0, len(strtab), length) - start
-    blob = np.frombuffer(strtab, dtype=np.uint8)
+    length = np.zeros(len(idx), dtype=np.int64)
     under = np.zeros(len(idx), dtype=np.int64)
-    going = np.ones(len(idx), dtype=bool)
-    for k in range(8):
-        at = np.minimum(start + k, len(blob) - 1)
-        going &= (blob[at] == ord("_")) & (k < length)
-        if not going.any():
-            break
-        under += going
+    for t, strtab in enumerate(strtabs):
+        these = np.flatnonzero(table[idx] == t)
+        if len(these):
+            length[these], under[these] = _name_shapes(strtab, names[idx[these]])
     keys = (np.arange(len(idx)),                 # last key least significant
             -length, under, binds[idx] != STB_GLOBAL, binds[idx] == STB_WEAK,
             sizes[idx] == 0, group[dup])
@@ -445,6 +473,42 @@ def _best_of_aliases(values, sizes, binds, names, strtab: bytes) -> np.ndarray:
     kept[group[~dup]] = order[~dup]
     kept[grp[first]] = idx[best[first]]
     return kept
+
+
+def _stable_order(values: np.ndarray) -> np.ndarray:
+    """np.argsort(values, kind="stable") of unsigned values: where each value has room
+    for its index in the low bits, one plain sort of those keys (numpy's stable sort of
+    64-bit keys, a merge sort, takes half as long again)."""
+    n = len(values)
+    bits = max(n - 1, 1).bit_length()
+    if not n or int(values.max()) >> (64 - bits):
+        return np.argsort(values, kind="stable")
+    keys = np.asarray(values, dtype=np.uint64) << np.uint64(bits)
+    keys |= np.arange(n, dtype=np.uint64)
+    keys.sort()
+    return (keys & np.uint64((1 << bits) - 1)).astype(np.int64)
+
+
+def _name_shapes(strtab: bytes, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lengths of the names at offsets `start` of `strtab`, and how many leading
+    underscores each has (up to 8).  Each length is found by one search (a C++ library's
+    string table runs to megabytes: one pass over it all cost more than every alias's
+    search)."""
+    if not strtab:
+        return np.zeros(len(start), dtype=np.int64), np.zeros(len(start), dtype=np.int64)
+    length = np.fromiter(map(strtab.find, repeat(b"\0"), start.tolist()), dtype=np.int64,
+                         count=len(start))
+    length = np.where(length < 0, len(strtab), length) - start
+    blob = np.frombuffer(strtab, dtype=np.uint8)
+    under = np.zeros(len(start), dtype=np.int64)
+    going = np.ones(len(start), dtype=bool)
+    for k in range(8):
+        at = np.minimum(start + k, len(blob) - 1)
+        going &= (blob[at] == ord("_")) & (k < length)
+        if not going.any():
+            break
+        under += going
+    return length, under
 
 
 def _link(elf: _Elf, sec: int) -> int:
@@ -472,7 +536,7 @@ def _plt_symbols(elf: _Elf):
     entry = np.flatnonzero(idx < len(syms))
     values = (first + PLT_ENTRY * entry).astype(np.uint64)
     sizes = np.full(len(entry), PLT_ENTRY, dtype=np.uint64)
-    return values, sizes, syms["st_name"][idx[entry]], elf.data(_link(elf, dynsym))
+    return values, sizes, syms["st_name"][idx[entry]], elf.string_table(_link(elf, dynsym))
 
 
 def dso_name(filename: str) -> str:

@@ -390,7 +390,7 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
     since = np.full(len(ips), _NEVER, dtype=np.int64)
     if times is None:
         times = np.broadcast_to(np.int64(_FOREVER), (len(ips),))
-    mapping, every = maps.lookup_all(pids, ips, times)
+    mapping, number = maps.lookup_all(pids, ips, times)
     # as perf: an address no mapping covers is a row of its own in [unknown], named by
     # the address
     unmapped = np.flatnonzero(mapping < 0)
@@ -402,16 +402,17 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
         return out, since
     # the file behind each mapping that was hit, and each sample's offset in that file
     mapping = mapping[mapped]
-    hit = np.flatnonzero(np.bincount(mapping, minlength=len(every)))
+    hit = np.flatnonzero(np.bincount(mapping, minlength=len(number)))
+    every = list(map(maps.made.__getitem__, number[hit].tolist()))   # hit's mappings
     files: dict[str, int] = {}
-    file_of = np.zeros(len(every), dtype=np.int64)
-    file_of[hit] = [files.setdefault(every[i].filename, len(files)) for i in hit.tolist()]
-    start = np.zeros(len(every), dtype=np.uint64)
-    start[hit] = [every[i].start for i in hit.tolist()]
-    pgoff = np.zeros(len(every), dtype=np.uint64)
-    pgoff[hit] = [every[i].pgoff for i in hit.tolist()]
-    made = np.zeros(len(every), dtype=np.int64)
-    made[hit] = [every[i].time for i in hit.tolist()]
+    file_of = np.zeros(len(number), dtype=np.int64)
+    file_of[hit] = [files.setdefault(m.filename, len(files)) for m in every]
+    start = np.zeros(len(number), dtype=np.uint64)
+    start[hit] = [m.start for m in every]
+    pgoff = np.zeros(len(number), dtype=np.uint64)
+    pgoff[hit] = [m.pgoff for m in every]
+    made = np.zeros(len(number), dtype=np.int64)
+    made[hit] = [m.time for m in every]
     since[mapped] = made[mapping]
     fid = file_of[mapping]
     offs = ips[mapped] - start[mapping] + pgoff[mapping]
