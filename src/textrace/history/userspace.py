@@ -215,12 +215,20 @@ class ElfSymbols:
 
     def name(self, i: int) -> str:
         """Symbol i's name, @plt appended for a PLT entry."""
-        plt = self.plt is not None and bool(self.plt[i])
-        table = self.plt_strtab if plt else self.strtab
-        off = int(self.name_offs[i])
-        end = table.find(b"\0", off)
-        name = table[off:end if end >= 0 else len(table)].decode("utf-8", "replace")
-        return name + "@plt" if plt else name
+        return self.names([i])[0]
+
+    def names(self, indexes) -> list[str]:
+        """The names of the symbols `indexes` (a report names thousands: their offsets
+        and kinds read as lists once, not an array element at a time)."""
+        idx = np.asarray(indexes, dtype=np.int64)
+        plts = self.plt[idx].tolist() if self.plt is not None else repeat(False)
+        out = []
+        for off, plt in zip(self.name_offs[idx].tolist(), plts):
+            table = self.plt_strtab if plt else self.strtab
+            end = table.find(b"\0", off)
+            name = table[off:end if end >= 0 else len(table)].decode("utf-8", "replace")
+            out.append(name + "@plt" if plt else name)
+        return out
 
     def offset_to_vaddr(self, offs: np.ndarray) -> np.ndarray:
         """File offsets to the virtual addresses the program headers map them at."""

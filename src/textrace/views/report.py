@@ -432,7 +432,10 @@ def _user_codes(syms: _Symbols, maps: ProcessMaps, pids: np.ndarray, ips: np.nda
         else:
             si = elf.lookup(elf.offset_to_vaddr(offs[sel]))
             first = syms.block(len(elf.addrs), lambda i, e=elf, d=dso: (
-                demangle(e.name(i)), d, "user", int(e.addrs[i])), dso_kind=(dso, "user"))
+                demangle(e.name(i)), d, "user", int(e.addrs[i])),
+                many=lambda idx, e=elf, d=dso: list(zip(
+                    map(demangle, e.names(idx)), repeat(d), repeat("user"),
+                    e.addrs[idx].tolist())), dso_kind=(dso, "user"))
         out[mapped[sel]] = first + si
         # as perf: an address no symbol covers is a row of its own, named by its offset
         # in the mapped file (perf's map-relative address, ip - start + pgoff)
