@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* A buffer held for the length of a call: released on every path out. */
 typedef struct {
@@ -230,14 +231,17 @@ out:
 /* number_pairs(a, b, ids, first) -> count
  *
  * ids[i] numbers the pair (a[i], b[i]) among the distinct pairs, in the order each is
- * first met, and first[k] is the index where pair k was first met.  a and b are 64-bit
- * columns of one length n; ids and first int64 arrays of length n (first[:count] used).
- * An open-addressing table holding each pair with its number, kept under half full: made
- * with room for n/4 pairs (a report's 1.5M samples hold 300k or fewer), grown and rehashed
- * only beyond, of zeroed memory (calloc) that the kernel maps in where pairs land. */
+ * first met, and first[k] is the index where pair k was first met.  a is a 64-bit column
+ * and b a 32-bit one (pids, small numbers) of one length n; ids and first int64 arrays of
+ * length n (first[:count] used).  An open-addressing table of 16-byte slots (four to a
+ * cache line) holding each pair with its number, kept under half full: made with room
+ * for n/4 pairs (a report's 1.5M samples hold 300k or fewer), grown and rehashed only
+ * beyond, of zeroed memory (calloc) that the kernel maps in where pairs land, in huge
+ * pages where it can (zeroed_slots). */
 typedef struct {
-    uint64_t a, b;
-    int64_t id1;    /* the pair's number + 1; 0: an empty slot */
+    uint64_t a;
+    int32_t b;
+    uint32_t id1;   /* the pair's number + 1; 0: an empty slot */
 } pair_slot;
 
 static inline uint64_t
@@ -245,6 +249,20 @@ mix(uint64_t a, uint64_t b)
 {
     uint64_t h = (a ^ (b * 0xFF51AFD7ED558CCDull)) * 0x9E3779B97F4A7C15ull;
     return h ^ (h >> 29);
+}
+
+/* n zeroed slots; a big table asks for huge pages, as numpy does for its arrays of 4 MiB
+ * and more: its probes land anywhere in it, each a TLB miss in 4 KiB pages. */
+static pair_slot *
+zeroed_slots(size_t n)
+{
+    size_t bytes = n * sizeof(pair_slot);
+    pair_slot *t = calloc(n, sizeof(pair_slot));
+    if (t && bytes >= (4u << 20)) {
+        uintptr_t at = ((uintptr_t)t + 4095) & ~(uintptr_t)4095;
+        madvise((void *)at, (uintptr_t)t + bytes - at, MADV_HUGEPAGE);
+    }
+    return t;
 }
 
 static PyObject *
@@ -256,22 +274,24 @@ number_pairs(PyObject *self, PyObject *args)
     held_buffer a = {0}, b = {0}, ids = {0}, first = {0};
     PyObject *result = NULL;
     pair_slot *table = NULL;
-    if (hold(a_obj, &a, 0, 8, "a") < 0 || hold(b_obj, &b, 0, 8, "b") < 0 ||
+    if (hold(a_obj, &a, 0, 8, "a") < 0 || hold(b_obj, &b, 0, 4, "b") < 0 ||
         hold(ids_obj, &ids, 1, 8, "ids") < 0 || hold(first_obj, &first, 1, 8, "first") < 0)
         goto out;
     Py_ssize_t n = a.view.len / 8;
-    if (b.view.len != a.view.len || ids.view.len != a.view.len ||
-        first.view.len != a.view.len) {
-        PyErr_SetString(PyExc_ValueError, "number_pairs: a, b, ids and first of one length");
+    if (b.view.len != n * 4 || ids.view.len != a.view.len || first.view.len != a.view.len ||
+        n >= UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "number_pairs: a, b, ids and first of one length "
+                                          "(under 2**32)");
         goto out;
     }
-    const uint64_t *av = a.view.buf, *bv = b.view.buf;
+    const uint64_t *av = a.view.buf;
+    const int32_t *bv = b.view.buf;
     int64_t *idv = ids.view.buf, *firstv = first.view.buf;
     size_t bits = 4;
     while (((size_t)1 << bits) < (size_t)n / 2)
         bits++;
     size_t mask = ((size_t)1 << bits) - 1;
-    if (!(table = calloc((size_t)1 << bits, sizeof(pair_slot)))) {
+    if (!(table = zeroed_slots((size_t)1 << bits))) {
         PyErr_NoMemory();
         goto out;
     }
@@ -279,20 +299,21 @@ number_pairs(PyObject *self, PyObject *args)
     int nomem = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t x = av[i], y = bv[i];
-        size_t s = mix(x, y) >> (64 - bits);
+        uint64_t x = av[i];
+        int32_t y = bv[i];
+        size_t s = mix(x, (uint64_t)(int64_t)y) >> (64 - bits);
         while (table[s].id1 && (table[s].a != x || table[s].b != y))
             s = (s + 1) & mask;
         if (table[s].id1) {
             idv[i] = table[s].id1 - 1;
             continue;
         }
-        table[s] = (pair_slot){x, y, count + 1};
+        table[s] = (pair_slot){x, y, (uint32_t)(count + 1)};
         firstv[count] = i;
         idv[i] = count++;
         if ((size_t)count * 2 > mask) {   /* over half full: twice the slots, rehashed */
             size_t nbits = bits + 1, nmask = ((size_t)1 << nbits) - 1;
-            pair_slot *bigger = calloc((size_t)1 << nbits, sizeof(pair_slot));
+            pair_slot *bigger = zeroed_slots((size_t)1 << nbits);
             if (!bigger) {
                 nomem = 1;
                 break;
@@ -300,7 +321,7 @@ number_pairs(PyObject *self, PyObject *args)
             for (size_t k = 0; k <= mask; k++) {
                 if (!table[k].id1)
                     continue;
-                size_t t = mix(table[k].a, table[k].b) >> (64 - nbits);
+                size_t t = mix(table[k].a, (uint64_t)(int64_t)table[k].b) >> (64 - nbits);
                 while (bigger[t].id1)
                     t = (t + 1) & nmask;
                 bigger[t] = table[k];

@@ -16,8 +16,8 @@ def gather_samples(words: Buffer, base: Buffer, fields: tuple[int, ...],
     check, else -1."""
 
 def number_pairs(a: Buffer, b: Buffer, ids: Buffer, first: Buffer) -> int:
-    """The distinct (a[i], b[i]) pairs numbered in order of first occurrence: ids per
-    element, first index per pair; their count."""
+    """The distinct (a[i], b[i]) pairs (a u64, b int32) numbered in order of first
+    occurrence: ids per element, first index per pair; their count."""
 
 def kallsyms_lines(text: Buffer, is_text: Buffer, addrs: Buffer, spans: Buffer) -> int:
     """The symbol lines of /proc/kallsyms text: addresses (u64) and name and module spans
