@@ -17,7 +17,7 @@ from .errors import FormatError, TextraceError
 from .history.code_history import CodeHistory, Image
 from .history.kallsyms import KernelSymbols
 from .perf.abi import RecordType
-from .perf.bulk import code_events, located, map_events, of_types
+from .perf.bulk import code_events, located, map_events, of_types, offsets_of
 from .perf.reader import PerfData
 # the views' way to the symbols of the ELF files samples name (read and cached there)
 from .sources.elf_files import elf_symbols  # noqa: F401
@@ -53,11 +53,7 @@ def capture_outcomes(data: PerfData) -> dict[int, dict] | None:
 def _types_present(data: PerfData, types: frozenset) -> np.ndarray | None:
     """Offsets of the records of `types`, in file order, when the records could be located
     in bulk; None otherwise."""
-    found = located(data)
-    if found is None:
-        return None
-    offsets, kinds = found
-    return offsets[of_types(kinds, types)]
+    return offsets_of(data, types)
 
 
 def start_kallsyms():
@@ -138,10 +134,9 @@ def code_records(data: PerfData):
     found = located(data) if not data.salvage else None
     if found is None:
         return data.records_by_time(CODE_RECORDS)
-    offsets, kinds = found
-    wanted = np.isin(kinds, [RecordType.KSYMBOL, RecordType.BPF_EVENT])
-    programs = code_events(data, offsets[wanted])
-    if not of_types(kinds, frozenset({RecordType.TEXT_POKE})).any():
+    programs = code_events(data, offsets_of(data, frozenset({RecordType.KSYMBOL,
+                                                             RecordType.BPF_EVENT})))
+    if not of_types(found[1], frozenset({RecordType.TEXT_POKE})).any():
         return programs  # no text poked: the program records alone, nothing decoded
     pokes = [r for r in data.records_by_time(frozenset({RecordType.TEXT_POKE}))
              if r.type == RecordType.TEXT_POKE]

@@ -22,14 +22,15 @@ class KernelSymbols:
     (the "[module]" suffix of kallsyms; None for vmlinux) for each."""
 
     def __init__(self, addrs: np.ndarray, names: list[str] | None = None,
-                 modules: list[str | None] | None = None, *, _blob: bytes = b"",
+                 modules: list[str | None] | None = None, *, _blob=b"",
                  _spans: np.ndarray | None = None):
         self.addrs = addrs
         self._names = names
         self._modules = modules if modules is not None or names is None else \
             [None] * len(names)
         # lazily decoded form: (name_start, name_end, module_start, module_end) rows into
-        # _blob per symbol, module_start -1 for vmlinux
+        # _blob (bytes, or a view of the kallsyms child's memfd) per symbol, module_start
+        # -1 for vmlinux
         self._blob = _blob
         self._spans = _spans
 
@@ -44,13 +45,18 @@ class KernelSymbols:
         return cls.from_lines(raw, *symbol_lines(raw)[1:])
 
     @classmethod
-    def from_lines(cls, text: bytes, addrs, spans) -> "KernelSymbols":
-        """The symbols of kallsyms_text.symbol_lines(text) (its addresses and spans, as
-        buffers), sorted by address (stably: aliases keep the file's order)."""
+    def from_lines(cls, text, addrs, spans) -> "KernelSymbols":
+        """The symbols of kallsyms_text.symbol_lines(text) (its text, addresses and spans,
+        as buffers, kept as they are), sorted by address (stably: aliases keep the file's
+        order).  /proc/kallsyms is in address order already: then nothing is moved, and
+        only the names asked for are ever read (a child's memfd: its pages mapped in
+        only there)."""
         addrs = np.frombuffer(addrs, dtype="<u8")
         spans = np.frombuffer(spans, dtype="<i8").reshape(-1, 4)
-        order = np.argsort(addrs, kind="stable")
-        return cls(addrs[order], _blob=text, _spans=spans[order])
+        if len(addrs) > 1 and not (addrs[1:] >= addrs[:-1]).all():
+            order = np.argsort(addrs, kind="stable")
+            addrs, spans = addrs[order], spans[order]
+        return cls(addrs, _blob=text, _spans=spans)
 
     # --- names, decoded when asked for ---------------------------------------------------
     def name(self, i: int) -> str:
@@ -58,21 +64,21 @@ class KernelSymbols:
         if self._names is not None:
             return self._names[i]
         s, e = int(self._spans[i, 0]), int(self._spans[i, 1])
-        return self._blob[s:e].decode("utf-8", "surrogateescape")
+        return str(self._blob[s:e], "utf-8", "surrogateescape")
 
     def module(self, i: int) -> str | None:
         """Symbol i's module, None for the kernel image's own symbols."""
         if self._modules is not None:
             return self._modules[i]
         s, e = int(self._spans[i, 2]), int(self._spans[i, 3])
-        return None if s < 0 else self._blob[s:e].decode("utf-8", "surrogateescape")
+        return None if s < 0 else str(self._blob[s:e], "utf-8", "surrogateescape")
 
     @property
     def names(self) -> list[str]:
         """Every symbol's name, decoded once on first use."""
         if self._names is None:
             blob = self._blob
-            self._names = [blob[s:e].decode("utf-8", "surrogateescape")
+            self._names = [str(blob[s:e], "utf-8", "surrogateescape")
                            for s, e in self._spans[:, :2].tolist()]
         return self._names
 
@@ -81,8 +87,8 @@ class KernelSymbols:
         """Every symbol's module (None for the kernel's own), decoded once on first use."""
         if self._modules is None:
             blob, cache = self._blob, {}
-            self._modules = [None if s < 0 else cache.setdefault(blob[s:e], blob[s:e].decode(
-                "utf-8", "surrogateescape")) for s, e in self._spans[:, 2:].tolist()]
+            self._modules = [None if s < 0 else cache.setdefault(bytes(blob[s:e]), str(
+                blob[s:e], "utf-8", "surrogateescape")) for s, e in self._spans[:, 2:].tolist()]
         return self._modules
 
     # --- lookup ---------------------------------------------------------------------------

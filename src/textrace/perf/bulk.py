@@ -176,12 +176,12 @@ def located(data, gather=None) -> tuple[np.ndarray, np.ndarray] | None:
         window = _WINDOW
         start, end = data._data.offset, data._data.end
         _map_in(data, start, min(end, start + window))
-        kept: list[tuple[np.ndarray, np.ndarray, bytes]] = []
+        kept: list[KeptRecords] = []
 
         def done(lo: int, hi: int, offsets: np.ndarray, kinds: np.ndarray) -> None:
-            keep = offsets[_KEPT_TYPES[kinds]]
-            if len(keep):
-                kept.append(_copy_records(data._buf, keep))
+            wanted = _KEPT_TYPES[kinds]
+            if wanted.any():
+                kept.append(_copy_records(data._buf, offsets[wanted], kinds[wanted]))
             if gather is not None:
                 gather(offsets, kinds)
             _map_in(data, hi, min(end, hi + window))
@@ -205,33 +205,50 @@ _KEPT_TYPES[sorted(KEPT)] = True
 
 
 class KeptRecords(NamedTuple):
-    """Copies of records: record i was at file offset offsets[i] (ascending) and is
-    blob[at[i]:at[i] + its size]."""
+    """Copies of records: record i, of type kinds[i], was at file offset offsets[i]
+    (ascending) and is blob[at[i]:at[i] + its size]."""
 
     offsets: np.ndarray   # int64
+    kinds: np.ndarray     # uint16
     at: np.ndarray        # int64
     blob: bytes
 
     @classmethod
-    def joined(cls, parts: list[tuple[np.ndarray, np.ndarray, bytes]]) -> "KeptRecords":
-        """One KeptRecords of the (offsets, at, blob) of consecutive windows."""
+    def joined(cls, parts: list["KeptRecords"]) -> "KeptRecords":
+        """One KeptRecords of those of consecutive windows."""
         if not parts:
-            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), b"")
-        base = np.cumsum([0] + [len(blob) for _o, _a, blob in parts[:-1]])
-        return cls(np.concatenate([o for o, _a, _b in parts]),
-                   np.concatenate([a + b for (_o, a, _b), b in zip(parts, base.tolist())]),
-                   b"".join(blob for _o, _a, blob in parts))
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.uint16), np.zeros(0, np.int64),
+                       b"")
+        base = np.cumsum([0] + [len(p.blob) for p in parts[:-1]])
+        return cls(np.concatenate([p.offsets for p in parts]),
+                   np.concatenate([p.kinds for p in parts]),
+                   np.concatenate([p.at + b for p, b in zip(parts, base.tolist())]),
+                   b"".join(p.blob for p in parts))
 
 
-def _copy_records(buf, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes]:
-    """(offsets, at, blob): the records at `offsets` copied end to end, each of the size
-    its header gives."""
+def _copy_records(buf, offsets: np.ndarray, kinds: np.ndarray) -> KeptRecords:
+    """The records at `offsets` (of types `kinds`) copied end to end, each of the size its
+    header gives."""
     u8 = np.frombuffer(buf, dtype=np.uint8)
     sizes = u8[offsets + 6].astype(np.int64) | (u8[offsets + 7].astype(np.int64) << 8)
     at = np.cumsum(sizes) - sizes
     # (a window holds a hundred or so: a slice each is cheaper than an index per byte)
-    return offsets, at, b"".join([buf[o:o + n] for o, n in zip(offsets.tolist(),
-                                                                sizes.tolist())])
+    return KeptRecords(offsets, kinds, at, b"".join(
+        [buf[o:o + n] for o, n in zip(offsets.tolist(), sizes.tolist())]))
+
+
+def offsets_of(data, types: frozenset) -> np.ndarray | None:
+    """File offsets, ascending, of the records of `types` in a file located in bulk (None
+    if it is not): found among the copies located() kept when it kept every one of those
+    types (thousands of records, not the millions of the whole file)."""
+    found = located(data)
+    if found is None:
+        return None
+    kept = data._kept
+    if kept is not None and types <= KEPT:
+        return kept.offsets[of_types(kept.kinds, types)]
+    offsets, kinds = found
+    return offsets[of_types(kinds, types)]
 
 
 def record_bytes(data, offsets: np.ndarray) -> tuple[object, np.ndarray]:

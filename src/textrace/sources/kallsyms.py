@@ -89,9 +89,9 @@ class KallsymsReader:
         if errno:
             message = bytes(view[_HEADER.size:_HEADER.size + text_len]).decode()
             raise OSError(errno, message, self.path)
-        at = _HEADER.size
-        return KernelSymbols.from_lines(view[at + 40 * n:at + 40 * n + text_len],
-                                        view[at:at + 8 * n], view[at + 8 * n:at + 40 * n])
+        at, mv = _HEADER.size, memoryview(view)   # views: an mmap's slices are copies
+        return KernelSymbols.from_lines(mv[at + 40 * n:at + 40 * n + text_len],
+                                        mv[at:at + 8 * n], mv[at + 8 * n:at + 40 * n])
 
 
 def _child(path: str, fd: int) -> None:

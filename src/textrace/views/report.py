@@ -30,7 +30,8 @@ from ..history.regions import RegionTable, sorted_unique
 from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name
 from ..perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL, RecordType
 from ..load import KERNEL_DSO, elf_symbols, kernel_symbols_for, start_kallsyms
-from ..perf.bulk import code_events, located, map_events, of_types, release_pages, sample_arrays
+from ..perf.bulk import (code_events, located, map_events, offsets_of, release_pages,
+                         sample_arrays)
 from ..perf.reader import PerfData
 
 MAP_RECORDS = frozenset({RecordType.MMAP, RecordType.MMAP2, RecordType.FORK})
@@ -110,15 +111,14 @@ def _sideband(data: PerfData) -> tuple[ProcessMaps, RegionTable]:
         return maps, history.table
     # The map records (a thousand or more in a system-wide recording) and the program
     # records read straight from the file, without the record classes.
-    offsets, kinds = found
-    for ev in map_events(data, offsets[of_types(kinds, MAP_RECORDS)]):
+    for ev in map_events(data, offsets_of(data, MAP_RECORDS)):
         if ev.kind == "fork":
             maps.fork(ev.ppid, ev.pid)
         elif ev.kind == "mmap" or ev.prot & PROT_EXEC:
             maps.mmap(ev.pid, _mapping(ev.pid, ev.time, ev.addr, ev.len, ev.pgoff,
                                        ev.filename))
     programs, ool = programs_from_records(
-        code_events(data, offsets[of_types(kinds, PROGRAM_RECORDS)]))
+        code_events(data, offsets_of(data, PROGRAM_RECORDS)))
     return maps, RegionTable(regions_of(programs, ool))
 
 
