@@ -2,7 +2,8 @@
  *
  * Each is a sequential walk or a hash over millions of items, where a vectorized numpy
  * form pays in passes and temporaries (measured in bench/report.py, issue 17):
- *   walk_records   perf.data's record chain, each header's size leading to the next;
+ *   walk_records   perf.data's record chain, each header's size leading to the next
+ *                  (and the SAMPLE records' fields as they are met, if asked);
  *   gather_samples fixed u64 fields of many SAMPLE records, every field of a record at
  *                  once, with the records' size checks in the same pass;
  *   number_pairs   the distinct (a, b) pairs of two columns, numbered by a hash table;
@@ -58,23 +59,111 @@ load_u64(const unsigned char *p)
     return v;   /* x86-64 and every other target the BPF JIT runs on here: little-endian */
 }
 
-/* walk_records(buf, start, stop, end, known, offsets, types) -> (count, next, whole)
+#define MAX_FIELDS 16
+#define RECORD_SAMPLE 9   /* PERF_RECORD_SAMPLE */
+
+/* Where one sample layout's fixed u64 fields are, and where they go: out[j][i] gets the
+ * word field[j] of sample i (misc[i], if misc is set, its header's misc).  Each record
+ * must hold `width` words; where `chain` is not negative, the callchain's nr at word
+ * `chain` must fit in the rest of the record and be at most 8192 (64 KiB records). */
+typedef struct {
+    Py_ssize_t nf, field[MAX_FIELDS], width, chain;
+    uint64_t *out[MAX_FIELDS];
+    uint16_t *misc;
+} sample_layout;
+
+/* Sample i, the record at `rec` (its size read from its header, at least one word): its
+ * fields copied, 0; -1 (nothing read past its header) when it fails a check. */
+static inline int
+gather_one(const unsigned char *rec, const sample_layout *L, Py_ssize_t i)
+{
+    uint64_t header = load_u64(rec), size_words = header >> 51;
+    if (L->misc)
+        L->misc[i] = (uint16_t)(header >> 32);
+    if ((Py_ssize_t)size_words < L->width)
+        return -1;
+    for (Py_ssize_t j = 0; j < L->nf; j++)
+        L->out[j][i] = load_u64(rec + 8 * L->field[j]);
+    if (L->chain >= 0) {
+        uint64_t nr = load_u64(rec + 8 * L->chain), room = size_words - (uint64_t)L->width;
+        if (nr > room || nr > 8192)
+            return -1;
+    }
+    return 0;
+}
+
+/* The layout of a (fields, outs, width, chain, misc) from Python, each out holding at
+ * least `rows` items (misc too, unless None); its buffers held in `held` (nf + 1 of them,
+ * released by the caller whatever this returns).  0, or -1 with an exception set. */
+static int
+layout_of(PyObject *fields_obj, PyObject *outs_obj, Py_ssize_t width, Py_ssize_t chain,
+          PyObject *misc_obj, Py_ssize_t rows, sample_layout *L, held_buffer *held)
+{
+    if (!PyTuple_Check(fields_obj) || !PyTuple_Check(outs_obj) ||
+        PyTuple_GET_SIZE(fields_obj) != PyTuple_GET_SIZE(outs_obj) ||
+        PyTuple_GET_SIZE(fields_obj) > MAX_FIELDS) {
+        PyErr_Format(PyExc_ValueError, "sample fields: tuples of as many outs as fields, at "
+                     "most %d", MAX_FIELDS);
+        return -1;
+    }
+    L->nf = PyTuple_GET_SIZE(fields_obj), L->width = width, L->chain = chain, L->misc = NULL;
+    if (width < 1 || chain >= width) {
+        PyErr_SetString(PyExc_ValueError, "sample fields: chain inside the first width words");
+        return -1;
+    }
+    if (misc_obj != Py_None) {
+        if (hold(misc_obj, &held[L->nf], 1, 2, "misc") < 0)
+            return -1;
+        if (held[L->nf].view.len / 2 < rows) {
+            PyErr_SetString(PyExc_ValueError, "sample fields: misc too short");
+            return -1;
+        }
+        L->misc = held[L->nf].view.buf;
+    }
+    for (Py_ssize_t j = 0; j < L->nf; j++) {
+        L->field[j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(fields_obj, j));
+        if (L->field[j] == -1 && PyErr_Occurred())
+            return -1;
+        if (hold(PyTuple_GET_ITEM(outs_obj, j), &held[j], 1, 8, "outs") < 0)
+            return -1;
+        if (held[j].view.len / 8 < rows || L->field[j] < 0 || L->field[j] >= width) {
+            PyErr_SetString(PyExc_ValueError, "sample fields: each out long enough, fields "
+                                              "inside the first width words");
+            return -1;
+        }
+        L->out[j] = held[j].view.buf;
+    }
+    return 0;
+}
+
+/* walk_records(buf, start, stop, end, known, offsets, types[, samples])
+ *     -> (count, next, whole, gathered)
  *
  * The perf.data records beginning in [start, stop), the first at `start`, each at the end
  * of the one before; none may run past `end`.  A header is accepted when its type is
  * known (known[type] nonzero, a 65536-byte table) and its size a nonzero multiple of 8;
  * the walk stops at the first that is not (whole is False, next is where it stopped).
  * offsets (int64) and types (uint16), if not None, receive each record's offset and type
- * and must have room for every one; None counts them only. */
+ * and must have room for every one; None counts them only.
+ *
+ * samples, if given, is (fields, outs, width, chain, misc, first): the SAMPLE records met
+ * are gathered as they are walked (one pass over the file, each record read while the
+ * walk has it), as gather_samples gathers them, into rows first, first + 1, ... of outs
+ * and misc; `gathered` is how many, or -1 once one failed its checks or the rows ran
+ * out (the walk goes on; the caller reads the samples the general way).  The records
+ * must then be 8-aligned (start a multiple of 8).  Without samples, gathered is 0. */
 static PyObject *
 walk_records(PyObject *self, PyObject *args)
 {
-    PyObject *buf_obj, *known_obj, *offsets_obj, *types_obj;
+    PyObject *buf_obj, *known_obj, *offsets_obj, *types_obj, *samples_obj = Py_None;
     Py_ssize_t start, stop, end;
-    if (!PyArg_ParseTuple(args, "OnnnOOO", &buf_obj, &start, &stop, &end, &known_obj,
-                          &offsets_obj, &types_obj))
+    if (!PyArg_ParseTuple(args, "OnnnOOO|O", &buf_obj, &start, &stop, &end, &known_obj,
+                          &offsets_obj, &types_obj, &samples_obj))
         return NULL;
     held_buffer buf = {0}, known = {0}, offsets = {0}, types = {0};
+    held_buffer held[MAX_FIELDS + 1] = {{{0}}};   /* the samples' outs, then misc */
+    sample_layout L;
+    Py_ssize_t first = 0, rows = 0, gathered = 0;
     PyObject *result = NULL;
     if (hold(buf_obj, &buf, 0, 1, "buf") < 0 || hold(known_obj, &known, 0, 1, "known") < 0)
         goto out;
@@ -88,6 +177,28 @@ walk_records(PyObject *self, PyObject *args)
     if (start < 0 || end > buf.view.len || stop > end || start > stop) {
         PyErr_SetString(PyExc_ValueError, "walk_records: bounds outside the buffer");
         goto out;
+    }
+    int with_samples = samples_obj != Py_None;
+    if (with_samples) {
+        PyObject *fields_obj, *outs_obj, *misc_obj;
+        Py_ssize_t width, chain;
+        if (!PyArg_ParseTuple(samples_obj, "OOnnOn", &fields_obj, &outs_obj, &width, &chain,
+                              &misc_obj, &first))
+            goto out;
+        if (start % 8 || first < 0) {
+            PyErr_SetString(PyExc_ValueError, "walk_records: samples need 8-aligned "
+                                              "records and a first row");
+            goto out;
+        }
+        if (layout_of(fields_obj, outs_obj, width, chain, misc_obj, 0, &L, held) < 0)
+            goto out;
+        /* the rows every out (and misc) has */
+        rows = PY_SSIZE_T_MAX;
+        for (Py_ssize_t j = 0; j < L.nf; j++)
+            if (held[j].view.len / 8 < rows)
+                rows = held[j].view.len / 8;
+        if (L.misc && held[L.nf].view.len / 2 < rows)
+            rows = held[L.nf].view.len / 2;
     }
     const unsigned char *p = buf.view.buf, *is_known = known.view.buf;
     int64_t *off_out = offsets.held ? offsets.view.buf : NULL;
@@ -119,6 +230,13 @@ walk_records(PyObject *self, PyObject *args)
             off_out[count] = pos;
             type_out[count] = (uint16_t)type;
         }
+        if (with_samples && type == RECORD_SAMPLE && gathered >= 0) {
+            /* the record holds `size` bytes: gather_one reads no further than that */
+            if (first + gathered >= rows || gather_one(p + pos, &L, first + gathered) < 0)
+                gathered = -1;
+            else
+                gathered++;
+        }
         count++;
         pos += size;
     }
@@ -127,24 +245,23 @@ walk_records(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "walk_records: offsets or types too short");
         goto out;
     }
-    result = Py_BuildValue("nnO", count, pos, whole ? Py_True : Py_False);
+    result = Py_BuildValue("nnOn", count, pos, whole ? Py_True : Py_False, gathered);
 out:
     release(&buf), release(&known), release(&offsets), release(&types);
+    for (Py_ssize_t j = 0; j <= MAX_FIELDS; j++)
+        release(&held[j]);
     return result;
 }
-
-#define MAX_FIELDS 16
 
 /* gather_samples(words, base, fields, outs, width, chain, misc) -> first bad or -1
  *
  * outs[j][i] = words[base[i] + fields[j]] for every SAMPLE record i (of one layout) and
  * field j: words a buffer of u64, base (int64) the word index of each record's header,
  * fields a tuple of word offsets, outs a tuple of as many uint64 arrays, each as long as
- * base.  With the records' checks in the same pass: each must hold `width` words, and where
- * `chain` is not negative, the callchain's nr at word `chain` must fit in the rest of
- * the record and be at most 8192 (64 KiB records).  misc (uint16), if not None, gets
- * each header's misc.  Returns the index of the first record that fails a check (the
- * caller names the field), else -1; IndexError if a read falls outside `words`. */
+ * base.  With the records' checks in the same pass (sample_layout's).  misc (uint16), if
+ * not None, gets each header's misc.  Returns the index of the first record that fails a
+ * check (the caller names the field), else -1; IndexError if a read falls outside
+ * `words`. */
 static PyObject *
 gather_samples(PyObject *self, PyObject *args)
 {
@@ -153,42 +270,17 @@ gather_samples(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO!O!nnO", &words_obj, &base_obj, &PyTuple_Type,
                           &fields_obj, &PyTuple_Type, &outs_obj, &width, &chain, &misc_obj))
         return NULL;
-    Py_ssize_t nf = PyTuple_GET_SIZE(fields_obj);
-    if (nf != PyTuple_GET_SIZE(outs_obj) || nf > MAX_FIELDS) {
-        PyErr_Format(PyExc_ValueError, "gather_samples: as many outs as fields, at most %d",
-                     MAX_FIELDS);
-        return NULL;
-    }
-    held_buffer words = {0}, base = {0}, misc = {0}, outs[MAX_FIELDS] = {{{0}}};
-    Py_ssize_t field[MAX_FIELDS];
-    uint64_t *out[MAX_FIELDS];
+    held_buffer words = {0}, base = {0};
+    held_buffer held[MAX_FIELDS + 1] = {{{0}}};   /* outs, then misc */
+    sample_layout L;
     PyObject *result = NULL;
     if (hold(words_obj, &words, 0, 8, "words") < 0 || hold(base_obj, &base, 0, 8, "base") < 0)
         goto out;
     Py_ssize_t n = base.view.len / 8, nwords = words.view.len / 8;
-    if (misc_obj != Py_None && hold(misc_obj, &misc, 1, 2, "misc") < 0)
+    if (layout_of(fields_obj, outs_obj, width, chain, misc_obj, n, &L, held) < 0)
         goto out;
-    if ((misc.held && misc.view.len / 2 != n) || width < 1 || chain >= width) {
-        PyErr_SetString(PyExc_ValueError, "gather_samples: misc as long as base, chain "
-                                          "inside the first width words");
-        goto out;
-    }
-    for (Py_ssize_t j = 0; j < nf; j++) {
-        field[j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(fields_obj, j));
-        if (field[j] == -1 && PyErr_Occurred())
-            goto out;
-        if (hold(PyTuple_GET_ITEM(outs_obj, j), &outs[j], 1, 8, "outs") < 0)
-            goto out;
-        if (outs[j].view.len / 8 != n || field[j] < 0 || field[j] >= width) {
-            PyErr_SetString(PyExc_ValueError, "gather_samples: each out as long as base, "
-                                              "fields inside the first width words");
-            goto out;
-        }
-        out[j] = outs[j].view.buf;
-    }
     const uint64_t *w = words.view.buf;
     const int64_t *b = base.view.buf;
-    uint16_t *misc_out = misc.held ? misc.view.buf : NULL;
     Py_ssize_t bad = -1, outside = -1;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -197,21 +289,9 @@ gather_samples(PyObject *self, PyObject *args)
             outside = i;
             break;
         }
-        uint64_t header = w[at], size_words = header >> 51;
-        if (misc_out)
-            misc_out[i] = (uint16_t)(header >> 32);
-        if ((Py_ssize_t)size_words < width) {
+        if (gather_one((const unsigned char *)(w + at), &L, i) < 0) {
             bad = i;
             break;
-        }
-        for (Py_ssize_t j = 0; j < nf; j++)
-            out[j][i] = w[at + field[j]];
-        if (chain >= 0) {
-            uint64_t nr = w[at + chain], room = size_words - (uint64_t)width;
-            if (nr > room || nr > 8192) {
-                bad = i;
-                break;
-            }
         }
     }
     Py_END_ALLOW_THREADS
@@ -222,9 +302,9 @@ gather_samples(PyObject *self, PyObject *args)
     }
     result = PyLong_FromSsize_t(bad);
 out:
-    release(&words), release(&base), release(&misc);
-    for (Py_ssize_t j = 0; j < nf; j++)
-        release(&outs[j]);
+    release(&words), release(&base);
+    for (Py_ssize_t j = 0; j <= MAX_FIELDS; j++)
+        release(&held[j]);
     return result;
 }
 
@@ -447,7 +527,8 @@ out:
 
 static PyMethodDef methods[] = {
     {"walk_records", walk_records, METH_VARARGS,
-     "walk_records(buf, start, stop, end, known, offsets, types) -> (count, next, whole)"},
+     "walk_records(buf, start, stop, end, known, offsets, types[, samples]) -> (count, next, "
+     "whole, gathered)"},
     {"gather_samples", gather_samples, METH_VARARGS,
      "gather_samples(words, base, fields, outs, width, chain, misc) -> first bad record or -1"},
     {"number_pairs", number_pairs, METH_VARARGS,

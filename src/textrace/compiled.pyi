@@ -3,9 +3,15 @@
 from typing_extensions import Buffer
 
 def walk_records(buf: Buffer, start: int, stop: int, end: int, known: Buffer,
-                 offsets: Buffer | None, types: Buffer | None) -> tuple[int, int, bool]:
+                 offsets: Buffer | None, types: Buffer | None,
+                 samples: tuple[tuple[int, ...], tuple[Buffer, ...], int, int,
+                                Buffer | None, int] | None = None
+                 ) -> tuple[int, int, bool, int]:
     """The perf.data records beginning in [start, stop), none past `end`: (count, next,
-    whole); their offsets (int64) and types (uint16) written when given."""
+    whole, gathered); their offsets (int64) and types (uint16) written when given; with
+    samples (fields, outs, width, chain, misc, first), the SAMPLE records met gathered as
+    gather_samples gathers them into rows first on (gathered: how many, -1 once one
+    failed its checks or the rows ran out)."""
 
 def gather_samples(words: Buffer, base: Buffer, fields: tuple[int, ...],
                    outs: tuple[Buffer, ...], width: int, chain: int,

@@ -98,7 +98,8 @@ _WINDOW = 2 << 20
 
 
 def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
-                           window: int = _WINDOW) -> tuple[np.ndarray, np.ndarray] | None:
+                           window: int = _WINDOW, samples: "_SampleGather | None" = None
+                           ) -> tuple[np.ndarray, np.ndarray] | None:
     """Offsets and types of every record in [start, end): the chain of headers from
     `start`, each size leading to the next, walked by compiled code (a sequential walk
     numpy can only imitate in passes: compiled.walk_records).  None when the chain breaks
@@ -109,7 +110,8 @@ def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
     The file is taken `window` bytes at a time (the next window starts where the last
     record begun in this one ends); window_done(lo, hi, offsets, types), if given, is
     called when [lo, hi) has been read, with its records (the caller may read some of
-    them, then give the window's pages back)."""
+    them, then give the window's pages back).  `samples`, if given, has the SAMPLE
+    records' fields gathered in the same walk (_SampleGather)."""
     if start % 8 or (end - start) % 8 or end <= start:
         return None
     offsets, kinds = [], []
@@ -120,9 +122,13 @@ def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
         # is ever backed by memory), and cut to the count after
         room = (stop - pos) // 8 + 1
         offs, kind = np.empty(room, dtype=np.int64), np.empty(room, dtype=np.uint16)
-        count, nxt, whole = walk_records(buf, pos, stop, end, _KNOWN_TYPES, offs, kind)
+        count, nxt, whole, gathered = walk_records(
+            buf, pos, stop, end, _KNOWN_TYPES, offs, kind,
+            samples.spec() if samples is not None and not samples.failed else None)
         if not whole:
             return None
+        if samples is not None:
+            samples.took(gathered)
         offsets.append(offs[:count].copy())
         kinds.append(kind[:count].copy())
         del offs, kind
@@ -160,13 +166,14 @@ def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int
     return offs, others
 
 
-def located(data, gather=None) -> tuple[np.ndarray, np.ndarray] | None:
+def located(data, samples: "_SampleGather | None" = None
+            ) -> tuple[np.ndarray, np.ndarray] | None:
     """(offsets, types) of every record of a file-mode PerfData, found once and kept on it
     (the reader's record walk uses the same); None when they cannot be found without a
     Python loop or some record carries more than its header says (COMPRESSED, AUXTRACE,
     HEADER_TRACING_DATA).  The records of the KEPT types are copied out meanwhile
-    (KeptRecords), and, where the walk is made here, `gather(offsets, types)`, if given,
-    is called with each window's records while its pages are in (_WindowGather)."""
+    (KeptRecords), and, where the walk is made here, the SAMPLE records' fields are
+    gathered by it if `samples` is given (_SampleGather)."""
     if data.mode != "file":
         return None
     found = data._located
@@ -182,12 +189,11 @@ def located(data, gather=None) -> tuple[np.ndarray, np.ndarray] | None:
             wanted = _KEPT_TYPES[kinds]
             if wanted.any():
                 kept.append(_copy_records(data._buf, offsets[wanted], kinds[wanted]))
-            if gather is not None:
-                gather(offsets, kinds)
             _map_in(data, hi, min(end, hi + window))
             _release(data, lo, hi)
         found = data._located = locate_records_aligned(data._buf, start, end,
-                                                       window_done=done) or False
+                                                       window_done=done,
+                                                       samples=samples) or False
         if found:
             data._kept = KeptRecords.joined(kept)
     if not found or _PAYLOAD_OR_PACKED_TYPES[found[1]].any():
@@ -503,36 +509,30 @@ class _SamplePlan(NamedTuple):
                    [(1 + k, name) for k, name in enumerate(names) if name in raw])
 
 
-class _WindowGather:
-    """located()'s companion: given each window's records while its pages are in, gathers
-    the words `at` of its SAMPLE records (compiled.gather_samples, with their checks) into
-    columns reserved for the most samples the file can hold (pages only touched where
-    written).  `failed` once a record fails a check or would be read past the file."""
+class _SampleGather:
+    """The SAMPLE records' words `at` (and headers' misc), gathered by the walk that
+    locates the records (compiled.walk_records, with gather_samples' checks) into columns
+    reserved for the most samples the file can hold (pages only touched where written).
+    `failed` once a record fails a check (the general path reads and names it)."""
 
     def __init__(self, data, at: list[int], width: int, chain: int):
-        buf = data._buf
-        self.words = np.frombuffer(buf, dtype="<u8", count=len(buf) // 8)
         room = (data._data.end - data._data.offset) // (8 * width) + 1
-        self.outs = [np.empty(room, dtype=np.uint64) for _ in at]
+        self.outs = tuple(np.empty(room, dtype=np.uint64) for _ in at)
         self.misc = np.empty(room, dtype=np.uint16)
         self.at, self.width, self.chain = tuple(at), width, chain
         self.count = 0
         self.failed = False
 
-    def __call__(self, offsets: np.ndarray, kinds: np.ndarray) -> None:
-        if self.failed:
-            return
-        base = offsets[kinds == RecordType.SAMPLE] >> 3     # ascending, 8-aligned
-        lo, hi = self.count, self.count + len(base)
-        if not len(base):
-            return
-        if hi > len(self.misc) or int(base[-1]) + self.width > len(self.words):
+    def spec(self) -> tuple:
+        """walk_records' `samples`: the next rows from self.count on."""
+        return self.at, self.outs, self.width, self.chain, self.misc, self.count
+
+    def took(self, gathered: int) -> None:
+        """A window's walk gathered that many (-1: one failed)."""
+        if gathered < 0:
             self.failed = True
-            return
-        bad = gather_samples(self.words, base, self.at, tuple(o[lo:hi] for o in self.outs),
-                             self.width, self.chain, self.misc[lo:hi])
-        self.failed = bad >= 0
-        self.count = hi
+        else:
+            self.count += gathered
 
     def columns(self) -> tuple[list[np.ndarray], np.ndarray]:
         """The gathered columns (in the order of `at`) and the headers' misc."""
@@ -540,10 +540,9 @@ class _WindowGather:
 
 
 def _gathered_while_located(data, fields: frozenset[str]) -> SampleArrays | None:
-    """sample_arrays(callchains=False) of a file not located yet, its samples gathered
-    window by window in located()'s walk: one pass over the file, each window's records
-    read while its pages are in (and in the CPU's cache), instead of a second pass that
-    maps every page in again.  None where this does not apply: a file located already,
+    """sample_arrays(callchains=False) of a file not located yet, its samples gathered by
+    located()'s walk: one pass over the file, each record read while the walk has it,
+    instead of a second pass that maps every page in again.  None where this does not apply: a file located already,
     attrs of several sample layouts, damage (the general path reads and names it)."""
     from .sampleid import sample_id_position
     attrs = data.attrs
@@ -556,7 +555,7 @@ def _gathered_while_located(data, fields: frozenset[str]) -> SampleArrays | None
         return None
     id_pos = sample_id_position(attr) if len(attrs) > 1 and "attr" in fields else None
     at = [k for k, _name in plan.wanted] + ([1 + id_pos // 8] if id_pos is not None else [])
-    gather = _WindowGather(data, at, plan.width, plan.width - 1 if plan.chain else -1)
+    gather = _SampleGather(data, at, plan.width, plan.width - 1 if plan.chain else -1)
     if located(data, gather) is None or gather.failed:
         return None
     got, misc = gather.columns()
