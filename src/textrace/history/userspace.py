@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import attrgetter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,10 +25,10 @@ from .regions import sorted_unique
 PROT_EXEC = 4
 
 
-@dataclass(frozen=True)
-class Mapping:
-    """An executable mapping of a process from `time` on (ns): [start, end) of `filename` from file
-    offset pgoff."""
+class Mapping(NamedTuple):
+    """An executable mapping of a process from `time` on (ns): [start, end) of `filename`
+    from file offset pgoff.  (A named tuple: a system-wide recording makes thousands, and
+    a frozen dataclass sets each field through object.__setattr__.)"""
 
     time: int
     start: int
