@@ -298,7 +298,8 @@ def test_distinct_pairs_number_each_pair_once():
 def check_pairs_resolve_as_one_by_one(path) -> list[tuple]:
     """attribute() resolves each distinct (pid, ip) once, as of the recording's end, and
     the samples taken before that answer held one by one: every sample's key must be the
-    one it gets when resolved on its own at its own time.  Returns the keys."""
+    one it gets when resolved on its own at its own time; the report's sums by pair must
+    be those of the samples' keys.  Returns the keys."""
     from textrace.history.code_history import CodeHistory
     from textrace.perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL
     from textrace.perf.bulk import sample_arrays
@@ -322,6 +323,10 @@ def check_pairs_resolve_as_one_by_one(path) -> list[tuple]:
     assert len(alone) == len(ids) > 100
     every = keys.tuples()
     assert [every[i] for i in ids.tolist()] == alone
+    counts, periods = report.attribution(PerfData.open(path), kernel).sums(None, len(keys))
+    assert np.array_equal(counts, np.bincount(ids, minlength=len(keys)))
+    assert np.array_equal(periods, np.bincount(ids, weights=s.period.astype(np.float64),
+                                               minlength=len(keys)).astype(np.int64))
     return alone
 
 
@@ -382,6 +387,10 @@ def test_a_library_unloaded_and_another_at_its_address_resolve_by_time(tmp_path)
                          text=True, timeout=60).stdout.split()
     assert len(out) == 2 and out[0] == out[1], f"libB was not mapped at libA's address: {out}"
     keys = check_pairs_resolve_as_one_by_one(path)
+    from textrace.perf.reader import PerfData
+    from textrace.sources.kallsyms import read_proc_kallsyms
+    from textrace.views.report import attribution
+    assert len(attribution(PerfData.open(path), read_proc_kallsyms()).early)  # libA's
     ours = {(r["dso"], r["symbol"]): r["samples"] for r in textrace_report(path)}
     a, b = ours.get(("spin_a.so", "spin_a"), 0), ours.get(("spin_b.so", "spin_b"), 0)
     assert a >= 200 and b >= 200, ours

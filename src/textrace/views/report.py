@@ -30,8 +30,8 @@ from ..history.regions import RegionTable, sorted_unique
 from ..history.userspace import Mapping, PROT_EXEC, ProcessMaps, dso_name
 from ..perf.abi import MISC_CPUMODE_MASK, MISC_GUEST_KERNEL, MISC_KERNEL, RecordType
 from ..load import KERNEL_DSO, elf_symbols, kernel_symbols_for, start_kallsyms
-from ..perf.bulk import (code_events, located, map_events, offsets_of, release_pages,
-                         sample_arrays)
+from ..perf.bulk import (SampleArrays, code_events, located, map_events, offsets_of,
+                         release_pages, sample_arrays)
 from ..perf.reader import PerfData
 
 MAP_RECORDS = frozenset({RecordType.MMAP, RecordType.MMAP2, RecordType.FORK})
@@ -280,6 +280,47 @@ class SymbolKeys:
         return symbol.tolist(), place, list(places)
 
 
+@dataclass
+class Attribution:
+    """Samples attributed to keys by their (ip, pid) pairs: the samples of pair k have key
+    pair_key[k], except the `early` ones (taken before their pair's answer held), which
+    have early_key.  A report sums per pair (300k) rather than per sample (1.5M)."""
+
+    keys: SymbolKeys
+    pair: np.ndarray        # int64 per sample: its pair
+    pair_key: np.ndarray    # int64 per pair (meaningless for a pair of early samples only)
+    early: np.ndarray       # int64: samples, ascending
+    early_key: np.ndarray   # int64: their keys
+    samples: SampleArrays
+
+    def ids(self) -> np.ndarray:
+        """Each sample's key."""
+        ids = self.pair_key[self.pair]
+        ids[self.early] = self.early_key
+        return ids
+
+    def sums(self, group: np.ndarray | None, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(samples, period) of each of `count` rows, the row of key k being group[k] (k
+        itself for None): summed per pair, then per row (exact: float64 sums of integers
+        below 2**53)."""
+        pairs = len(self.pair_key)
+        period = self.samples.period.astype(np.float64)
+        n = np.bincount(self.pair, minlength=pairs).astype(np.float64)
+        p = np.bincount(self.pair, weights=period, minlength=pairs)
+        row = self.pair_key if group is None else group[self.pair_key]
+        early_row = self.early_key if group is None else group[self.early_key]
+        if len(self.early):     # the early samples counted for their own rows instead
+            at = self.pair[self.early]
+            n -= np.bincount(at, minlength=pairs)
+            p -= np.bincount(at, weights=period[self.early], minlength=pairs)
+        counts = np.bincount(row, weights=n, minlength=count)
+        periods = np.bincount(row, weights=p, minlength=count)
+        if len(self.early):
+            counts += np.bincount(early_row, minlength=count)
+            periods += np.bincount(early_row, weights=period[self.early], minlength=count)
+        return np.rint(counts).astype(np.int64), np.rint(periods).astype(np.int64)
+
+
 def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None,
               names: bool = True):
     """Per-sample symbol keys: (keys, ids, samples), keys.tuples()[ids[i]] = (symbol name,
@@ -287,6 +328,13 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
     `kernel_later()`, if given, returns the kernel symbols once they are needed (after the
     user-space samples are done).  names=False: user-space symbols are left unnamed
     (None), one key per ELF file or per file's unsymbolized addresses (_Symbols)."""
+    a = attribution(data, kernel, kernel_later=kernel_later, names=names)
+    return a.keys, a.ids(), a.samples
+
+
+def attribution(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_later=None,
+                names: bool = True) -> Attribution:
+    """attribute(), by pairs (Attribution)."""
     # the samples first: gathered in the walk that locates every record (bulk.located),
     # which keeps a copy of the sideband records for _sideband to read
     s = sample_arrays(data, callchains=False, fields=SAMPLE_FIELDS)
@@ -316,24 +364,32 @@ def attribute(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_lat
         pair_codes[kern] = _kernel_codes(syms, history, ips[kern], None)
         # addresses that some BPF program or trampoline ever held: by each sample's time
         since[kern] = np.where(table.ever_holds(ips[kern]), _FOREVER, _NEVER)
-    codes = pair_codes[pair]
     early = np.flatnonzero(times < since[pair])
+    early_codes = np.empty(len(early), dtype=np.int64)
     if len(early):
         k = is_kernel[early]
-        ek, eu = early[k], early[~k]
+        ek, eu = np.flatnonzero(k), np.flatnonzero(~k)
         if len(eu):
-            codes[eu] = _user_codes(syms, maps, s.pid[eu], s.ip[eu], times[eu])[0]
+            at = early[eu]
+            early_codes[eu] = _user_codes(syms, maps, s.pid[at], s.ip[at], times[at])[0]
         if len(ek):
-            codes[ek] = _kernel_codes(syms, history, s.ip[ek], times[ek])
+            at = early[ek]
+            early_codes[ek] = _kernel_codes(syms, history, s.ip[at], times[at])
+    # the codes samples have: their pairs' (where some sample of the pair is not early)
+    # and the early ones'
+    late = np.bincount(pair, minlength=len(first))
+    if len(early):
+        late -= np.bincount(pair[early], minlength=len(first))
+    hit = np.flatnonzero(np.bincount(np.concatenate([pair_codes[late > 0], early_codes]),
+                                     minlength=syms.size))
     # one id per distinct key (two codes can name the same symbol: the same file mapped
     # under two paths with one basename).  A key is (symbol, dso, kind) and, where symbols
     # of one name can differ (C++ overloads, local functions of one name), the symbol's
     # address: perf keeps them apart, a row each.
-    hit = np.flatnonzero(np.bincount(codes, minlength=syms.size))
     keys, number = syms.distinct(hit)
     remap = np.zeros(syms.size, dtype=np.int64)
     remap[hit] = number
-    return keys, remap[codes], s
+    return Attribution(keys, pair, remap[pair_codes], early, remap[early_codes], s)
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -523,17 +579,15 @@ def report_table(data: PerfData, *, sort: str = "symbol",
     if kernel is None:
         live = live or start_kallsyms()
         try:
-            keys, ids, s = attribute(data, kernel_later=lambda: kernel_symbols_for(data, live),
-                                     names=sort == "symbol")
+            a = attribution(data, kernel_later=lambda: kernel_symbols_for(data, live),
+                            names=sort == "symbol")
         finally:
             live.close()
     else:
-        keys, ids, s = attribute(data, kernel, names=sort == "symbol")
+        a = attribution(data, kernel, names=sort == "symbol")
+    keys = a.keys
     gkeys, gid = (keys, None) if sort == "symbol" else _group(keys.tuples(), sort)
-    per = ids if gid is None else gid[ids]
-    counts = np.bincount(per, minlength=len(gkeys))
-    periods = np.bincount(per, weights=s.period.astype(np.float64),
-                          minlength=len(gkeys)).astype(np.int64)
+    counts, periods = a.sums(gid, len(gkeys))
     total = float(periods.sum()) or 1.0
     hit = np.flatnonzero(counts)
     order = hit[np.lexsort((keys.rank[hit] if gid is None else hit, -periods[hit]))]
