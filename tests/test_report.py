@@ -405,6 +405,54 @@ def test_a_library_unloaded_and_another_at_its_address_resolve_by_time(tmp_path)
     assert theirs.get(("spin_a.so", "spin_a")) == a and theirs.get(("spin_b.so", "spin_b")) == b
 
 
+def _perf_choice(a, b) -> bool:
+    """perf's choose_best_symbol (tools/perf/util/symbol.c), as written there: True if it
+    keeps `a` (met first) over `b`; each is (name, size, binding)."""
+    if (b[1] == 0) != (a[1] == 0):
+        return a[1] > 0
+    if (a[2] == "STB_WEAK") != (b[2] == "STB_WEAK"):
+        return b[2] == "STB_WEAK"
+    if (a[2] == "STB_GLOBAL") != (b[2] == "STB_GLOBAL"):
+        return a[2] == "STB_GLOBAL"
+    under = [len(x[0]) - len(x[0].lstrip("_")) for x in (a, b)]
+    if under[0] != under[1]:
+        return under[0] < under[1]
+    return len(a[0]) >= len(b[0])
+
+
+@pytest.mark.parametrize("path", ["/usr/lib/x86_64-linux-gnu/libc.so.6",
+                                  "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+                                  "/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1"])
+def test_one_symbol_per_address_is_perfs_choice(path):
+    """Of the FUNC symbols at one address (aliases: memcpy and __memcpy_avx_unaligned,
+    C++ constructors C1/C2), the one kept is the one perf's choose_best_symbol keeps, going
+    through them in file order: the symbol table read by pyelftools, an independent reader."""
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is not installed")
+    from elftools.elf.elffile import ELFFile
+    from textrace.history.userspace import elf_symbols_of
+    from textrace.sources.elf_files import _map
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        table = elf.get_section_by_name(".symtab") or elf.get_section_by_name(".dynsym")
+        by_addr: dict[int, list[tuple]] = {}
+        for sym in table.iter_symbols():
+            if sym["st_info"]["type"] in ("STT_FUNC", "STT_LOOS") and sym["st_value"] and \
+                    sym["st_shndx"] != "SHN_UNDEF" and sym.name:
+                by_addr.setdefault(sym["st_value"], []).append(
+                    (sym.name, sym["st_size"], sym["st_info"]["bind"]))
+    ours = elf_symbols_of(_map(path))
+    kept = {int(a): ours.name(i) for i, a in enumerate(ours.addrs.tolist())}
+    aliased = {a: syms for a, syms in by_addr.items() if len(syms) > 1}
+    assert len(aliased) > 20
+    for addr, syms in aliased.items():
+        best = syms[0]
+        for other in syms[1:]:
+            if not _perf_choice(best, other):
+                best = other
+        assert kept[addr] == best[0], (hex(addr), syms)
+
+
 def test_mappings_of_every_process_resolve_as_one_at_a_time():
     """lookup_all (one search for every process) against the definition: the last mapping
     of the process covering the address, made at or before the sample."""

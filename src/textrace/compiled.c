@@ -7,6 +7,7 @@
  *   gather_samples fixed u64 fields of many SAMPLE records, every field of a record at
  *                  once, with the records' size checks in the same pass;
  *   number_pairs   the distinct (a, b) pairs of two columns, numbered by a hash table;
+ *   best_of_aliases one ELF symbol per address, perf's choice among those of one value;
  *   kallsyms_lines the lines of /proc/kallsyms' text, split into address and spans.
  * Every function reads and writes Python buffers (numpy arrays, mmaps, bytes) the caller
  * sized, checks every index against them, and holds no state.  The formats are the
@@ -525,6 +526,111 @@ out:
     return result;
 }
 
+/* best_of_aliases(order, values, sizes, binds, names, table, strtab0, strtab1, kept)
+ *     -> count
+ *
+ * One ELF symbol per address, as perf's symbols__fixup_duplicate keeps them: `order`
+ * (int64) lists the symbols by ascending value, file order among equal ones; of each run
+ * of one value the one choose_best_symbol (tools/perf/util/symbol.c) prefers is written
+ * to kept (int64, as long as order), in address order: a sized one, then not WEAK, then
+ * GLOBAL, then fewer leading underscores, then the longer name, then the first.  Symbol
+ * i: values (u64), sizes (u64), binds (u8), its name at names[i] (int64) in strtab0 or,
+ * where table[i] (u8) is 1, strtab1; a name runs to a NUL or its table's end. */
+#define STB_GLOBAL 1
+#define STB_WEAK 2
+
+typedef struct {
+    int sized, weak, global;
+    Py_ssize_t under, length;
+} symbol_rank;
+
+static symbol_rank
+rank_of(Py_ssize_t i, const uint64_t *sizes, const uint8_t *binds, const int64_t *names,
+        const uint8_t *table, const Py_buffer *strtabs)
+{
+    symbol_rank r = {sizes[i] != 0, binds[i] == STB_WEAK, binds[i] == STB_GLOBAL, 0, 0};
+    const Py_buffer *t = &strtabs[table[i] ? 1 : 0];
+    const char *text = t->buf;
+    int64_t at = names[i];
+    if (at < 0 || at > t->len)
+        at = t->len;
+    const char *nul = memchr(text + at, 0, (size_t)(t->len - at));
+    r.length = (nul ? nul - text : t->len) - at;
+    while (r.under < r.length && text[at + r.under] == '_')
+        r.under++;
+    return r;
+}
+
+/* 1 if perf's choose_best_symbol prefers b to a (a, met first, is kept on a tie) */
+static int
+prefers(symbol_rank a, symbol_rank b)
+{
+    if (a.sized != b.sized)
+        return b.sized;
+    if (a.weak != b.weak)
+        return a.weak;
+    if (a.global != b.global)
+        return b.global;
+    if (a.under != b.under)
+        return b.under < a.under;
+    return b.length > a.length;
+}
+
+static PyObject *
+best_of_aliases(PyObject *self, PyObject *args)
+{
+    PyObject *objs[9];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                          &objs[5], &objs[6], &objs[7], &objs[8]))
+        return NULL;
+    held_buffer order = {0}, values = {0}, sizes = {0}, binds = {0}, names = {0},
+                table = {0}, strtab0 = {0}, strtab1 = {0}, kept = {0};
+    PyObject *result = NULL;
+    if (hold(objs[0], &order, 0, 8, "order") < 0 || hold(objs[1], &values, 0, 8, "values") < 0 ||
+        hold(objs[2], &sizes, 0, 8, "sizes") < 0 || hold(objs[3], &binds, 0, 1, "binds") < 0 ||
+        hold(objs[4], &names, 0, 8, "names") < 0 || hold(objs[5], &table, 0, 1, "table") < 0 ||
+        hold(objs[6], &strtab0, 0, 1, "strtab0") < 0 ||
+        hold(objs[7], &strtab1, 0, 1, "strtab1") < 0 || hold(objs[8], &kept, 1, 8, "kept") < 0)
+        goto out;
+    Py_ssize_t n = values.view.len / 8;
+    if (order.view.len != 8 * n || sizes.view.len != 8 * n || binds.view.len != n ||
+        names.view.len != 8 * n || table.view.len != n || kept.view.len < 8 * n) {
+        PyErr_SetString(PyExc_ValueError, "best_of_aliases: columns of one length");
+        goto out;
+    }
+    const int64_t *ord = order.view.buf, *nm = names.view.buf;
+    const uint64_t *val = values.view.buf, *sz = sizes.view.buf;
+    const uint8_t *bd = binds.view.buf, *tb = table.view.buf;
+    int64_t *out = kept.view.buf;
+    Py_buffer strtabs[2] = {strtab0.view, strtab1.view};
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (ord[k] < 0 || ord[k] >= n) {
+            PyErr_SetString(PyExc_IndexError, "best_of_aliases: order names no symbol");
+            goto out;
+        }
+    Py_ssize_t count = 0;
+    for (Py_ssize_t k = 0; k < n;) {
+        Py_ssize_t best = ord[k], end = k + 1;
+        while (end < n && val[ord[end]] == val[best])
+            end++;
+        if (end - k > 1) {
+            symbol_rank r = rank_of(best, sz, bd, nm, tb, strtabs);
+            for (Py_ssize_t m = k + 1; m < end; m++) {
+                symbol_rank c = rank_of(ord[m], sz, bd, nm, tb, strtabs);
+                if (prefers(r, c))
+                    best = ord[m], r = c;
+            }
+        }
+        out[count++] = best;
+        k = end;
+    }
+    result = PyLong_FromSsize_t(count);
+out:
+    release(&order), release(&values), release(&sizes), release(&binds), release(&names);
+    release(&table), release(&strtab0), release(&strtab1), release(&kept);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"walk_records", walk_records, METH_VARARGS,
      "walk_records(buf, start, stop, end, known, offsets, types[, samples]) -> (count, next, "
@@ -533,6 +639,9 @@ static PyMethodDef methods[] = {
      "gather_samples(words, base, fields, outs, width, chain, misc) -> first bad record or -1"},
     {"number_pairs", number_pairs, METH_VARARGS,
      "number_pairs(a, b, ids, first) -> count of distinct (a, b) pairs"},
+    {"best_of_aliases", best_of_aliases, METH_VARARGS,
+     "best_of_aliases(order, values, sizes, binds, names, table, strtab0, strtab1, kept) -> "
+     "count of symbols kept, one per address"},
     {"kallsyms_lines", kallsyms_lines, METH_VARARGS,
      "kallsyms_lines(text, is_text, addrs, spans) -> count of symbol lines"},
     {NULL, NULL, 0, NULL},
@@ -541,7 +650,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "textrace.compiled",
     "The few loops numpy cannot vectorize: perf.data's record chain, field gathers, pair "
-    "numbering, /proc/kallsyms lines.", -1, methods,
+    "numbering, ELF symbol aliases, /proc/kallsyms lines.", -1, methods,
 };
 
 PyMODINIT_FUNC

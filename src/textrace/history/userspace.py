@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..compiled import best_of_aliases
 from .regions import sorted_unique
 
 PROT_EXEC = 4
@@ -453,35 +454,19 @@ def elf_symbols_of(raw, debug_files: Callable[[str], Iterable] = _no_debug_files
 def _best_of_aliases(values, sizes, binds, names, table, strtabs) -> np.ndarray:
     """Indices of the symbols kept, one per address, by ascending address: among aliases
     the one perf's choose_best_symbol keeps (a sized one, then not WEAK, then GLOBAL, then
-    fewer leading underscores, then the longer name, then the first).  Symbol i's name is
-    at names[i] in strtabs[table[i]]."""
+    fewer leading underscores, then the longer name, then the first: compiled, a
+    tournament per address).  Symbol i's name is at names[i] in strtabs[table[i]]."""
     order = _stable_order(values)
     by_addr = values[order]
-    same = by_addr[1:] == by_addr[:-1]         # at the address of the one before
-    if not same.any():
+    if not (by_addr[1:] == by_addr[:-1]).any():
         return order
-    group = np.cumsum(np.concatenate([[0], ~same]))   # each symbol's address, numbered
-    dup = np.zeros(len(order), dtype=bool)
-    dup[1:] = same
-    dup[:-1] |= same
-    idx = order[dup]                          # the aliases, by address then index
-    length = np.zeros(len(idx), dtype=np.int64)
-    under = np.zeros(len(idx), dtype=np.int64)
-    for t, strtab in enumerate(strtabs):
-        these = np.flatnonzero(table[idx] == t)
-        if len(these):
-            length[these], under[these] = _name_shapes(strtab, names[idx[these]])
-    keys = (np.arange(len(idx)),                 # last key least significant
-            -length, under, binds[idx] != STB_GLOBAL, binds[idx] == STB_WEAK,
-            sizes[idx] == 0, group[dup])
-    best = np.lexsort(keys)
-    grp = group[dup][best]
-    first = np.ones(len(best), dtype=bool)
-    first[1:] = grp[1:] != grp[:-1]
-    kept = np.empty(int(group[-1]) + 1, dtype=np.int64)   # one symbol per address
-    kept[group[~dup]] = order[~dup]
-    kept[grp[first]] = idx[best[first]]
-    return kept
+    kept = np.empty(len(order), dtype=np.int64)
+    count = best_of_aliases(order, np.ascontiguousarray(values, dtype=np.uint64),
+                            np.ascontiguousarray(sizes, dtype=np.uint64),
+                            np.ascontiguousarray(binds, dtype=np.uint8),
+                            np.ascontiguousarray(names, dtype=np.int64),
+                            np.ascontiguousarray(table, dtype=np.uint8), *strtabs, kept)
+    return kept[:count]
 
 
 def _stable_order(values: np.ndarray) -> np.ndarray:
@@ -496,28 +481,6 @@ def _stable_order(values: np.ndarray) -> np.ndarray:
     keys |= np.arange(n, dtype=np.uint64)
     keys.sort()
     return (keys & np.uint64((1 << bits) - 1)).astype(np.int64)
-
-
-def _name_shapes(strtab: bytes, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The lengths of the names at offsets `start` of `strtab`, and how many leading
-    underscores each has (up to 8).  Each length is found by one search (a C++ library's
-    string table runs to megabytes: one pass over it all cost more than every alias's
-    search)."""
-    if not strtab:
-        return np.zeros(len(start), dtype=np.int64), np.zeros(len(start), dtype=np.int64)
-    length = np.fromiter(map(strtab.find, repeat(b"\0"), start.tolist()), dtype=np.int64,
-                         count=len(start))
-    length = np.where(length < 0, len(strtab), length) - start
-    blob = np.frombuffer(strtab, dtype=np.uint8)
-    under = np.zeros(len(start), dtype=np.int64)
-    going = np.ones(len(start), dtype=bool)
-    for k in range(8):
-        at = np.minimum(start + k, len(blob) - 1)
-        going &= (blob[at] == ord("_")) & (k < length)
-        if not going.any():
-            break
-        under += going
-    return length, under
 
 
 def _link(elf: _Elf, sec: int) -> int:
