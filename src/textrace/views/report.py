@@ -393,18 +393,20 @@ def attribution(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_l
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_NIBBLES = np.arange(60, -4, -4, dtype=np.uint64)
 
 
 def _hex_names(values: np.ndarray) -> list[str]:
     """"0x%016x" of each value, made by numpy (a report can name 100k addresses: the JIT
-    code of qemu's TCG, a JVM's): one string decoded and split, not one made per value."""
+    code of qemu's TCG, a JVM's): each value's big-endian bytes as two hex digits each,
+    one string decoded and split, not one made per value."""
     v = np.asarray(values, dtype=np.uint64)
     if not len(v):
         return []
+    octets = v.astype(">u8").view(np.uint8).reshape(-1, 8)
     text = np.empty((len(v), 19), dtype=np.uint8)
     text[:, 0], text[:, 1], text[:, 18] = ord("0"), ord("x"), ord("\n")
-    text[:, 2:18] = _HEX[(v[:, None] >> _NIBBLES) & np.uint64(0xF)]
+    text[:, 2:18:2] = _HEX[octets >> 4]
+    text[:, 3:18:2] = _HEX[octets & 15]
     return text.tobytes()[:-1].decode("ascii").split("\n")
 
 
