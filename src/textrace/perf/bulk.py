@@ -542,8 +542,9 @@ class _SampleGather:
 def _gathered_while_located(data, fields: frozenset[str]) -> SampleArrays | None:
     """sample_arrays(callchains=False) of a file not located yet, its samples gathered by
     located()'s walk: one pass over the file, each record read while the walk has it,
-    instead of a second pass that maps every page in again.  None where this does not apply: a file located already,
-    attrs of several sample layouts, damage (the general path reads and names it)."""
+    instead of a second pass that maps every page in again.  None where this does not
+    apply: a file located already, attrs of several sample layouts, damage (the general
+    path reads and names it)."""
     from .sampleid import sample_id_position
     attrs = data.attrs
     if data.mode != "file" or data._located is not None or not attrs or \

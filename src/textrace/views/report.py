@@ -6,11 +6,13 @@ samples against the process's mappings at that instant and the ELF symbols of th
 Overhead is by period, as perf report computes it: each sample counts for the symbol its
 own ip is in (perf's "Self"; callchains are not followed, as `perf report --no-children`).
 
-All of it is done on numpy arrays, a symbol code per sample summed with one bincount; names
-are decoded only for the symbols that were hit.  The records are located in bulk, and the
-MMAP/MMAP2/FORK ones (thousands in a system-wide recording) and the KSYMBOL/BPF_EVENT ones
-read straight from the file, without the record classes.  /proc/kallsyms is read and
-parsed by a child process meanwhile (KallsymsReader).
+All of it is done on numpy arrays: a symbol code per distinct (ip, pid) pair (300k of a
+1.5M-sample recording), the samples summed by pair with bincount, then by row; names are
+decoded only for the symbols that were hit.  The records are located in bulk by one walk
+that gathers the samples' fields as it goes and keeps a copy of the MMAP/MMAP2/FORK ones
+(thousands in a system-wide recording) and the KSYMBOL/BPF_EVENT ones, read without the
+record classes.  /proc/kallsyms is read and parsed by a child process meanwhile
+(KallsymsReader).
 """
 
 from __future__ import annotations
