@@ -204,9 +204,10 @@ SPIN = "import time\nt = time.time()\nwhile time.time() - t < 0.3: pass\n"
 ])
 def test_samples_of_attrs_of_several_layouts_match_the_general_path(tmp_path, monkeypatch,
                                                                     maker, fast):
-    """Attrs of several sample layouts: _one_layout reads every sample's id in its one
-    pass and goes on only when the ids name attrs of one layout; either way the columns
-    are the general path's."""
+    """Attrs of several sample layouts: _one_layout, and the walk that locates the records
+    (_gathered_while_located), read every sample's id in their one pass and go on only
+    when the ids name attrs of one layout; either way the columns are the general
+    path's."""
     from textrace.perf import bulk
     from textrace.perf.reader import PerfData
     path = tmp_path / "f.data"
@@ -214,6 +215,9 @@ def test_samples_of_attrs_of_several_layouts_match_the_general_path(tmp_path, mo
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
     data = PerfData.open(path)
     assert len({(a.attr.sample_type, a.attr.read_format) for a in data.attrs}) == 2
+    fields = frozenset({"attr", "misc", "ip", "pid", "tid", "time", "cpu", "period"})
+    walked = bulk._gathered_while_located(PerfData.open(path), fields)
+    assert (walked is not None) == fast
     took = []
     one_layout = bulk._one_layout
     monkeypatch.setattr(bulk, "_one_layout",
@@ -224,6 +228,10 @@ def test_samples_of_attrs_of_several_layouts_match_the_general_path(tmp_path, mo
     general = bulk.sample_arrays(PerfData.open(path))
     assert len(got) > 100
     assert_same_columns(got, general)
+    if walked is not None:
+        monkeypatch.setattr(bulk, "_gathered_while_located", lambda *a, **k: None)
+        assert_same_columns(walked, bulk.sample_arrays(PerfData.open(path), callchains=False,
+                                                       fields=fields))
 
 
 @pytest.mark.parametrize("name", ["system-wide", "callchain"])

@@ -542,28 +542,69 @@ class _SampleGather:
 def _gathered_while_located(data, fields: frozenset[str]) -> SampleArrays | None:
     """sample_arrays(callchains=False) of a file not located yet, its samples gathered by
     located()'s walk: one pass over the file, each record read while the walk has it,
-    instead of a second pass that maps every page in again.  None where this does not
-    apply: a file located already, attrs of several sample layouts, damage (the general
-    path reads and names it)."""
+    instead of a second pass that maps every page in again.  Where attrs of several
+    layouts exist (textrace record's sideband dummy has one of its own, and no samples),
+    the first sample's attr gives the layout, and its id read from every sample must
+    name attrs of that layout only.  None where this does not apply: a file located
+    already, samples of several layouts, damage (the general path reads and names it)."""
     from .sampleid import sample_id_position
     attrs = data.attrs
-    if data.mode != "file" or data._located is not None or not attrs or \
-            len({(a.attr.sample_type, a.attr.read_format) for a in attrs}) != 1:
+    if data.mode != "file" or data._located is not None or not attrs:
         return None
-    attr = attrs[0].attr
+    id_pos = sample_id_position(attrs[0].attr) if len(attrs) > 1 else None
+    one_layout = len({(a.attr.sample_type, a.attr.read_format) for a in attrs}) == 1
+    if one_layout:
+        attr = attrs[0].attr
+    elif id_pos is None:
+        return None
+    else:
+        attr = _first_sample_attr(data, id_pos)
+        if attr is None or sample_id_position(attr) != id_pos:
+            return None
     plan = _SamplePlan.of(attr, fields)
     if plan is None:
         return None
-    id_pos = sample_id_position(attr) if len(attrs) > 1 and "attr" in fields else None
-    at = [k for k, _name in plan.wanted] + ([1 + id_pos // 8] if id_pos is not None else [])
+    read_ids = id_pos is not None and (not one_layout or "attr" in fields)
+    at = [k for k, _name in plan.wanted] + ([1 + id_pos // 8] if read_ids else [])
     gather = _SampleGather(data, at, plan.width, plan.width - 1 if plan.chain else -1)
     if located(data, gather) is None or gather.failed:
         return None
     got, misc = gather.columns()
-    attr_idx = _attr_from_ids(data, got.pop()) if id_pos is not None else \
+    sample_attrs = _attr_from_ids(data, got.pop()) if read_ids else None
+    if not one_layout and len({(attrs[i].attr.sample_type, attrs[i].attr.read_format)
+                               for i in np.flatnonzero(np.bincount(sample_attrs)).tolist()}) != 1:
+        return None
+    attr_idx = sample_attrs if read_ids and "attr" in fields else \
         np.zeros(len(misc), dtype=np.int32)
     cols = {name: col for (_k, name), col in zip(plan.wanted, got)}
     return _arrays(None, True, attr_idx, misc, cols, None, None, fields)
+
+
+def _first_sample_attr(data, id_pos: int):
+    """The attr of the file's first SAMPLE record, by its id (at `id_pos` bytes into its
+    body); None if there is none, or the records cannot be walked.  Only the windows up
+    to that record are walked (the records before it are the recording's start)."""
+    start, end = data._data.offset, data._data.end
+    if start % 8 or (end - start) % 8:
+        return None
+    pos = start
+    while pos < end:
+        stop = min(end, pos + _WINDOW)
+        room = (stop - pos) // 8 + 1
+        offs, kinds = np.empty(room, dtype=np.int64), np.empty(room, dtype=np.uint16)
+        count, nxt, whole, _ = walk_records(data._buf, pos, stop, end, _KNOWN_TYPES, offs,
+                                            kinds)
+        samples = np.flatnonzero(kinds[:count] == RecordType.SAMPLE)
+        if len(samples):
+            at = int(offs[samples[0]])
+            if 16 + id_pos > _HEADER.unpack_from(data._buf, at)[2]:
+                return None
+            rid = _U64.unpack_from(data._buf, at + 8 + id_pos)[0]
+            return data.attrs[data._id_to_attr.get(rid, 0)].attr
+        if not whole:
+            return None
+        pos = nxt
+    return None
 
 
 def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
