@@ -668,3 +668,22 @@ def test_addresses_are_named_as_perf_prints_them():
                       dtype=np.uint64)
     assert _hex_names(values) == ["0x%016x" % v for v in values.tolist()]
     assert _hex_names(np.zeros(0, dtype=np.uint64)) == []
+
+
+def test_symbol_column_lines_are_its_strings():
+    """The text table's symbol lines (named rows joined, addresses laid out by numpy,
+    interleaved by row) are the symbols' strings one a line; a name with a newline gives
+    none (the table then takes the strings), and head() keeps the rows in order."""
+    from textrace.views.report import SymbolColumn
+    is_named = np.array([True, False, False, True, False, True])
+    col = SymbolColumn(["f", "é::g", ""], np.array([0x10, 1 << 63, 0xABC], dtype=np.uint64),
+                       is_named)
+    assert col.strings() == ["f", "0x0000000000000010", "0x8000000000000000", "é::g",
+                             "0x0000000000000abc", ""]
+    assert col.utf8_lines() == ("\n".join(col.strings()) + "\n").encode()
+    assert col.head(4).strings() == col.strings()[:4]
+    assert col.head(99).strings() == col.strings()
+    assert SymbolColumn(["a\nb"], np.zeros(0, dtype=np.uint64),
+                        np.array([True])).utf8_lines() is None
+    empty = SymbolColumn([], np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool))
+    assert empty.strings() == [] and empty.utf8_lines() == b""

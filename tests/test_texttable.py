@@ -4,7 +4,8 @@ import random
 
 import numpy as np
 
-from textrace.texttable import Coded, Decimal, Tagged, _cells, _format_slow, format_columns
+from textrace.texttable import (Coded, Decimal, Lines, Tagged, _cells, _format_slow,
+                                 format_columns)
 
 
 def _by_format_strings(header, columns, right):
@@ -14,8 +15,8 @@ def _by_format_strings(header, columns, right):
 
 def test_layout_matches_format_strings():
     """Numbers, padded strings (ASCII or not: those fall back; given or by number),
-    tagged last cells (empty, with blanks, with lone surrogates as kallsyms names decode),
-    headers wider or narrower than their cells."""
+    tagged last cells (empty, with blanks, with lone surrogates as kallsyms names decode;
+    given as strings or laid out already), headers wider or narrower than their cells."""
     rnd = random.Random(1)
     for _ in range(500):
         n = rnd.randint(0, 20)
@@ -34,6 +35,10 @@ def test_layout_matches_format_strings():
             dsos = Coded(np.array([names.index(d) for d in dsos], dtype=np.int64), names)
             tags = Coded(np.array([int(t == "[k] ") for t in tags], dtype=np.int64),
                          ["[.] ", "[k] ", "[longer tag] "])
+        if rnd.random() < 0.5 and "\n" not in "".join(syms):
+            # the last column laid out already
+            syms = Lines("".join(s + "\n" for s in syms).encode("utf-8", "surrogatepass"),
+                         len(syms))
         columns = (Decimal(values, rnd.choice([0, 2]), rnd.choice(["%", ""])),
                    list(map(str, values.tolist())), dsos,
                    Tagged(tags, syms) if rnd.random() < 0.5 else syms)

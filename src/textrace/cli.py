@@ -136,16 +136,18 @@ def report_text(table) -> bytes:
     object, [k] or [.] and the symbol, columns aligned (texttable: 111k rows in ~30 ms,
     where rich's Table took 14 s for 24k)."""
     import numpy as np
-    from .texttable import Coded, Decimal, Tagged, format_columns_utf8
+    from .texttable import Coded, Decimal, Lines, Tagged, format_columns_utf8
     # [k] for the kernel's objects whatever their kind ([unknown] in the kernel as well)
     tags = ["[k] " if dso.startswith("[k") or kind not in ("user", "unknown") else "[.] "
             for dso, kind in table.places]
     hundredths = np.rint(table.percent * 100).astype(np.int64)
+    lines = table.symbols.utf8_lines()
     return format_columns_utf8(
         ("Overhead", "Samples", "Shared Object", "Symbol"),
         (Decimal(hundredths, 2, "%"), Decimal(table.samples),
          Coded(table.place, [dso for dso, _kind in table.places]),
-         Tagged(Coded(table.place, tags), table.symbol)),
+         Tagged(Coded(table.place, tags),
+                table.symbol if lines is None else Lines(lines, len(table)))),
         right=(True, True))
 
 

@@ -10,7 +10,7 @@ padded.
 A column is a sequence of strings or, where the caller has the values in numpy, a
 `Decimal` (numbers formatted here, without a string per cell), a `Coded` (cells drawn from
 a few distinct strings by number) or a `Tagged` (a short tag before each cell, without
-concatenating them first).
+concatenating them first); the last column's cells may come as `Lines`, laid out already.
 """
 
 from __future__ import annotations
@@ -62,24 +62,41 @@ class Coded:
 
 
 @dataclass
+class Lines:
+    """Cells laid out already: each cell's UTF-8 text followed by a newline, `count` of
+    them (a report's 100k address rows made by numpy, never a string each).  Only the
+    last column, which is not padded, can be given so."""
+
+    blob: bytes
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def cells(self) -> list[str]:
+        """Each cell's string."""
+        return self.blob.decode("utf-8", "surrogatepass").split("\n")[:-1]
+
+
+@dataclass
 class Tagged:
     """Each cell `tags[i] + text[i]`, the tags all of one length (kept apart so that the
     table puts them in place instead of a string being made per cell); the tags strings
     or a Coded."""
 
     tags: Sequence[str] | Coded
-    text: Sequence[str]
+    text: Sequence[str] | Lines
 
     def __len__(self) -> int:
         return len(self.text)
 
     def cells(self) -> list[str]:
         """Each value as text, its tag in front."""
-        return list(map(str.__add__, _cells(self.tags), self.text))
+        return list(map(str.__add__, _cells(self.tags), _cells(self.text)))
 
 
 def _cells(col) -> Sequence[str]:
-    return col.cells() if isinstance(col, (Decimal, Coded, Tagged)) else col
+    return col.cells() if isinstance(col, (Decimal, Coded, Lines, Tagged)) else col
 
 
 def format_columns(header: Sequence[str], columns: Sequence, right: Sequence[bool] = ()) -> str:
@@ -153,10 +170,11 @@ def _format_fast(header, columns, right) -> bytes | None:
         if tag is None:
             return None
         blocks.append(tag)
-    joined = "\n".join(text) + "\n"
-    if joined.count("\n") != n:
+    joined = text.blob if isinstance(text, Lines) else \
+        ("\n".join(text) + "\n").encode("utf-8", "surrogatepass")
+    if joined.count(b"\n") != n:
         return None
-    blob = np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    blob = np.frombuffer(joined, dtype=np.uint8)
     fixed = np.hstack(blocks) if blocks else np.zeros((n, 0), dtype=np.uint8)
     width = fixed.shape[1]
     ends = np.flatnonzero(blob == _NL) + 1            # each cell's end in the blob

@@ -262,24 +262,64 @@ class SymbolKeys:
         return self.named + list(zip(_hex_names(self.addrs), map(dso.__getitem__, group),
                                      map(kind.__getitem__, group)))
 
-    def columns(self, order: np.ndarray) -> tuple[list[str], np.ndarray, list[tuple]]:
+    def columns(self, order: np.ndarray) -> tuple["SymbolColumn", np.ndarray, list[tuple]]:
         """The symbols of the keys `order`, in that order, and their places: a number
         each, into the distinct (dso, kind) pairs (the third)."""
         n = len(self.named)
-        symbol = np.empty(len(order), dtype=object)
         place = np.empty(len(order), dtype=np.int64)
         places = dict(zip(self.groups, range(len(self.groups))))   # group g: place g
-        named = np.flatnonzero(order < n)
-        if len(named):
-            keys = list(map(self.named.__getitem__, order[named].tolist()))
-            symbol[named] = [k[0] for k in keys]
-            place[named] = [places.setdefault(k[1:3], len(places)) for k in keys]
-        rest = np.flatnonzero(order >= n)
-        if len(rest):
-            at = order[rest] - n
-            symbol[rest] = _hex_names(self.addrs[at])
-            place[rest] = self.group[at]
-        return symbol.tolist(), place, list(places)
+        is_named = order < n
+        keys = list(map(self.named.__getitem__, order[is_named].tolist()))
+        place[is_named] = [places.setdefault(k[1:3], len(places)) for k in keys]
+        at = order[~is_named] - n
+        place[~is_named] = self.group[at]
+        return SymbolColumn([k[0] for k in keys], self.addrs[at], is_named), place, \
+            list(places)
+
+
+@dataclass
+class SymbolColumn:
+    """A report's symbol column in row order: the named rows' symbols, and the addresses
+    that name the others ("0x%016x"), kept as numbers (the text table lays out their 100k
+    rows of qemu's TCG code by numpy, without a string each)."""
+
+    named: list[str]         # the named rows' symbols
+    addrs: np.ndarray        # uint64: the other rows' addresses
+    is_named: np.ndarray     # bool per row
+
+    def __len__(self) -> int:
+        return len(self.is_named)
+
+    def head(self, n: int) -> "SymbolColumn":
+        """The first n rows."""
+        named = int(np.count_nonzero(self.is_named[:n]))
+        return SymbolColumn(self.named[:named], self.addrs[:min(n, len(self.is_named))
+                                                         - named], self.is_named[:n])
+
+    def strings(self) -> list[str]:
+        """Every row's symbol."""
+        out = np.empty(len(self), dtype=object)
+        out[self.is_named] = self.named
+        out[~self.is_named] = _hex_names(self.addrs)
+        return out.tolist()
+
+    def utf8_lines(self) -> bytes | None:
+        """Every row's symbol in UTF-8, each followed by a newline: the named ones joined,
+        the addresses laid out by numpy, the two interleaved by row; None when a name
+        holds a newline."""
+        named = ("\n".join(self.named) + "\n").encode("utf-8", "surrogatepass") \
+            if self.named else b""
+        text = np.frombuffer(named, dtype=np.uint8)
+        ends = np.flatnonzero(text == ord("\n")) + 1
+        if len(ends) != len(self.named):
+            return None
+        length = np.full(len(self), 19, dtype=np.int64)     # "0x%016x\n"
+        length[self.is_named] = np.diff(ends, prepend=0)
+        in_named = np.repeat(self.is_named, length)
+        out = np.empty(len(in_named), dtype=np.uint8)
+        out[in_named] = text
+        out[~in_named] = _hex_lines(self.addrs).reshape(-1)
+        return out.tobytes()
 
 
 @dataclass
@@ -397,19 +437,25 @@ def attribution(data: PerfData, kernel: KernelSymbols | None = None, *, kernel_l
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
-def _hex_names(values: np.ndarray) -> list[str]:
-    """"0x%016x" of each value, made by numpy (a report can name 100k addresses: the JIT
-    code of qemu's TCG, a JVM's): each value's big-endian bytes as two hex digits each,
-    one string decoded and split, not one made per value."""
+def _hex_lines(values: np.ndarray) -> np.ndarray:
+    """"0x%016x\\n" of each value as a row of 19 bytes, made by numpy (a report can name
+    100k addresses: the JIT code of qemu's TCG, a JVM's): each value's big-endian bytes
+    as two hex digits each."""
     v = np.asarray(values, dtype=np.uint64)
-    if not len(v):
-        return []
     octets = v.astype(">u8").view(np.uint8).reshape(-1, 8)
     text = np.empty((len(v), 19), dtype=np.uint8)
     text[:, 0], text[:, 1], text[:, 18] = ord("0"), ord("x"), ord("\n")
     text[:, 2:18:2] = _HEX[octets >> 4]
     text[:, 3:18:2] = _HEX[octets & 15]
-    return text.tobytes()[:-1].decode("ascii").split("\n")
+    return text
+
+
+def _hex_names(values: np.ndarray) -> list[str]:
+    """"0x%016x" of each value: _hex_lines' rows decoded as one string and split, not a
+    string made per value."""
+    if not len(values):
+        return []
+    return _hex_lines(values).tobytes()[:-1].decode("ascii").split("\n")
 
 
 def _kernel_codes(syms: _Symbols, history: CodeHistory, ips: np.ndarray,
@@ -514,7 +560,7 @@ class ReportTable:
     object per row; rows() gives ReportRows.  Each row's dso and kind are its place, a
     number into `places` (a report's 100k rows have a few hundred)."""
 
-    symbol: list[str]
+    symbols: SymbolColumn
     place: np.ndarray     # int64, into places
     places: list[tuple[str, str]]   # (dso, kind)
     samples: np.ndarray   # int64
@@ -522,7 +568,12 @@ class ReportTable:
     percent: np.ndarray   # float64, of the total period, rounded to 2 decimals
 
     def __len__(self) -> int:
-        return len(self.symbol)
+        return len(self.symbols)
+
+    @property
+    def symbol(self) -> list[str]:
+        """Each row's symbol."""
+        return self.symbols.strings()
 
     @property
     def dso(self) -> list[str]:
@@ -536,8 +587,8 @@ class ReportTable:
 
     def head(self, n: int) -> "ReportTable":
         """The first n rows."""
-        return ReportTable(self.symbol[:n], self.place[:n], self.places, self.samples[:n],
-                           self.period[:n], self.percent[:n])
+        return ReportTable(self.symbols.head(n), self.place[:n], self.places,
+                           self.samples[:n], self.period[:n], self.percent[:n])
 
     def rows(self) -> list[ReportRow]:
         """The rows as ReportRow objects."""
@@ -601,7 +652,8 @@ def report_table(data: PerfData, *, sort: str = "symbol",
     else:
         rows = list(map(gkeys.__getitem__, order.tolist()))
         numbered: dict[tuple[str, str], int] = {}
-        symbol = [r[0] for r in rows]
+        symbol = SymbolColumn([r[0] for r in rows], np.zeros(0, dtype=np.uint64),
+                              np.ones(len(rows), dtype=bool))
         place = np.array([numbered.setdefault(r[1:3], len(numbered)) for r in rows],
                          dtype=np.int64)
         places = list(numbered)
