@@ -17,7 +17,9 @@ textrace's, the median of the pairs.  Peak memory is the process's maximum RSS (
 textrace's kallsyms child is not counted (it is done and gone early, ~40 MB).
 
 Also checked: what `textrace report` imports at start-up (`python3 -X importtime`): the
-verb's modules and numpy, not rich, capstone, pyelftools or zstandard.
+verb's modules and numpy, not rich, capstone, pyelftools or zstandard; and what the text
+table and the JSON lines cost apart from the rest, in-process (the whole commands differ
+by less than the machine's noise).
 
 textrace's bytecode is compiled first, as `pip install` does (PYTHONDONTWRITEBYTECODE is
 set in this project's sandbox).
@@ -64,6 +66,32 @@ def facts(path: str) -> tuple[int, int]:
     return sum(r["samples"] for r in rows), len(rows)
 
 
+# the table made once, then each output made from it five times (the medians, in ms)
+_OUTPUT_COST = """
+import statistics, sys, time
+from textrace.cli import report_text
+from textrace.perf.reader import PerfData
+from textrace.views.report import report_table
+table = report_table(PerfData.open(sys.argv[1]))
+def cost(make):
+    runs = []
+    for _ in range(5):
+        t = time.perf_counter()
+        make(table)
+        runs.append(time.perf_counter() - t)
+    return 1000 * statistics.median(runs)
+print(cost(report_text), cost(lambda t: t.json_lines()))
+"""
+
+
+def output_costs(path: str) -> tuple[float, float]:
+    """What the text table and the JSON lines cost apart from the report (ms, in-process):
+    the whole command's times differ by less than the machine's noise."""
+    out = subprocess.run([sys.executable, "-c", _OUTPUT_COST, path], check=True,
+                         capture_output=True, text=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
 def imports(path: str) -> set[str]:
     """The modules `textrace report` imports (python3 -X importtime)."""
     err = subprocess.run([sys.executable, "-X", "importtime", "-m", "textrace", "report",
@@ -97,6 +125,9 @@ def main() -> int:
             print(f"{size:>6}{samples:>9}{rows:>8}{mib:>6.0f} | {label:16}{r['ours_s']:>11.3f}"
                   f"{r['perf_s']:>8.3f}{r['ratio']:>7.2f}x | {r['ours_mib']:>7.0f}"
                   f"{r['perf_mib']:>9.0f}{r['ours_mib'] / r['perf_mib']:>8.2f}", flush=True)
+        text_ms, json_ms = output_costs(path)
+        print(f"{size:>6} output alone (in-process, median of 5): text table {text_ms:.1f} ms,"
+              f" JSON lines {json_ms:.1f} ms", flush=True)
     loaded = imports(path)
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
     ours = sorted(m for m in loaded if m.startswith("textrace"))
