@@ -687,3 +687,27 @@ def test_symbol_column_lines_are_its_strings():
                         np.array([True])).utf8_lines() is None
     empty = SymbolColumn([], np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=bool))
     assert empty.strings() == [] and empty.utf8_lines() == b""
+
+
+def test_json_lines_are_each_rows_json():
+    """The JSON lines (each place's dso and kind encoded once, the address rows' names
+    made by numpy) are ReportRow.to_json() of each row: numbers of every width, zero,
+    percents whose hundredths or tenths are 0, names needing escapes."""
+    from textrace.views.report import ReportTable, SymbolColumn
+    rng = np.random.default_rng(5)
+    n = 2000
+    is_named = rng.random(n) < 0.3
+    named = [rng.choice(["f", "é::g<int>", 'a"b\\c', "x\ny", ""]) for _ in
+             range(int(is_named.sum()))]
+    addrs = rng.integers(0, 1 << 63, n - len(named)).astype(np.uint64)
+    samples = rng.choice([0, 1, 9, 10, 99, 12345, 10**9], n).astype(np.int64)
+    period = rng.choice([0, 7, 100, 250000, 10**15], n).astype(np.int64)
+    percent = np.round(rng.choice([0.0, 0.01, 0.05, 0.1, 0.29, 1.0, 4.18, 10.1, 12.5,
+                                   99.99, 100.0], n), 2)
+    places = [("[kernel.kallsyms]", "kernel"), ("lib\u00e9.so", "user"), ("[unknown]", "")]
+    table = ReportTable(SymbolColumn(named, addrs, is_named),
+                        rng.integers(0, len(places), n).astype(np.int64), places, samples,
+                        period, percent)
+    assert table.json_lines() == "".join(r.to_json() + "\n" for r in table.rows())
+    lines = table.json_lines().splitlines()
+    assert [json.loads(line)["percent"] for line in lines] == percent.tolist()
