@@ -115,6 +115,22 @@ def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
     if start % 8 or (end - start) % 8 or end <= start:
         return None
     offsets, kinds = [], []
+    for pos, nxt, offs, kind in _windows(buf, start, end, window, samples):
+        if offs is None:
+            return None
+        offsets.append(offs)
+        kinds.append(kind)
+        if window_done is not None:
+            window_done(pos, min(nxt, end), offs, kind)
+    if len(offsets) == 1:
+        return offsets[0], kinds[0]
+    return np.concatenate(offsets), np.concatenate(kinds)
+
+
+def _windows(buf, start: int, end: int, window: int, samples: "_SampleGather | None" = None):
+    """The records of [start, end) walked `window` bytes at a time (compiled.walk_records,
+    gathering `samples` if given): (start, next, offsets, types) of each window's records;
+    offsets and types None, and the walk over, where the chain breaks off."""
     pos = start
     while pos < end:
         stop = min(end, pos + window)
@@ -126,18 +142,12 @@ def locate_records_aligned(buf, start: int, end: int, *, window_done=None,
             buf, pos, stop, end, _KNOWN_TYPES, offs, kind,
             samples.spec() if samples is not None and not samples.failed else None)
         if not whole:
-            return None
+            yield pos, nxt, None, None
+            return
         if samples is not None:
             samples.took(gathered)
-        offsets.append(offs[:count].copy())
-        kinds.append(kind[:count].copy())
-        del offs, kind
-        if window_done is not None:
-            window_done(pos, min(nxt, end), offsets[-1], kinds[-1])
+        yield pos, nxt, offs[:count].copy(), kind[:count].copy()
         pos = nxt
-    if len(offsets) == 1:
-        return offsets[0], kinds[0]
-    return np.concatenate(offsets), np.concatenate(kinds)
 
 
 def locate_samples(buf, start: int, end: int) -> tuple[list[int], list[tuple[int, int]]]:
@@ -465,6 +475,19 @@ def _halves(words: np.ndarray, which: int) -> np.ndarray:
     return np.ascontiguousarray(words).view("<i4")[which::2]
 
 
+def _layouts(data, which: np.ndarray | None = None) -> set[tuple[int, int]]:
+    """The sample layouts (sample_type, read_format) of the attrs `which` (indexes; all
+    of them if None)."""
+    attrs = data.attrs
+    chosen = attrs if which is None else [attrs[i] for i in which.tolist()]
+    return {(a.attr.sample_type, a.attr.read_format) for a in chosen}
+
+
+def _one_layout_named(data, sample_attrs: np.ndarray) -> bool:
+    """Whether the attrs the samples name (their indexes, one a sample) share one layout."""
+    return len(_layouts(data, np.flatnonzero(np.bincount(sample_attrs)))) == 1
+
+
 def _one_sampling_layout(data, g: _Gather, o: np.ndarray):
     """(attr, id position) when every sample may have one attr's layout, or None.  One
     attr, or attrs of one layout: (that attr, None).  Several layouts (textrace record's
@@ -475,7 +498,7 @@ def _one_sampling_layout(data, g: _Gather, o: np.ndarray):
     attrs = data.attrs
     if not attrs:  # a damaged file: the record-by-record path names the damage
         return None
-    if len({(a.attr.sample_type, a.attr.read_format) for a in attrs}) == 1:
+    if len(_layouts(data)) == 1:
         return attrs[0].attr, None
     pos = sample_id_position(attrs[0].attr)
     if pos is None or int(o.max()) + 16 + pos > 8 * len(g.u64):
@@ -552,7 +575,7 @@ def _gathered_while_located(data, fields: frozenset[str]) -> SampleArrays | None
     if data.mode != "file" or data._located is not None or not attrs:
         return None
     id_pos = sample_id_position(attrs[0].attr) if len(attrs) > 1 else None
-    one_layout = len({(a.attr.sample_type, a.attr.read_format) for a in attrs}) == 1
+    one_layout = len(_layouts(data)) == 1
     if one_layout:
         attr = attrs[0].attr
     elif id_pos is None:
@@ -571,8 +594,7 @@ def _gathered_while_located(data, fields: frozenset[str]) -> SampleArrays | None
         return None
     got, misc = gather.columns()
     sample_attrs = _attr_from_ids(data, got.pop()) if read_ids else None
-    if not one_layout and len({(attrs[i].attr.sample_type, attrs[i].attr.read_format)
-                               for i in np.flatnonzero(np.bincount(sample_attrs)).tolist()}) != 1:
+    if not one_layout and not _one_layout_named(data, sample_attrs):
         return None
     attr_idx = sample_attrs if read_ids and "attr" in fields else \
         np.zeros(len(misc), dtype=np.int32)
@@ -587,23 +609,16 @@ def _first_sample_attr(data, id_pos: int):
     start, end = data._data.offset, data._data.end
     if start % 8 or (end - start) % 8:
         return None
-    pos = start
-    while pos < end:
-        stop = min(end, pos + _WINDOW)
-        room = (stop - pos) // 8 + 1
-        offs, kinds = np.empty(room, dtype=np.int64), np.empty(room, dtype=np.uint16)
-        count, nxt, whole, _ = walk_records(data._buf, pos, stop, end, _KNOWN_TYPES, offs,
-                                            kinds)
-        samples = np.flatnonzero(kinds[:count] == RecordType.SAMPLE)
+    for _pos, _nxt, offs, kinds in _windows(data._buf, start, end, _WINDOW):
+        if offs is None:
+            return None
+        samples = np.flatnonzero(kinds == RecordType.SAMPLE)
         if len(samples):
             at = int(offs[samples[0]])
             if 16 + id_pos > _HEADER.unpack_from(data._buf, at)[2]:
                 return None
             rid = _U64.unpack_from(data._buf, at + 8 + id_pos)[0]
             return data.attrs[data._id_to_attr.get(rid, 0)].attr
-        if not whole:
-            return None
-        pos = nxt
     return None
 
 
@@ -643,9 +658,7 @@ def _one_layout(data, g: _Gather, o: np.ndarray, callchains: bool,
         # layout's checks: it may be of another)
         ids = got.pop() if bad < 0 else words[base + id_word[0]]
         sample_attrs = _attr_from_ids(data, ids)
-        attrs = data.attrs
-        if len({(attrs[i].attr.sample_type, attrs[i].attr.read_format) for i in
-                np.flatnonzero(np.bincount(sample_attrs)).tolist()}) != 1:
+        if not _one_layout_named(data, sample_attrs):
             return None
     if bad >= 0:
         _sample_damage(data, o, words, base, attr, names, chain, width, bad)
