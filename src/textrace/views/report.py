@@ -185,10 +185,7 @@ class _Symbols:
             which = self._block_of(t)
             order = np.argsort(which, kind="stable")
             t, which = t[order], which[order]
-            cuts = np.flatnonzero(np.diff(which)) + 1
-            starts = [0, *cuts.tolist()]
-            ends = [*cuts.tolist(), len(t)]
-            for lo, hi in zip(starts, ends):
+            for lo, hi in _runs(which):
                 first, _count, namer, many, unnamed, _addrs = self.blocks[int(which[lo])]
                 these = t[lo:hi]
                 if unnamed is not None:
@@ -224,8 +221,7 @@ class _Symbols:
         groups: dict[tuple[str, str], int] = {}
         codes, blocks = hit[by_addr], block[by_addr]
         # (`hit` ascends, and so do its blocks: each block's codes are one run)
-        cuts = (np.flatnonzero(np.diff(blocks)) + 1).tolist()
-        for lo, hi in zip([0, *cuts], [*cuts, len(blocks)]) if len(blocks) else ():
+        for lo, hi in _runs(blocks):
             first, _count, _namer, _many, _unnamed, (addrs, dso, kind) = \
                 self.blocks[int(blocks[lo])]
             values[lo:hi] = addrs[codes[lo:hi] - first]
@@ -237,6 +233,14 @@ class _Symbols:
         # then address)
         rank = np.concatenate([named_first, by_addr[once]])
         return SymbolKeys(distinct, values[once], group[once], list(groups), rank), number
+
+
+def _runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """[lo, hi) of each run of equal `values` (none for no values)."""
+    if not len(values):
+        return []
+    cuts = (np.flatnonzero(np.diff(values)) + 1).tolist()
+    return list(zip([0, *cuts], [*cuts, len(values)]))
 
 
 @dataclass
