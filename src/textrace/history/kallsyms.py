@@ -6,8 +6,8 @@ carries no sizes).  Only text symbols (t/T/w/W) count: code, not data.
 
 /proc/kallsyms has 100k+ lines (122k on 6.18 with a few modules) and a report needs the
 names of a few thousand of them, so the text is split into addresses and name spans
-(kallsyms_text) and names are decoded only when asked for (`name(i)`); `names` and `modules` are the full
-lists, decoded once on first use.
+(kallsyms_text) and names are decoded only when asked for (`name(i)`); `names` and
+`modules` are the full lists, decoded once on first use.
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@
 itself (read_proc_kallsyms).
 
 The kernel formats /proc/kallsyms a page per read(2): 1300+ reads, ~30 ms of system time
-for 122k lines, then ~10 ms to split the lines (compiled code, history/kallsyms_text.py).  A thread would hold the GIL after each read and
-wait for it before the next, so behind a busy main thread it finishes late; a forked child
-runs on another CPU with no such wait.  The child writes the parsed symbols to a memfd
-(header, addresses, name spans, the text itself) and the parent maps them and sorts them.
+for 122k lines, then ~10 ms to split the lines (compiled code, history/kallsyms_text.py).
+A thread would hold the GIL after each read and wait for it before the next, so behind a
+busy main thread it finishes late; a forked child runs on another CPU with no such wait.
+The child writes the parsed symbols to a memfd (header, addresses, name spans, the text
+itself) and the parent maps them and reads them in place (sorted only if the kernel's
+order is not the addresses').
 
 Neither this module nor the child imports numpy: the child starts before the parent
 imports it, and its CPU goes to reading, not to numpy's import.
